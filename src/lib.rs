@@ -1,0 +1,33 @@
+//! # Herald's domain and wire protocol
+//!
+//! This crate is shared by every other part of Herald — the Leptos `app`
+//! (compiled for the server and for the browser), the `server`, tests and
+//! benchmarks — so it does no I/O and compiles for `wasm32` and native alike.
+//!
+//! ## Layout
+//! - [`room`]: [`RoomName`], the validated name of a chat room.
+//! - [`message`]: the validated parts of a chat message ([`MessageBody`],
+//!   [`DisplayName`], [`ClientMsgId`]), sequence numbers ([`Seq`]) and the
+//!   stored record every client sees ([`StoredMessage`]).
+//! - [`protocol`]: Socket.IO event names and the JSON payloads of each event
+//!   and acknowledgement. `docs/PROTOCOL.md` documents the same contract.
+//! - [`wire`]: the small part of Engine.IO v4 / Socket.IO v5 framing a
+//!   client needs (the browser client and the integration tests use it).
+//! - [`time`]: timestamp rendering that gives the same text on the server and
+//!   in the browser, so hydration never disagrees with server rendering.
+//!
+//! Values are parsed at the boundary: every newtype is built only through
+//! `parse`, which enforces its rules, so code past the boundary trusts it.
+
+pub mod message;
+pub mod protocol;
+pub mod room;
+pub mod time;
+pub mod wire;
+
+pub use message::{ClientMsgId, DisplayName, MessageBody, Seq, StoredMessage};
+pub use room::RoomName;
+
+/// How many messages a room page shows, and the window of history a room page
+/// is rendered from.
+pub const HISTORY_WINDOW: u64 = 50;

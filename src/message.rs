@@ -1,0 +1,251 @@
+//! Chat messages: their validated parts, sequence numbers and the stored record.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::room::RoomName;
+
+/// The longest message body, in characters.
+pub const BODY_MAX_CHARS: usize = 2000;
+/// The longest display name, in characters.
+pub const NAME_MAX_CHARS: usize = 32;
+/// Client message ids are 8 to 64 characters of `[A-Za-z0-9_-]`.
+pub const CLIENT_ID_MIN: usize = 8;
+pub const CLIENT_ID_MAX: usize = 64;
+
+/// Why a piece of a message was rejected. The `code` is stable and is what
+/// clients match on; the `Display` text is shown to people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("message is empty")]
+    BodyEmpty,
+    #[error("message is longer than {BODY_MAX_CHARS} characters")]
+    BodyTooLong,
+    #[error("name is empty")]
+    NameEmpty,
+    #[error("name is longer than {NAME_MAX_CHARS} characters")]
+    NameTooLong,
+    #[error("text contains control characters")]
+    ControlCharacter,
+    #[error("client message id must be {CLIENT_ID_MIN}-{CLIENT_ID_MAX} characters of A-Z, a-z, 0-9, '_' or '-'")]
+    BadClientId,
+}
+
+impl MessageError {
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BodyEmpty => "body_empty",
+            Self::BodyTooLong => "body_too_long",
+            Self::NameEmpty => "name_empty",
+            Self::NameTooLong => "name_too_long",
+            Self::ControlCharacter => "control_character",
+            Self::BadClientId => "bad_client_id",
+        }
+    }
+}
+
+/// Rejects control characters other than newline and tab: they make text
+/// render differently in different places and carry nothing a person typed.
+fn check_controls(text: &str, allow_newlines: bool) -> Result<(), MessageError> {
+    let bad = |c: char| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t'));
+    if text.chars().any(bad) {
+        Err(MessageError::ControlCharacter)
+    } else {
+        Ok(())
+    }
+}
+
+/// The text of a message: 1 to 2,000 characters once trimmed, newlines
+/// normalised to `\n`, no other control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct MessageBody(String);
+
+impl MessageBody {
+    pub fn parse(raw: &str) -> Result<Self, MessageError> {
+        let text = raw.replace("\r\n", "\n").replace('\r', "\n");
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(MessageError::BodyEmpty);
+        }
+        if text.chars().count() > BODY_MAX_CHARS {
+            return Err(MessageError::BodyTooLong);
+        }
+        check_controls(text, true)?;
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The name a message is shown under: 1 to 32 characters once trimmed, on
+/// one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self, MessageError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(MessageError::NameEmpty);
+        }
+        if name.chars().count() > NAME_MAX_CHARS {
+            return Err(MessageError::NameTooLong);
+        }
+        check_controls(name, false)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name a visitor has before they choose one: `guest-` and four
+    /// digits derived from `seed` (stable per visitor, so it doesn't change
+    /// on every page load).
+    pub fn guest(seed: u64) -> Self {
+        Self(format!("guest-{:04}", seed % 10_000))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id a client gives a message before sending it, so that a resend
+/// (after a reconnect, say) is stored and shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ClientMsgId(String);
+
+impl ClientMsgId {
+    pub fn parse(raw: &str) -> Result<Self, MessageError> {
+        let ok_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        if (CLIENT_ID_MIN..=CLIENT_ID_MAX).contains(&raw.len()) && raw.bytes().all(ok_char) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(MessageError::BadClientId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! validated_deserialize {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+validated_deserialize!(MessageBody, DisplayName, ClientMsgId);
+
+/// A message's position in its room. Sequence numbers start at 1, grow by
+/// one per stored message and are never reused; `Seq(0)` means "before the
+/// first message".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub const ZERO: Seq = Seq(0);
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A message as stored and as every client receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub room: RoomName,
+    pub seq: Seq,
+    /// The sender's id for this message (see [`ClientMsgId`]).
+    pub client_id: ClientMsgId,
+    pub name: DisplayName,
+    pub body: MessageBody,
+    /// When the server stored it, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_trimmed_and_normalised() {
+        let body = MessageBody::parse("  hi\r\nthere\t!  ").unwrap();
+        assert_eq!(body.as_str(), "hi\nthere\t!");
+    }
+
+    #[test]
+    fn body_limits() {
+        assert_eq!(MessageBody::parse(" \n "), Err(MessageError::BodyEmpty));
+        assert!(MessageBody::parse(&"é".repeat(BODY_MAX_CHARS)).is_ok());
+        assert_eq!(MessageBody::parse(&"a".repeat(BODY_MAX_CHARS + 1)), Err(MessageError::BodyTooLong));
+        assert_eq!(MessageBody::parse("a\u{0}b"), Err(MessageError::ControlCharacter));
+        assert_eq!(MessageBody::parse("a\u{1b}[31m"), Err(MessageError::ControlCharacter));
+    }
+
+    #[test]
+    fn markup_is_just_text() {
+        let raw = "<img src=x onerror=alert(1)>";
+        assert_eq!(MessageBody::parse(raw).unwrap().as_str(), raw);
+        assert_eq!(DisplayName::parse(raw).unwrap().as_str(), raw);
+    }
+
+    #[test]
+    fn name_limits() {
+        assert_eq!(DisplayName::parse("  Ada  ").unwrap().as_str(), "Ada");
+        assert_eq!(DisplayName::parse("   "), Err(MessageError::NameEmpty));
+        assert_eq!(DisplayName::parse(&"n".repeat(NAME_MAX_CHARS + 1)), Err(MessageError::NameTooLong));
+        assert_eq!(DisplayName::parse("a\nb"), Err(MessageError::ControlCharacter));
+    }
+
+    #[test]
+    fn guest_names_have_four_digits() {
+        assert_eq!(DisplayName::guest(7).as_str(), "guest-0007");
+        assert_eq!(DisplayName::guest(123_456).as_str(), "guest-3456");
+    }
+
+    #[test]
+    fn client_ids() {
+        assert!(ClientMsgId::parse("abcd1234").is_ok());
+        assert!(ClientMsgId::parse(&"x".repeat(64)).is_ok());
+        for bad in ["short", &"x".repeat(65), "has space1", "ünïcode1", "a/b/c/d/e"] {
+            assert_eq!(ClientMsgId::parse(bad), Err(MessageError::BadClientId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stored_message_round_trips_through_json() {
+        let msg = StoredMessage {
+            room: RoomName::lobby(),
+            seq: Seq(3),
+            client_id: ClientMsgId::parse("abcdefgh").unwrap(),
+            name: DisplayName::parse("Ada").unwrap(),
+            body: MessageBody::parse("hello").unwrap(),
+            at_ms: 1_700_000_000_000,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<StoredMessage>(&json).unwrap(), msg);
+        assert!(json.contains("\"seq\":3"), "{json}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Socket.IO events and their payloads.
+//!
+//! Every event a client emits takes one JSON object and, when the client asks
+//! for an acknowledgement, is answered with a [`Reply`]: `{"ok": …}` on
+//! success or `{"error": {"code": …, "reason": …}}` on failure.
+//! `docs/PROTOCOL.md` is the prose version of this file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::{MessageError, Seq, StoredMessage};
+use crate::room::{RoomName, RoomNameError};
+
+/// Client → server: start receiving a room's messages. Payload [`JoinRequest`],
+/// ack `Reply<Joined>`.
+pub const EV_JOIN: &str = "join";
+/// Client → server: stop receiving a room's messages. Payload [`LeaveRequest`],
+/// ack `Reply<()>`.
+pub const EV_LEAVE: &str = "leave";
+/// Client → server: store and broadcast a message. Payload [`SendRequest`],
+/// ack `Reply<StoredMessage>`.
+pub const EV_SEND: &str = "send";
+/// Server → client: a message stored in a room the socket joined. Payload
+/// [`StoredMessage`].
+pub const EV_MESSAGE: &str = "message";
+
+/// The most messages a join returns to catch a client up; a client further
+/// behind gets the newest ones and `truncated: true`.
+pub const CATCH_UP_MAX: u64 = 500;
+/// The most rooms one socket may be in at once.
+pub const ROOMS_PER_SOCKET_MAX: usize = 16;
+
+/// Payload of [`EV_JOIN`]. Fields are raw strings so that a bad value gets a
+/// precise error code instead of a generic parse failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub room: String,
+    /// The last sequence number the client has; it receives every message
+    /// after it. `0` (or absent) asks for the recent history window.
+    #[serde(default)]
+    pub since: u64,
+}
+
+/// Payload of [`EV_LEAVE`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    pub room: String,
+}
+
+/// Acknowledgement of a successful join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Joined {
+    pub room: RoomName,
+    /// The room's newest sequence number when the join was served.
+    pub head: Seq,
+    /// Messages after `since`, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// True when more than [`CATCH_UP_MAX`] messages were missed and only the
+    /// newest were sent.
+    pub truncated: bool,
+}
+
+/// Payload of [`EV_SEND`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub room: String,
+    /// A client-generated id; sending the same id again returns the stored
+    /// message instead of storing a second copy.
+    pub client_id: String,
+    pub name: String,
+    pub body: String,
+    /// Set when resending a message whose ack never arrived.
+    #[serde(default)]
+    pub retry: bool,
+}
+
+/// An acknowledgement: the result of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    Ok(T),
+    Error(ErrorReply),
+}
+
+impl<T> From<Result<T, ErrorReply>> for Reply<T> {
+    fn from(result: Result<T, ErrorReply>) -> Self {
+        match result {
+            Ok(value) => Reply::Ok(value),
+            Err(error) => Reply::Error(error),
+        }
+    }
+}
+
+/// Why a request failed: a stable `code` for programs and a `reason` for
+/// people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: String,
+    pub reason: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: &str, reason: impl Into<String>) -> Self {
+        Self { code: code.to_owned(), reason: reason.into() }
+    }
+
+    /// The payload was not the JSON object the event takes.
+    pub fn malformed(detail: impl std::fmt::Display) -> Self {
+        Self::new("malformed", format!("malformed payload: {detail}"))
+    }
+
+    /// The server could not do it now (storage unavailable); retrying later
+    /// with the same client id is safe.
+    pub fn unavailable() -> Self {
+        Self::new("unavailable", "the server could not store the message; try again")
+    }
+}
+
+impl From<RoomNameError> for ErrorReply {
+    fn from(err: RoomNameError) -> Self {
+        Self::new("invalid_room", err.to_string())
+    }
+}
+
+impl From<MessageError> for ErrorReply {
+    fn from(err: MessageError) -> Self {
+        Self::new(err.code(), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_tagged_objects() {
+        let ok: Reply<u8> = Reply::Ok(1);
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":1}"#);
+        let err: Reply<u8> = Reply::Error(ErrorReply::new("body_empty", "message is empty"));
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":"body_empty","reason":"message is empty"}}"#
+        );
+    }
+
+    #[test]
+    fn join_since_defaults_to_zero() {
+        let req: JoinRequest = serde_json::from_str(r#"{"room":"lobby"}"#).unwrap();
+        assert_eq!(req.since, 0);
+    }
+}
