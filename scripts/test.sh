@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Herald's whole check, as CI runs it (.ci/run): setup, formatting, lints,
+# unit and integration tests against SecantusDB, the release build, and the
+# Playwright browser tests against that build. Stops at the first failure.
+set -euo pipefail
+
+# shellcheck source=scripts/setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+cd "$HERALD_ROOT"
+
+# SecantusDB is started once and shared: every cargo integration test and
+# every Playwright test makes its own database in it.
+trap herald_stop_mongo EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+herald_step "1/6 setup"
+herald_setup --chromium
+
+herald_step "2/6 cargo fmt --all --check"
+cargo fmt --all --check
+
+# Never --workspace: the app crate's `ssr` and `hydrate` features must not be
+# unified into one build, so the server side and the wasm side are linted apart.
+herald_step "3/6 cargo clippy (server side, then wasm frontend)"
+cargo clippy -p herald -p server --all-targets -- -D warnings
+cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
+
+herald_step "4/6 cargo test (against SecantusDB)"
+herald_start_mongo :memory: 0
+export HERALD_TEST_MONGO_URI="$HERALD_MONGO_URL"
+cargo test -p herald -p server
+
+herald_step "5/6 cargo leptos build --release"
+cargo leptos build --release
+
+herald_step "6/6 playwright (end2end/)"
+(cd end2end && npx --no-install playwright test)
