@@ -25,7 +25,7 @@ pub mod room;
 pub mod time;
 pub mod wire;
 
-pub use message::{ClientMsgId, DisplayName, MessageBody, Seq, StoredMessage};
+pub use message::{ClientMsgId, DisplayName, MessageBody, NewMessage, Seq, StoredMessage};
 pub use room::RoomName;
 
 /// How many messages a room page shows, and the window of history a room page

@@ -172,6 +172,15 @@ impl fmt::Display for Seq {
     }
 }
 
+/// A validated message, ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub room: RoomName,
+    pub client_id: ClientMsgId,
+    pub name: DisplayName,
+    pub body: MessageBody,
+}
+
 /// A message as stored and as every client receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::message::{MessageError, Seq, StoredMessage};
+use crate::message::{ClientMsgId, DisplayName, MessageBody, MessageError, NewMessage, Seq, StoredMessage};
 use crate::room::{RoomName, RoomNameError};
 
 /// Client → server: start receiving a room's messages. Payload [`JoinRequest`],
@@ -71,6 +71,18 @@ pub struct SendRequest {
     /// Set when resending a message whose ack never arrived.
     #[serde(default)]
     pub retry: bool,
+}
+
+impl SendRequest {
+    /// Checks every field, reporting the first that breaks its rule.
+    pub fn validate(&self) -> Result<NewMessage, ErrorReply> {
+        Ok(NewMessage {
+            room: RoomName::parse(&self.room)?,
+            client_id: ClientMsgId::parse(&self.client_id)?,
+            name: DisplayName::parse(&self.name)?,
+            body: MessageBody::parse(&self.body)?,
+        })
+    }
 }
 
 /// An acknowledgement: the result of a request.
@@ -140,6 +152,22 @@ mod tests {
             serde_json::to_string(&err).unwrap(),
             r#"{"error":{"code":"body_empty","reason":"message is empty"}}"#
         );
+    }
+
+    #[test]
+    fn send_requests_are_validated_field_by_field() {
+        let mut req = SendRequest {
+            room: "lobby".into(),
+            client_id: "abcdefgh".into(),
+            name: "Ada".into(),
+            body: "hi".into(),
+            retry: false,
+        };
+        assert_eq!(req.validate().unwrap().body.as_str(), "hi");
+        req.body = " ".into();
+        assert_eq!(req.validate().unwrap_err().code, "body_empty");
+        req.room = "No Such".into();
+        assert_eq!(req.validate().unwrap_err().code, "invalid_room");
     }
 
     #[test]

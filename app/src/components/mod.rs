@@ -1,0 +1,6 @@
+//! The parts of a room page.
+
+pub mod chat;
+pub mod composer;
+pub mod message_list;
+pub mod status;

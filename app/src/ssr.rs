@@ -1,0 +1,54 @@
+//! What the server provides to pages when rendering them.
+//!
+//! The server inserts [`Visitor`] (and, after a rejected form post,
+//! [`FormRejection`]) into each request's extensions, and provides
+//! [`Backend`] as Leptos context. Keeping these as plain types and a trait
+//! here means this crate never depends on the server or on MongoDB.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use herald::{DisplayName, RoomName, Seq, StoredMessage};
+
+/// The visitor a page is rendered for.
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    /// The display name from the visitor's cookie, or their guest name.
+    pub name: DisplayName,
+    /// The token the page's form must send back (see the server's `csrf`).
+    pub csrf_token: String,
+    /// A fresh client message id for this render's no-JavaScript form.
+    pub form_client_id: String,
+}
+
+/// A form post the server rejected; the page is rendered again with the
+/// error shown and the visitor's text kept.
+#[derive(Debug, Clone)]
+pub struct FormRejection {
+    pub error: String,
+    pub name: String,
+    pub body: String,
+}
+
+/// A room's recent history: its head sequence and the messages after
+/// `head - HISTORY_WINDOW`, oldest first.
+#[derive(Debug, Clone)]
+pub struct RecentHistory {
+    pub head: Seq,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// History could not be read (storage unreachable).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("message history is unavailable")]
+pub struct HistoryUnavailable;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Read access to room history, implemented by the server's storage.
+pub trait ChatHistory: Send + Sync + 'static {
+    fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>>;
+}
+
+/// The server's history access, provided as Leptos context.
+#[derive(Clone)]
+pub struct Backend(pub Arc<dyn ChatHistory>);

@@ -1,0 +1,95 @@
+//! `POST /add_message`: the no-JavaScript way to send.
+//!
+//! The room page's form posts here. On success the browser is sent back to
+//! the room with `303 See Other`; on failure the room page is rendered again
+//! with the reason shown, the visitor's text kept, a 4xx/5xx status, and
+//! nothing stored.
+
+use app::ssr::{FormRejection, Visitor};
+use axum::Form;
+use axum::body::Body;
+use axum::extract::rejection::FormRejection as FormBodyRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald::RoomName;
+use herald::protocol::SendRequest;
+use serde::Deserialize;
+use socketioxide::SocketIo;
+
+use crate::state::AppState;
+use crate::visitor::{VisitorId, random_hex};
+
+/// The form's fields. Missing fields read as empty, so that they are
+/// reported like any other invalid value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AddMessageForm {
+    room: String,
+    name: String,
+    body: String,
+    csrf: String,
+    client_id: String,
+}
+
+pub async fn add_message(
+    State(state): State<AppState>,
+    State(io): State<SocketIo>,
+    Extension(visitor_id): Extension<VisitorId>,
+    Extension(visitor): Extension<Visitor>,
+    form: Result<Form<AddMessageForm>, FormBodyRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return (rejection.status(), "malformed form: send application/x-www-form-urlencoded").into_response(),
+    };
+    let room = RoomName::parse(&form.room).unwrap_or_else(|_| RoomName::lobby());
+    let reject = |status: StatusCode, error: String| {
+        let rejection = FormRejection { error, name: form.name.clone(), body: form.body.clone() };
+        render_rejected(&state, &room, visitor.clone(), rejection, status)
+    };
+    if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
+        return reject(StatusCode::FORBIDDEN, "This form has expired. Send your message again.".into()).await;
+    }
+    // A form without an id still gets one, so the stored record is complete.
+    let client_id = if form.client_id.is_empty() { random_hex::<8>() } else { form.client_id.clone() };
+    let request = SendRequest { room: form.room.clone(), client_id, name: form.name.clone(), body: form.body.clone(), retry: true };
+    let message = match request.validate() {
+        Ok(message) => message,
+        Err(err) => return reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&err.reason)).await,
+    };
+    match state.chat.post(&io, &message, true).await {
+        Ok(stored) => {
+            let location = format!("{}#m-{}", stored.room.page_path(), stored.seq);
+            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+            response.headers_mut().append(header::SET_COOKIE, state.keys.name_cookie(&stored.name));
+            response
+        }
+        Err(err) => {
+            tracing::error!(%err, room = %message.room, "form post: storing failed");
+            reject(StatusCode::SERVICE_UNAVAILABLE, "Your message could not be stored. Try again.".into()).await
+        }
+    }
+}
+
+/// Renders the room page for a rejected post, with `status`.
+async fn render_rejected(
+    state: &AppState,
+    room: &RoomName,
+    visitor: Visitor,
+    rejection: FormRejection,
+    status: StatusCode,
+) -> Response {
+    let mut request = Request::get(room.page_path()).body(Body::empty()).expect("a room path is a valid URI");
+    request.extensions_mut().insert(visitor);
+    request.extensions_mut().insert(rejection);
+    let mut response = state.render_page(request).await;
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}

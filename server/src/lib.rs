@@ -1,0 +1,29 @@
+//! # Herald's server
+//!
+//! axum + leptos_axum for pages and forms, socketioxide for real time,
+//! MongoDB for history.
+//!
+//! ## Layout
+//! - [`config`]: typed configuration from the environment; secrets in
+//!   [`config::Secret`].
+//! - [`startup`]: [`startup::Application`] (`build` → `port` →
+//!   `run_until_stopped`) and the [`startup::router`].
+//! - [`state`]: [`state::AppState`], the one state object handlers share.
+//! - [`store`]: MongoDB storage — sequence allocation, idempotent appends,
+//!   range-bounded history reads.
+//! - [`chat`]: posting a message (store, then broadcast), shared by both
+//!   ways of sending.
+//! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
+//! - [`form`]: `POST /add_message`, the no-JavaScript form.
+//! - [`visitor`]: visitor cookie, display-name cookie and CSRF tokens.
+//! - [`telemetry`]: logging setup.
+
+pub mod chat;
+pub mod config;
+pub mod form;
+pub mod realtime;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod visitor;

@@ -1,0 +1,98 @@
+//! The Socket.IO layer: events `join`, `leave` and `send` on namespace `/`.
+//!
+//! Each handler parses its payload at the boundary and always answers the
+//! client's ack with a [`Reply`], so a malformed or invalid request gets a
+//! reason and the connection stays up. `docs/PROTOCOL.md` documents the
+//! events.
+
+use herald::protocol::{
+    EV_JOIN, EV_LEAVE, EV_SEND, ErrorReply, JoinRequest, Joined, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply, SendRequest,
+};
+use herald::{RoomName, Seq, StoredMessage};
+use serde::Serialize;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use tracing::Instrument;
+
+use crate::chat::{Chat, room_key};
+
+/// Registers Herald's handlers on the default namespace.
+pub fn register(io: &SocketIo) {
+    io.ns("/", async |socket: SocketRef| {
+        tracing::debug!(sid = %socket.id, "socket connected");
+        socket.on(EV_JOIN, on_join);
+        socket.on(EV_LEAVE, on_leave);
+        socket.on(EV_SEND, on_send);
+        socket.on_disconnect(async |socket: SocketRef| {
+            tracing::debug!(sid = %socket.id, "socket disconnected");
+        });
+    });
+}
+
+fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
+    if let Err(err) = ack.send(reply) {
+        tracing::debug!(%err, "could not send ack");
+    }
+}
+
+async fn on_join(socket: SocketRef, TryData(request): TryData<JoinRequest>, State(chat): State<Chat>, ack: AckSender) {
+    let span = tracing::debug_span!("join", sid = %socket.id);
+    let result = match request {
+        Ok(request) => join(&socket, &chat, request).instrument(span).await,
+        Err(err) => Err(ErrorReply::malformed(err)),
+    };
+    answer(ack, &Reply::from(result));
+}
+
+async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<Joined, ErrorReply> {
+    let room = RoomName::parse(&request.room)?;
+    let key = room_key(&room);
+    let rooms = socket.rooms();
+    if !rooms.iter().any(|r| *r == key) && rooms.len() >= ROOMS_PER_SOCKET_MAX {
+        return Err(ErrorReply::new("too_many_rooms", format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms")));
+    }
+    // Join first, read second: a message stored from now on is broadcast to
+    // this socket, one stored before is in the read. One stored in between
+    // arrives both ways and the client keeps it once (by sequence number).
+    socket.join(key.clone());
+    match chat.store().since(&room, Seq(request.since)).await {
+        Ok(catch_up) => Ok(Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated }),
+        Err(err) => {
+            tracing::error!(%err, %room, "join: reading history failed");
+            socket.leave(key);
+            Err(ErrorReply::unavailable())
+        }
+    }
+}
+
+async fn on_leave(socket: SocketRef, TryData(request): TryData<LeaveRequest>, ack: AckSender) {
+    let result = request.map_err(ErrorReply::malformed).and_then(|request| {
+        let room = RoomName::parse(&request.room)?;
+        socket.leave(room_key(&room));
+        Ok(())
+    });
+    answer(ack, &Reply::from(result));
+}
+
+async fn on_send(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<SendRequest>,
+    State(chat): State<Chat>,
+    ack: AckSender,
+) {
+    let span = tracing::debug_span!("send", sid = %socket.id);
+    let result = match request {
+        Ok(request) => send(&io, &chat, request).instrument(span).await,
+        Err(err) => Err(ErrorReply::malformed(err)),
+    };
+    answer(ack, &Reply::from(result));
+}
+
+async fn send(io: &SocketIo, chat: &Chat, request: SendRequest) -> Result<StoredMessage, ErrorReply> {
+    let message = request.validate()?;
+    chat.post(io, &message, request.retry).await.map_err(|err| {
+        tracing::error!(%err, room = %message.room, "send: storing failed");
+        ErrorReply::unavailable()
+    })
+}

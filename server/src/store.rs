@@ -1,0 +1,228 @@
+//! Message storage in MongoDB.
+//!
+//! Two collections:
+//! - `room_heads` `{_id: room, seq}`: each room's newest sequence number,
+//!   advanced atomically with `$inc` (one round trip allocates a sequence);
+//! - `messages` `{room, seq, client_id, name, body, at}`: unique on
+//!   `(room, seq)` and on `(room, client_id)`, the latter making resends
+//!   idempotent.
+//!
+//! Every history read is a range on `seq` (`seq > from`), which the
+//! `(room, seq)` index answers directly; nothing sorts a whole room.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use herald::protocol::CATCH_UP_MAX;
+use herald::{ClientMsgId, DisplayName, HISTORY_WINDOW, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
+use mongodb::bson::{DateTime, doc};
+use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// How long an operation waits for a reachable server before failing, so a
+/// database outage turns into an error instead of a hang.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Storage failed; the cause is logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Mongo(#[from] MongoError),
+    #[error("stored document is invalid: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct MessageDoc {
+    room: String,
+    seq: i64,
+    client_id: String,
+    name: String,
+    body: String,
+    at: DateTime,
+}
+
+impl MessageDoc {
+    fn new(message: &NewMessage, seq: Seq, at: DateTime) -> Self {
+        Self {
+            room: message.room.to_string(),
+            seq: seq_to_i64(seq),
+            client_id: message.client_id.to_string(),
+            name: message.name.to_string(),
+            body: message.body.to_string(),
+            at,
+        }
+    }
+
+    /// Documents are parsed like any input: a document that breaks the rules
+    /// is reported, not shown.
+    fn into_message(self) -> Result<StoredMessage, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of {}#{}", self.room, self.seq));
+        Ok(StoredMessage {
+            room: RoomName::parse(&self.room).map_err(|_| corrupt("room"))?,
+            seq: Seq(u64::try_from(self.seq).map_err(|_| corrupt("seq"))?),
+            client_id: ClientMsgId::parse(&self.client_id).map_err(|_| corrupt("client_id"))?,
+            name: DisplayName::parse(&self.name).map_err(|_| corrupt("name"))?,
+            body: MessageBody::parse(&self.body).map_err(|_| corrupt("body"))?,
+            at_ms: self.at.timestamp_millis(),
+        })
+    }
+}
+
+fn seq_to_i64(seq: Seq) -> i64 {
+    i64::try_from(seq.get()).unwrap_or(i64::MAX)
+}
+
+fn is_duplicate_key(err: &MongoError) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// A room's messages after some sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatchUp {
+    pub head: Seq,
+    pub messages: Vec<StoredMessage>,
+    /// More messages were missed than [`CATCH_UP_MAX`]; only the newest came.
+    pub truncated: bool,
+}
+
+/// Handle to Herald's MongoDB database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    messages: Collection<MessageDoc>,
+    heads: Collection<mongodb::bson::Document>,
+}
+
+impl Store {
+    /// Connects (lazily: the driver connects on first use) and returns a
+    /// handle to database `db`.
+    pub async fn connect(uri: &Secret, db: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri.expose()).await?;
+        options.app_name.get_or_insert_with(|| "herald".to_owned());
+        options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+        let db = Client::with_options(options)?.database(db);
+        Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads") })
+    }
+
+    /// Creates the indexes Herald relies on (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let unique = |name: &str| IndexOptions::builder().unique(true).name(name.to_owned()).build();
+        self.messages
+            .create_indexes([
+                IndexModel::builder().keys(doc! {"room": 1, "seq": 1}).options(unique("room_seq")).build(),
+                IndexModel::builder()
+                    .keys(doc! {"room": 1, "client_id": 1})
+                    .options(unique("room_client_id"))
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a message: one sequence allocation plus one insert. A message
+    /// whose client id is already stored in the room is returned as stored
+    /// the first time, not stored again. With `retry` (the client says it may
+    /// have sent this before) the existing copy is looked up first, which
+    /// spares a sequence number.
+    pub async fn append(&self, message: &NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
+        if retry && let Some(existing) = self.find_by_client_id(&message.room, &message.client_id).await? {
+            return Ok(existing);
+        }
+        let seq = self.allocate_seq(&message.room).await?;
+        let doc = MessageDoc::new(message, seq, DateTime::now());
+        match self.messages.insert_one(&doc).await {
+            Ok(_) => doc.into_message(),
+            Err(err) if is_duplicate_key(&err) => self
+                .find_by_client_id(&message.room, &message.client_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.room, doc.seq))),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn allocate_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        let filter = doc! {"_id": room.as_str()};
+        let update = doc! {"$inc": {"seq": 1_i64}};
+        // Two first messages in a new room can race to upsert the head; the
+        // loser sees a duplicate key and simply increments the winner's.
+        for attempt in 0..2 {
+            let result = self
+                .heads
+                .find_one_and_update(filter.clone(), update.clone())
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match result {
+                Ok(Some(head)) => {
+                    let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    return u64::try_from(seq).map(Seq).map_err(|_| StoreError::Corrupt("negative head".into()));
+                }
+                Ok(None) => return Err(StoreError::Corrupt("upsert returned nothing".into())),
+                Err(err) if attempt == 0 && is_duplicate_key(&err) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn find_by_client_id(&self, room: &RoomName, client_id: &ClientMsgId) -> Result<Option<StoredMessage>, StoreError> {
+        let filter = doc! {"room": room.as_str(), "client_id": client_id.as_str()};
+        self.messages.find_one(filter).await?.map(MessageDoc::into_message).transpose()
+    }
+
+    /// The room's newest sequence number (0 for a room with no messages).
+    pub async fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
+        let head = self.heads.find_one(doc! {"_id": room.as_str()}).await?;
+        let seq = head.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0);
+        Ok(Seq(u64::try_from(seq).unwrap_or(0)))
+    }
+
+    /// Messages with `seq > from`, oldest first, at most `limit`.
+    async fn range_after(&self, room: &RoomName, from: Seq, limit: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let filter = doc! {"room": room.as_str(), "seq": {"$gt": seq_to_i64(from)}};
+        let docs: Vec<MessageDoc> = self
+            .messages
+            .find(filter)
+            .sort(doc! {"seq": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?
+            .try_collect()
+            .await?;
+        let mut messages = Vec::with_capacity(docs.len());
+        for doc in docs {
+            match doc.into_message() {
+                Ok(message) => messages.push(message),
+                // One bad document must not hide a room's history.
+                Err(err) => tracing::warn!(%err, "skipping invalid stored message"),
+            }
+        }
+        Ok(messages)
+    }
+
+    /// The room's head and its last [`HISTORY_WINDOW`] sequence numbers' worth
+    /// of messages, oldest first.
+    pub async fn recent(&self, room: &RoomName) -> Result<(Seq, Vec<StoredMessage>), StoreError> {
+        let head = self.head(room).await?;
+        let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
+        Ok((head, self.range_after(room, from, HISTORY_WINDOW).await?))
+    }
+
+    /// What a client that has everything up to `since` missed.
+    pub async fn since(&self, room: &RoomName, since: Seq) -> Result<CatchUp, StoreError> {
+        let head = self.head(room).await?;
+        let floor = Seq(head.get().saturating_sub(CATCH_UP_MAX));
+        let from = since.max(floor);
+        let messages = self.range_after(room, from, CATCH_UP_MAX).await?;
+        Ok(CatchUp { head, messages, truncated: from > since })
+    }
+}
