@@ -29,6 +29,16 @@ if [ -z "${HERALD_MONGO_URI:-}" ]; then
   export HERALD_MONGO_URI="$HERALD_MONGO_URL"
 fi
 
+# A CSRF key kept in .data/ so that open pages' forms still work after a restart.
+if [ -z "${HERALD_SECRET:-}" ]; then
+  mkdir -p .data
+  if [ ! -s .data/herald-secret ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >.data/herald-secret)
+  fi
+  HERALD_SECRET="$(cat .data/herald-secret)"
+  export HERALD_SECRET
+fi
+
 herald_step "cargo leptos serve --release (http://127.0.0.1:3000)"
 # Not exec: the EXIT trap must stop SecantusDB once Herald exits.
 cargo leptos serve --release

@@ -1,6 +1,7 @@
 // Starts, kills and restarts the release build of Herald for one test.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -30,6 +31,8 @@ export class HeraldServer {
   private exited: Promise<void> = Promise.resolve();
   private readonly lines: string[] = [];
   private port = 0;
+  /** Kept across restarts, as in production, so form tokens stay valid. */
+  private readonly secret = randomBytes(32).toString('hex');
 
   constructor(private readonly options: HeraldOptions) {}
 
@@ -108,6 +111,7 @@ export class HeraldServer {
       HERALD_ADDR: addr,
       HERALD_MONGO_URI: this.options.mongoUri,
       HERALD_MONGO_DB: this.options.dbName,
+      HERALD_SECRET: this.secret,
       LEPTOS_SITE_ADDR: addr,
       LEPTOS_SITE_ROOT: 'target/site',
       LEPTOS_SITE_PKG_DIR: 'pkg',
