@@ -35,7 +35,8 @@ pub const ROOMS_PER_SOCKET_MAX: usize = 16;
 pub struct JoinRequest {
     pub room: String,
     /// The last sequence number the client has; it receives every message
-    /// after it. `0` (or absent) asks for the recent history window.
+    /// after it (at most [`CATCH_UP_MAX`], the newest). `0` (or absent)
+    /// means it has nothing.
     #[serde(default)]
     pub since: u64,
 }

@@ -1,0 +1,131 @@
+//! A small Socket.IO v5 test client over tokio-tungstenite, using Herald's
+//! own framing (`herald::wire`) plus raw frames for malformed-input tests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use herald::wire::{self, EnginePacket, SocketPacket};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long a test waits for anything from the server before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+type Acks = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+
+pub struct SioClient {
+    out: mpsc::UnboundedSender<Message>,
+    events: mpsc::UnboundedReceiver<(String, Value)>,
+    acks: Acks,
+    next_ack: u64,
+    closed: oneshot::Receiver<()>,
+}
+
+impl SioClient {
+    /// Connects over WebSocket and completes the Socket.IO handshake.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (connected_tx, connected_rx) = oneshot::channel();
+        let (closed_tx, closed) = oneshot::channel();
+        let acks: Acks = Arc::default();
+
+        tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader_out = out.clone();
+        let reader_acks = acks.clone();
+        tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else { continue };
+                match wire::decode_engine(&text).expect("server frames decode") {
+                    EnginePacket::Open(_) => {
+                        let _ = reader_out.send(Message::text(wire::connect_frame(None)));
+                    }
+                    EnginePacket::Ping => {
+                        let _ = reader_out.send(Message::text(wire::PONG_FRAME));
+                    }
+                    EnginePacket::Message(data) => match wire::decode_socket(&data).expect("socket packets decode") {
+                        SocketPacket::Connect(_) => {
+                            if let Some(tx) = connected_tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        SocketPacket::Event { name, mut args, .. } => {
+                            let arg = if args.is_empty() { Value::Null } else { args.remove(0) };
+                            let _ = events_tx.send((name, arg));
+                        }
+                        SocketPacket::Ack { id, mut args } => {
+                            let arg = if args.is_empty() { Value::Null } else { args.remove(0) };
+                            if let Some(tx) = reader_acks.lock().unwrap().remove(&id) {
+                                let _ = tx.send(arg);
+                            }
+                        }
+                        _ => {}
+                    },
+                    EnginePacket::Close => break,
+                    _ => {}
+                }
+            }
+            let _ = closed_tx.send(());
+        });
+        tokio::time::timeout(WAIT, connected_rx).await.expect("Socket.IO connect in time").expect("connected");
+        Self { out, events, acks, next_ack: 0, closed }
+    }
+
+    /// Emits `event` with `data` and waits for the ack's first argument.
+    pub async fn call<T: Serialize + ?Sized>(&mut self, event: &str, data: &T) -> Value {
+        self.next_ack += 1;
+        let frame = wire::event_frame(event, data, Some(self.next_ack)).unwrap();
+        self.call_raw(frame, self.next_ack).await
+    }
+
+    /// Sends a hand-made frame carrying ack id `id` and waits for that ack.
+    pub async fn call_raw(&mut self, frame: String, id: u64) -> Value {
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        self.send_raw(frame);
+        tokio::time::timeout(WAIT, rx).await.expect("ack in time").expect("ack arrives")
+    }
+
+    /// Sends a frame as is.
+    pub fn send_raw(&self, frame: impl Into<String>) {
+        let _ = self.out.send(Message::text(frame.into()));
+    }
+
+    /// The next event named `name` (others are skipped).
+    pub async fn next_event(&mut self, name: &str) -> Value {
+        let wait = async {
+            loop {
+                let (event, data) = self.events.recv().await.expect("connection open");
+                if event == name {
+                    return data;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {name} event in time"))
+    }
+
+    /// Completes when the server closes the connection.
+    pub async fn closed(&mut self) {
+        tokio::time::timeout(WAIT, &mut self.closed).await.expect("closed in time").ok();
+    }
+
+    /// Whether the server has closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        !matches!(self.closed.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+    }
+}

@@ -1,0 +1,153 @@
+//! Socket.IO behaviour against the real server and a real MongoDB-compatible
+//! database.
+
+mod common;
+
+use common::sio::SioClient;
+use common::spawn_app;
+use mongodb::bson::doc;
+use serde_json::{Value, json};
+
+fn send(room: &str, client_id: &str, body: &str) -> Value {
+    json!({"room": room, "client_id": client_id, "name": "Ada", "body": body})
+}
+
+async fn join(client: &mut SioClient, room: &str, since: u64) -> Value {
+    let reply = client.call("join", &json!({"room": room, "since": since})).await;
+    reply.get("ok").cloned().unwrap_or_else(|| panic!("join failed: {reply}"))
+}
+
+#[tokio::test]
+async fn a_sent_message_is_stored_acked_and_broadcast_to_the_room() {
+    let app = spawn_app().await;
+    let mut alice = SioClient::connect(app.addr).await;
+    let mut bob = SioClient::connect(app.addr).await;
+    let mut elsewhere = SioClient::connect(app.addr).await;
+    join(&mut alice, "kitchen", 0).await;
+    join(&mut bob, "kitchen", 0).await;
+    join(&mut elsewhere, "garden", 0).await;
+
+    let reply = alice.call("send", &send("kitchen", "msg-00000001", "  hello  ")).await;
+    let stored = &reply["ok"];
+    assert_eq!(stored["seq"], 1, "{reply}");
+    assert_eq!(stored["body"], "hello");
+    assert_eq!(stored["room"], "kitchen");
+
+    assert_eq!(&bob.next_event("message").await, stored);
+    assert_eq!(&alice.next_event("message").await, stored);
+    assert_eq!(app.count_messages(doc! {"room": "kitchen", "seq": 1, "body": "hello"}).await, 1);
+
+    // The other room heard nothing: its next message is its own.
+    let own = elsewhere.call("send", &send("garden", "msg-00000002", "mine")).await;
+    assert_eq!(elsewhere.next_event("message").await, own["ok"]);
+    assert_eq!(own["ok"]["seq"], 1, "sequences are per room");
+}
+
+#[tokio::test]
+async fn a_resend_with_the_same_client_id_is_stored_once() {
+    let app = spawn_app().await;
+    let mut alice = SioClient::connect(app.addr).await;
+    let first = alice.call("send", &send("lobby", "same-id-0001", "once")).await;
+    let mut retry = send("lobby", "same-id-0001", "once");
+    retry["retry"] = json!(true);
+    let second = alice.call("send", &retry).await;
+    // Without the retry flag the duplicate is caught by the unique index.
+    let third = alice.call("send", &send("lobby", "same-id-0001", "once")).await;
+    assert_eq!(first["ok"], second["ok"]);
+    assert_eq!(first["ok"], third["ok"]);
+    assert_eq!(app.count_messages(doc! {"client_id": "same-id-0001"}).await, 1);
+
+    // The same id in another room is another message.
+    let other = alice.call("send", &send("attic", "same-id-0001", "once")).await;
+    assert_eq!(other["ok"]["room"], "attic");
+    assert_eq!(app.count_all().await, 2);
+}
+
+#[tokio::test]
+async fn bad_payloads_get_an_error_ack_and_the_connection_survives() {
+    let app = spawn_app().await;
+    let mut client = SioClient::connect(app.addr).await;
+    let long = "x".repeat(2001);
+    let cases: Vec<(Value, &str)> = vec![
+        (json!("just a string"), "malformed"),
+        (json!({"room": "lobby"}), "malformed"),
+        (json!({"room": 5, "client_id": "abcdefgh", "name": "A", "body": "b"}), "malformed"),
+        (send("lobby", "abcdefgh", "   "), "body_empty"),
+        (send("lobby", "abcdefgh", &long), "body_too_long"),
+        (send("No Room", "abcdefgh", "hi"), "invalid_room"),
+        (send("lobby", "bad id", "hi"), "bad_client_id"),
+        (json!({"room": "lobby", "client_id": "abcdefgh", "name": "", "body": "hi"}), "name_empty"),
+        (send("lobby", "abcdefgh", "nul\u{0}byte"), "control_character"),
+    ];
+    for (payload, code) in cases {
+        let reply = client.call("send", &payload).await;
+        assert_eq!(reply["error"]["code"], code, "{payload} -> {reply}");
+        assert!(reply["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+    let reply = client.call("join", &json!({"room": "lobby", "since": "yesterday"})).await;
+    assert_eq!(reply["error"]["code"], "malformed", "{reply}");
+    let reply = client.call("join", &json!({"room": "../etc"})).await;
+    assert_eq!(reply["error"]["code"], "invalid_room", "{reply}");
+    // An event with no payload at all.
+    let reply = client.call_raw("4277[\"send\"]".into(), 77).await;
+    assert_eq!(reply["error"]["code"], "malformed", "{reply}");
+    assert_eq!(app.count_all().await, 0, "nothing invalid is stored");
+
+    // The same connection still works.
+    let ok = client.call("send", &send("lobby", "good-0000001", "fine")).await;
+    assert_eq!(ok["ok"]["seq"], 1, "{ok}");
+}
+
+#[tokio::test]
+async fn garbage_frames_cost_only_their_sender_its_connection() {
+    let app = spawn_app().await;
+    let mut good = SioClient::connect(app.addr).await;
+    join(&mut good, "lobby", 0).await;
+    for frame in ["42garbage", "4", "9", "42[", "43[]", "0{}", "40/nope,", "42999999999999999999999[\"send\"]"] {
+        let bad = SioClient::connect(app.addr).await;
+        bad.send_raw(frame);
+    }
+    let reply = good.call("send", &send("lobby", "after-garbage", "still here")).await;
+    assert_eq!(reply["ok"]["body"], "still here", "{reply}");
+    let (status, _, _) = app.get_page("/", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn joining_from_a_sequence_returns_only_what_followed_it_in_order() {
+    let app = spawn_app().await;
+    let mut writer = SioClient::connect(app.addr).await;
+    for i in 1..=8 {
+        writer.call("send", &send("log", &format!("id-{i:08}"), &format!("line {i}"))).await;
+    }
+    let mut reader = SioClient::connect(app.addr).await;
+    let joined = join(&mut reader, "log", 5).await;
+    let seqs: Vec<u64> = joined["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [6, 7, 8]);
+    assert_eq!(joined["head"], 8);
+    assert_eq!(joined["truncated"], false);
+
+    // After joining, new messages arrive live.
+    writer.call("send", &send("log", "id-00000009", "line 9")).await;
+    assert_eq!(reader.next_event("message").await["seq"], 9);
+
+    // Leaving stops them.
+    let left = reader.call("leave", &json!({"room": "log"})).await;
+    assert!(left.get("ok").is_some(), "{left}");
+    writer.call("send", &send("log", "id-00000010", "line 10")).await;
+    let rejoined = join(&mut reader, "log", 9).await;
+    assert_eq!(rejoined["messages"][0]["seq"], 10, "missed while away, caught up on rejoin");
+}
+
+#[tokio::test]
+async fn a_socket_may_join_a_bounded_number_of_rooms() {
+    let app = spawn_app().await;
+    let mut client = SioClient::connect(app.addr).await;
+    for i in 0..herald::protocol::ROOMS_PER_SOCKET_MAX {
+        join(&mut client, &format!("room-{i}"), 0).await;
+    }
+    let reply = client.call("join", &json!({"room": "one-too-many"})).await;
+    assert_eq!(reply["error"]["code"], "too_many_rooms", "{reply}");
+    // Re-joining a room it is in is fine.
+    join(&mut client, "room-0", 0).await;
+}
