@@ -11,6 +11,9 @@ export default defineConfig({
   retries: 0,
   forbidOnly: true,
   reporter: 'list',
+  // A run empties its output directory first: two runs at once (say a
+  // developer's and a script's) need different ones.
+  outputDir: process.env.HERALD_E2E_OUTPUT_DIR || 'test-results',
   // Reconnection after a restart waits out the client's backoff.
   timeout: 60_000,
   expect: { timeout: 10_000 },
