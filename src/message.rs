@@ -50,11 +50,7 @@ impl MessageError {
 /// render differently in different places and carry nothing a person typed.
 fn check_controls(text: &str, allow_newlines: bool) -> Result<(), MessageError> {
     let bad = |c: char| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t'));
-    if text.chars().any(bad) {
-        Err(MessageError::ControlCharacter)
-    } else {
-        Ok(())
-    }
+    if text.chars().any(bad) { Err(MessageError::ControlCharacter) } else { Ok(()) }
 }
 
 /// The text of a message: 1 to 2,000 characters once trimmed, newlines

@@ -57,11 +57,7 @@ impl RoomName {
 
     /// The path of this room's page: `/` for the lobby, `/r/{room}` otherwise.
     pub fn page_path(&self) -> String {
-        if self.0 == DEFAULT_ROOM {
-            "/".to_owned()
-        } else {
-            format!("/r/{}", self.0)
-        }
+        if self.0 == DEFAULT_ROOM { "/".to_owned() } else { format!("/r/{}", self.0) }
     }
 }
 

@@ -178,15 +178,11 @@ mod tests {
             decode_socket(r#"312[{"ok":1}]"#).unwrap(),
             SocketPacket::Ack { id: 12, args: vec![json!({"ok":1})] }
         );
+        assert_eq!(decode_socket(r#"0{"sid":"x"}"#).unwrap(), SocketPacket::Connect(json!({"sid":"x"})));
         assert_eq!(
-            decode_socket(r#"0{"sid":"x"}"#).unwrap(),
-            SocketPacket::Connect(json!({"sid":"x"}))
+            decode_socket(r#"2/admin,["x"]"#).unwrap(),
+            SocketPacket::Event { name: "x".into(), args: vec![], ack: None }
         );
-        assert_eq!(decode_socket(r#"2/admin,["x"]"#).unwrap(), SocketPacket::Event {
-            name: "x".into(),
-            args: vec![],
-            ack: None
-        });
     }
 
     #[test]

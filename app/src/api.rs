@@ -52,11 +52,7 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     };
     let Backend(history) = use_context::<Backend>().ok_or_else(|| ServerFnError::new("no backend"))?;
     let parts = use_context::<Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
-    let visitor = parts
-        .extensions
-        .get::<Visitor>()
-        .cloned()
-        .ok_or_else(|| ServerFnError::new("no visitor"))?;
+    let visitor = parts.extensions.get::<Visitor>().cloned().ok_or_else(|| ServerFnError::new("no visitor"))?;
     let rejection = parts.extensions.get::<FormRejection>().cloned();
 
     let recent = history.recent(&room).await.map_err(|err| {

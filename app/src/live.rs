@@ -59,7 +59,8 @@ struct Client {
 }
 
 async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc::Receiver<Pending>) {
-    let mut client = Client { room, rendered_since: since, signals, unacked: Vec::new(), next_ack: 0, acks: HashMap::new() };
+    let mut client =
+        Client { room, rendered_since: since, signals, unacked: Vec::new(), next_ack: 0, acks: HashMap::new() };
     let mut failures = 0u32;
     loop {
         let state = match failures {
@@ -99,7 +100,11 @@ impl Client {
         joined
     }
 
-    async fn connect_and_serve(&mut self, outbox: &mut mpsc::Receiver<Pending>, joined: &mut bool) -> Result<(), String> {
+    async fn connect_and_serve(
+        &mut self,
+        outbox: &mut mpsc::Receiver<Pending>,
+        joined: &mut bool,
+    ) -> Result<(), String> {
         let ws = WebSocket::open(&socket_url()?).map_err(|e| e.to_string())?;
         let (mut tx, rx) = ws.split();
         let mut rx = rx.fuse();
@@ -156,7 +161,13 @@ impl Client {
         self.emit(tx, EV_SEND, &request, AckFor::Send(pending.client_id.clone())).await
     }
 
-    async fn emit<T: serde::Serialize>(&mut self, tx: &mut Tx, event: &str, data: &T, purpose: AckFor) -> Result<(), String> {
+    async fn emit<T: serde::Serialize>(
+        &mut self,
+        tx: &mut Tx,
+        event: &str,
+        data: &T,
+        purpose: AckFor,
+    ) -> Result<(), String> {
         self.next_ack += 1;
         self.acks.insert(self.next_ack, purpose);
         let frame = wire::event_frame(event, data, Some(self.next_ack)).map_err(|e| e.to_string())?;

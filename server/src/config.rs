@@ -58,9 +58,8 @@ impl Config {
     /// tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let err = |key, reason: &str| ConfigError { key, reason: reason.to_owned() };
-        let addr = lookup("HERALD_ADDR")
-            .or_else(|| lookup("LEPTOS_SITE_ADDR"))
-            .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        let addr =
+            lookup("HERALD_ADDR").or_else(|| lookup("LEPTOS_SITE_ADDR")).unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         let addr = addr.parse().map_err(|_| err("HERALD_ADDR", "expected host:port, e.g. 127.0.0.1:3000"))?;
         let mongo_db = lookup("HERALD_MONGO_DB").unwrap_or_else(|| "herald".to_owned());
         let db_ok = !mongo_db.is_empty()

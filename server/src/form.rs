@@ -41,7 +41,9 @@ pub async fn add_message(
 ) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
-        Err(rejection) => return (rejection.status(), "malformed form: send application/x-www-form-urlencoded").into_response(),
+        Err(rejection) => {
+            return (rejection.status(), "malformed form: send application/x-www-form-urlencoded").into_response();
+        }
     };
     let room = RoomName::parse(&form.room).unwrap_or_else(|_| RoomName::lobby());
     let reject = |status: StatusCode, error: String| {
@@ -53,7 +55,13 @@ pub async fn add_message(
     }
     // A form without an id still gets one, so the stored record is complete.
     let client_id = if form.client_id.is_empty() { random_hex::<8>() } else { form.client_id.clone() };
-    let request = SendRequest { room: form.room.clone(), client_id, name: form.name.clone(), body: form.body.clone(), retry: true };
+    let request = SendRequest {
+        room: form.room.clone(),
+        client_id,
+        name: form.name.clone(),
+        body: form.body.clone(),
+        retry: true,
+    };
     let message = match request.validate() {
         Ok(message) => message,
         Err(err) => return reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&err.reason)).await,

@@ -49,14 +49,19 @@ async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<J
     let key = room_key(&room);
     let rooms = socket.rooms();
     if !rooms.iter().any(|r| *r == key) && rooms.len() >= ROOMS_PER_SOCKET_MAX {
-        return Err(ErrorReply::new("too_many_rooms", format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms")));
+        return Err(ErrorReply::new(
+            "too_many_rooms",
+            format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms"),
+        ));
     }
     // Join first, read second: a message stored from now on is broadcast to
     // this socket, one stored before is in the read. One stored in between
     // arrives both ways and the client keeps it once (by sequence number).
     socket.join(key.clone());
     match chat.store().since(&room, Seq(request.since)).await {
-        Ok(catch_up) => Ok(Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated }),
+        Ok(catch_up) => {
+            Ok(Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated })
+        }
         Err(err) => {
             tracing::error!(%err, %room, "join: reading history failed");
             socket.leave(key);

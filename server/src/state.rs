@@ -35,7 +35,8 @@ impl AppState {
     /// Renders the app for `request` (its path picks the page).
     pub async fn render_page(&self, request: Request<Body>) -> Response {
         let options = self.leptos_options.clone();
-        let handler = leptos_axum::render_app_async_with_context(self.page_context(), move || app::shell(options.clone()));
+        let handler =
+            leptos_axum::render_app_async_with_context(self.page_context(), move || app::shell(options.clone()));
         handler(request).await
     }
 }

@@ -120,10 +120,7 @@ impl Store {
         self.messages
             .create_indexes([
                 IndexModel::builder().keys(doc! {"room": 1, "seq": 1}).options(unique("room_seq")).build(),
-                IndexModel::builder()
-                    .keys(doc! {"room": 1, "client_id": 1})
-                    .options(unique("room_client_id"))
-                    .build(),
+                IndexModel::builder().keys(doc! {"room": 1, "client_id": 1}).options(unique("room_client_id")).build(),
             ])
             .await?;
         Ok(())
@@ -175,7 +172,11 @@ impl Store {
         unreachable!("the loop returns on its last attempt")
     }
 
-    async fn find_by_client_id(&self, room: &RoomName, client_id: &ClientMsgId) -> Result<Option<StoredMessage>, StoreError> {
+    async fn find_by_client_id(
+        &self,
+        room: &RoomName,
+        client_id: &ClientMsgId,
+    ) -> Result<Option<StoredMessage>, StoreError> {
         let filter = doc! {"room": room.as_str(), "client_id": client_id.as_str()};
         self.messages.find_one(filter).await?.map(MessageDoc::into_message).transpose()
     }

@@ -75,11 +75,13 @@ async fn the_form_stores_redirects_and_reaches_live_clients() {
     live.call("join", &json!({"room": "porch", "since": 0})).await;
     let (cookie, csrf, client_id) = visit(&app, "/r/porch").await;
 
-    let form = [("room", "porch"), ("name", "Grace"), ("body", "from a form"), ("csrf", &csrf), ("client_id", &client_id)];
+    let form =
+        [("room", "porch"), ("name", "Grace"), ("body", "from a form"), ("csrf", &csrf), ("client_id", &client_id)];
     let response = app.http.post(app.url("/add_message")).header("cookie", &cookie).form(&form).send().await.unwrap();
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/r/porch#m-1");
-    let name_cookie = response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("herald_name=Grace"));
+    let name_cookie =
+        response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("herald_name=Grace"));
     assert!(name_cookie, "the name is remembered");
 
     let message = live.next_event("message").await;
@@ -106,7 +108,12 @@ async fn invalid_form_posts_show_the_error_and_store_nothing() {
         }
     };
     let base = |body: &str, csrf: &str| {
-        vec![("room", "lobby".to_owned()), ("name", "Ada".to_owned()), ("body", body.to_owned()), ("csrf", csrf.to_owned())]
+        vec![
+            ("room", "lobby".to_owned()),
+            ("name", "Ada".to_owned()),
+            ("body", body.to_owned()),
+            ("csrf", csrf.to_owned()),
+        ]
     };
 
     let (status, html) = post(base("   ", &csrf), cookie.clone()).await;

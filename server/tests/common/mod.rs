@@ -43,10 +43,7 @@ pub async fn spawn_app() -> TestApp {
     tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     let client = mongodb::Client::with_uri_str(&uri).await.expect("test MongoDB client");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("HTTP client");
     TestApp { addr, db: client.database(&db_name), http }
 }
 
