@@ -83,6 +83,12 @@ herald_setup_build_tools() {
 # Playwright, the node MongoDB driver and binaryen's wasm-opt (end2end/package.json).
 herald_setup_npm() {
   local dir="$HERALD_ROOT/end2end"
+  # Playwright 1.65 needs Node 20, the MongoDB driver 7 Node 20.19; Debian 12's
+  # own nodejs is 18, so this is checked rather than installed.
+  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null; then
+    herald_die "Node.js >= 20.19 with npm is required (found: $(node --version 2>/dev/null || echo none))"
+    return 1
+  fi
   if [ -f "$dir/node_modules/.package-lock.json" ] &&
     [ ! "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     return 0
