@@ -23,13 +23,13 @@ cargo fmt --all --check
 # Never --workspace: the app crate's `ssr` and `hydrate` features must not be
 # unified into one build, so the server side and the wasm side are linted apart.
 herald_step "3/6 cargo clippy (server side, then wasm frontend)"
-cargo clippy -p herald -p server --all-targets -- -D warnings
+cargo clippy -p herald -p app -p server --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 herald_step "4/6 cargo test (against SecantusDB)"
 herald_start_mongo :memory: 0
 export HERALD_TEST_MONGO_URI="$HERALD_MONGO_URL"
-cargo test -p herald -p server
+cargo test -p herald -p app -p server
 
 herald_step "5/6 cargo leptos build --release"
 cargo leptos build --release

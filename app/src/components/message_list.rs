@@ -25,10 +25,20 @@ pub fn MessageList(timeline: ReadSignal<Timeline>) -> impl IntoView {
     }
 }
 
+/// A colour (one of 8 hues) and initial for a sender, derived from the name
+/// alone so every client — and the server — draws the same avatar.
+fn avatar(name: &str) -> (String, String) {
+    let hash = name.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let initial = name.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    (format!("avatar hue-{}", hash % 8), initial)
+}
+
 #[component]
 fn StoredItem(message: StoredMessage) -> impl IntoView {
+    let (avatar_class, initial) = avatar(message.name.as_str());
     view! {
         <li class="message" data-seq=message.seq.get() id=format!("m-{}", message.seq)>
+            <span class=avatar_class aria-hidden="true">{initial}</span>
             <div class="meta">
                 <span class="name">{message.name.to_string()}</span>
                 <time datetime=time::rfc3339(message.at_ms)>{time::clock(message.at_ms)}</time>
@@ -42,11 +52,25 @@ fn StoredItem(message: StoredMessage) -> impl IntoView {
 fn PendingItem(pending: Pending) -> impl IntoView {
     view! {
         <li class="message pending" aria-busy="true">
+            <span class="avatar" aria-hidden="true"></span>
             <div class="meta">
                 <span class="name">{pending.name}</span>
                 <span class="sending">"sending…"</span>
             </div>
             <p class="body">{pending.body}</p>
         </li>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::avatar;
+
+    #[test]
+    fn avatars_are_stable_per_name() {
+        assert_eq!(avatar("ada"), avatar("ada"));
+        assert_eq!(avatar("ada").1, "A");
+        assert_eq!(avatar("élodie").1, "É");
+        assert!(avatar("x").0.starts_with("avatar hue-"));
     }
 }
