@@ -11,6 +11,8 @@
 //!   stored record every client sees ([`StoredMessage`]).
 //! - [`protocol`]: Socket.IO event names and the JSON payloads of each event
 //!   and acknowledgement. `docs/PROTOCOL.md` documents the same contract.
+//! - [`user`]: [`UserId`] and [`Identity`], who a signed token says a
+//!   client is.
 //! - [`wire`]: the small part of Engine.IO v4 / Socket.IO v5 framing a
 //!   client needs (the browser client and the integration tests use it).
 //! - [`time`]: timestamp rendering that gives the same text on the server and
@@ -23,10 +25,12 @@ pub mod message;
 pub mod protocol;
 pub mod room;
 pub mod time;
+pub mod user;
 pub mod wire;
 
 pub use message::{ClientMsgId, DisplayName, MessageBody, NewMessage, Seq, StoredMessage};
 pub use room::RoomName;
+pub use user::{Identity, UserId};
 
 /// How many messages a room page shows, and the window of history a room page
 /// is rendered from.

@@ -7,6 +7,9 @@
 //! | `HERALD_MONGO_DB` | `herald` | database name |
 //! | `HERALD_SECRET` | random per start | key for CSRF tokens (≥ 32 characters); set it so tokens survive restarts |
 //! | `HERALD_COOKIE_SECURE` | `false` | mark cookies `Secure` (set when served over HTTPS) |
+//! | `HERALD_TOKEN_SECRETS` | none (no user tokens) | comma-separated HS256 secrets (≥ 32 characters each) for user tokens; the first signs, all verify, so a secret is rotated by putting the new one first |
+//! | `HERALD_API_KEYS` | none (publish API off) | comma-separated keys (≥ 16 characters each) for the publish API |
+//! | `HERALD_ALLOW_ANONYMOUS` | `true` | whether visitors without a token may connect and chat |
 
 use std::{env, fmt, net::SocketAddr};
 
@@ -38,6 +41,9 @@ pub struct Config {
     pub mongo_db: String,
     pub secret: Option<Secret>,
     pub cookie_secure: bool,
+    pub token_secrets: Vec<Secret>,
+    pub api_keys: Vec<Secret>,
+    pub allow_anonymous: bool,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -72,11 +78,29 @@ impl Config {
         if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             return Err(err("HERALD_SECRET", "must be at least 32 characters"));
         }
-        let cookie_secure = match lookup("HERALD_COOKIE_SECURE").as_deref() {
-            None | Some("false" | "0") => false,
-            Some("true" | "1") => true,
-            Some(_) => return Err(err("HERALD_COOKIE_SECURE", "expected true or false")),
+        let flag = |key: &'static str, default: bool| match lookup(key).as_deref() {
+            None => Ok(default),
+            Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(_) => Err(err(key, "expected true or false")),
         };
+        let cookie_secure = flag("HERALD_COOKIE_SECURE", false)?;
+        let allow_anonymous = flag("HERALD_ALLOW_ANONYMOUS", true)?;
+        let list = |key: &'static str, min_len: usize| -> Result<Vec<Secret>, ConfigError> {
+            let items: Vec<Secret> = lookup(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new)
+                .collect();
+            if items.iter().any(|s| s.expose().len() < min_len) {
+                return Err(ConfigError { key, reason: format!("each entry must be at least {min_len} characters") });
+            }
+            Ok(items)
+        };
+        let token_secrets = list("HERALD_TOKEN_SECRETS", 32)?;
+        let api_keys = list("HERALD_API_KEYS", 16)?;
         Ok(Self {
             addr,
             mongo_uri: Secret::new(
@@ -85,6 +109,9 @@ impl Config {
             mongo_db,
             secret,
             cookie_secure,
+            token_secrets,
+            api_keys,
+            allow_anonymous,
         })
     }
 }
@@ -113,6 +140,21 @@ mod tests {
         assert_eq!(config(&[("HERALD_SECRET", "short")]).unwrap_err().key, "HERALD_SECRET");
         assert_eq!(config(&[("HERALD_MONGO_DB", "a.b")]).unwrap_err().key, "HERALD_MONGO_DB");
         assert_eq!(config(&[("HERALD_COOKIE_SECURE", "yes")]).unwrap_err().key, "HERALD_COOKIE_SECURE");
+        assert_eq!(config(&[("HERALD_TOKEN_SECRETS", "short")]).unwrap_err().key, "HERALD_TOKEN_SECRETS");
+        assert_eq!(config(&[("HERALD_API_KEYS", "k")]).unwrap_err().key, "HERALD_API_KEYS");
+        assert_eq!(config(&[("HERALD_ALLOW_ANONYMOUS", "maybe")]).unwrap_err().key, "HERALD_ALLOW_ANONYMOUS");
+    }
+
+    #[test]
+    fn lists_are_comma_separated() {
+        let secret_a = "a".repeat(32);
+        let secret_b = "b".repeat(40);
+        let both = format!("{secret_a}, {secret_b},");
+        let c = config(&[("HERALD_TOKEN_SECRETS", &both), ("HERALD_API_KEYS", "key-key-key-key-1")]).unwrap();
+        assert_eq!(c.token_secrets.len(), 2);
+        assert_eq!(c.token_secrets[1].expose(), secret_b);
+        assert_eq!(c.api_keys.len(), 1);
+        assert!(c.allow_anonymous);
     }
 
     #[test]

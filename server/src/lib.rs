@@ -18,6 +18,7 @@
 //! - [`visitor`]: visitor cookie, display-name cookie and CSRF tokens.
 //! - [`telemetry`]: logging setup.
 
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod form;

@@ -1,14 +1,62 @@
-//! `herald`: runs the server with configuration from the environment.
+//! `herald`: serves Herald, or signs a user token for trying it out.
+//!
+//! Configuration comes from the environment (see `server::config`).
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use herald::{DisplayName, UserId};
+use server::auth::{Tokens, parse_ttl};
 use server::config::Config;
 use server::startup::Application;
 use server::telemetry;
 
+/// Herald: a real-time chat and notification server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Herald (the default).
+    Serve,
+    /// Print a user token signed with the first of HERALD_TOKEN_SECRETS.
+    Token {
+        /// The user id (the token's `sub`).
+        #[arg(long)]
+        sub: String,
+        /// The display name (the token's `name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token is valid: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    let cli = Cli::parse();
     let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Token { sub, name, ttl } => {
+            let tokens = Tokens::new(&config.token_secrets);
+            if !tokens.is_configured() {
+                bail!("HERALD_TOKEN_SECRETS is not set: there is no secret to sign with");
+            }
+            let user = UserId::parse(&sub).context("--sub")?;
+            let name = name.map(|n| DisplayName::parse(&n)).transpose().context("--name")?;
+            println!("{}", tokens.issue(&user, name.as_ref(), ttl)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init();
     let leptos_options = leptos::config::get_configuration(None).context("reading Leptos settings")?.leptos_options;
     let app = Application::build(config, leptos_options).await?;
     tracing::info!("herald listening on http://{}", app.local_addr());

@@ -1,0 +1,270 @@
+//! Identity: HS256 tokens signed by the customer's backend.
+//!
+//! A token's claims are `sub` (the user id, required), `exp` (required) and
+//! `name` (optional display name). The algorithm is pinned to HS256: a
+//! token whose header names anything else — `none` included — is refused
+//! before its signature is even looked at. Several secrets can be configured
+//! at once so a secret can be rotated without downtime: tokens are signed
+//! with the first and verified against each.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald::{DisplayName, Identity, UserId};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+/// Seconds of clock difference between Herald and the token's issuer that
+/// are forgiven when checking `exp`.
+const LEEWAY_SECS: u64 = 30;
+/// Tokens longer than this are refused unread.
+pub const TOKEN_MAX_LEN: usize = 4096;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    /// Optional here so that a missing `sub` is reported as such rather than
+    /// as a malformed token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+}
+
+/// Why a token was refused. The text is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token authentication is not configured on this server")]
+    NotConfigured,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token is too long")]
+    TooLong,
+    #[error("token must be signed with HS256")]
+    WrongAlgorithm,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token has no {0} claim")]
+    MissingClaim(String),
+    #[error("token subject is not a valid user id")]
+    BadSubject,
+    #[error("token name is not a valid display name")]
+    BadName,
+}
+
+/// Verifies (and, for `herald token`, issues) tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    decoding: Vec<DecodingKey>,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub fn new(secrets: &[Secret]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            decoding: secrets.iter().map(|s| DecodingKey::from_secret(s.expose().as_bytes())).collect(),
+            encoding: secrets.first().map(|s| EncodingKey::from_secret(s.expose().as_bytes())),
+            validation,
+        }
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.decoding.is_empty()
+    }
+
+    /// Checks a token and returns who it identifies.
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        if self.decoding.is_empty() {
+            return Err(TokenError::NotConfigured);
+        }
+        if token.len() > TOKEN_MAX_LEN {
+            return Err(TokenError::TooLong);
+        }
+        check_algorithm(token)?;
+        let mut outcome = Err(TokenError::BadSignature);
+        for key in &self.decoding {
+            outcome = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| map_error(e.kind()));
+            // Only a signature mismatch means "try the next secret".
+            if !matches!(outcome, Err(TokenError::BadSignature)) {
+                break;
+            }
+        }
+        let claims = outcome?.claims;
+        let sub = claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+        let user = UserId::parse(&sub).map_err(|_| TokenError::BadSubject)?;
+        let name = claims.name.map(|n| DisplayName::parse(&n)).transpose().map_err(|_| TokenError::BadName)?;
+        Ok(Identity { user, name })
+    }
+
+    /// Signs a token for `user` valid for `ttl`, with the first secret.
+    pub fn issue(&self, user: &UserId, name: Option<&DisplayName>, ttl: Duration) -> Result<String, TokenError> {
+        let key = self.encoding.as_ref().ok_or(TokenError::NotConfigured)?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let claims = Claims {
+            sub: Some(user.to_string()),
+            exp: Some(now + ttl.as_secs()),
+            name: name.map(ToString::to_string),
+            iat: Some(now),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// Refuses any header algorithm but HS256 by name, before anything else is
+/// trusted — `none` included, which the JWT library would only call
+/// malformed.
+fn check_algorithm(token: &str) -> Result<(), TokenError> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct JwtHeader {
+        alg: String,
+    }
+    let header = token.split('.').next().unwrap_or_default();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).map_err(|_| TokenError::Malformed)?;
+    let header: JwtHeader = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if header.alg == "HS256" { Ok(()) } else { Err(TokenError::WrongAlgorithm) }
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+            TokenError::WrongAlgorithm
+        }
+        ErrorKind::MissingRequiredClaim(claim) => TokenError::MissingClaim(claim.clone()),
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Parses a duration like `90s`, `15m`, `1h` or `7d`.
+pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{raw:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        "d" => number * 86_400,
+        _ => return Err(format!("{raw:?}: unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "old-secret-old-secret-old-secret-0001";
+    const NEW: &str = "new-secret-new-secret-new-secret-0002";
+
+    fn tokens(secrets: &[&str]) -> Tokens {
+        Tokens::new(&secrets.iter().map(|s| Secret::new(*s)).collect::<Vec<_>>())
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn sign(secret: &str, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_identifies_its_user() {
+        let t = tokens(&[NEW]);
+        let alice = DisplayName::parse("Alice").unwrap();
+        let token = t.issue(&user("63"), Some(&alice), Duration::from_secs(60)).unwrap();
+        let identity = t.verify(&token).unwrap();
+        assert_eq!(identity.user, user("63"));
+        assert_eq!(identity.name, Some(alice));
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let token = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() - LEEWAY_SECS - 10}));
+        assert_eq!(tokens(&[NEW]).verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused() {
+        let token =
+            tokens(&["someone-else-someone-else-someone-else"]).issue(&user("63"), None, Duration::from_secs(60));
+        assert_eq!(tokens(&[NEW]).verify(&token.unwrap()), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let b64 = base64_url;
+        let claims = b64(&serde_json::json!({"sub": "63", "exp": now() + 60}).to_string());
+        let none = format!("{}.{claims}.", b64(r#"{"alg":"none","typ":"JWT"}"#));
+        assert_eq!(tokens(&[NEW]).verify(&none), Err(TokenError::WrongAlgorithm));
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &serde_json::json!({"sub": "63", "exp": now() + 60}),
+            &EncodingKey::from_secret(NEW.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(tokens(&[NEW]).verify(&hs512), Err(TokenError::WrongAlgorithm));
+    }
+
+    fn base64_url(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    }
+
+    #[test]
+    fn sub_and_exp_are_required() {
+        let no_sub = sign(NEW, &serde_json::json!({"exp": now() + 60}));
+        assert_eq!(tokens(&[NEW]).verify(&no_sub), Err(TokenError::MissingClaim("sub".into())));
+        let no_exp = sign(NEW, &serde_json::json!({"sub": "63"}));
+        assert_eq!(tokens(&[NEW]).verify(&no_exp), Err(TokenError::MissingClaim("exp".into())));
+        let bad_sub = sign(NEW, &serde_json::json!({"sub": "a b", "exp": now() + 60}));
+        assert_eq!(tokens(&[NEW]).verify(&bad_sub), Err(TokenError::BadSubject));
+    }
+
+    #[test]
+    fn rotation_accepts_old_and_new_while_both_are_configured() {
+        let old_token = tokens(&[OLD]).issue(&user("63"), None, Duration::from_secs(60)).unwrap();
+        let new_token = tokens(&[NEW]).issue(&user("64"), None, Duration::from_secs(60)).unwrap();
+        let both = tokens(&[NEW, OLD]);
+        assert_eq!(both.verify(&old_token).unwrap().user, user("63"));
+        assert_eq!(both.verify(&new_token).unwrap().user, user("64"));
+        assert_eq!(tokens(&[NEW]).verify(&old_token), Err(TokenError::BadSignature), "old secret retired");
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_nothing_is_configured_means_no() {
+        assert_eq!(tokens(&[NEW]).verify("not.a.token"), Err(TokenError::Malformed));
+        assert_eq!(tokens(&[NEW]).verify(""), Err(TokenError::Malformed));
+        assert_eq!(tokens(&[NEW]).verify(&"a".repeat(TOKEN_MAX_LEN + 1)), Err(TokenError::TooLong));
+        assert_eq!(tokens(&[]).verify("x"), Err(TokenError::NotConfigured));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_ttl("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}
