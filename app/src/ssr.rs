@@ -7,7 +7,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use herald::{DisplayName, RoomName, Seq, StoredMessage};
+use herald::{DisplayName, Identity, RoomName, Seq, StoredMessage};
 
 /// The visitor a page is rendered for.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct Visitor {
     pub csrf_token: String,
     /// A fresh client message id for this render's no-JavaScript form.
     pub form_client_id: String,
+    /// The signed-in user, when the session cookie holds a valid token.
+    pub identity: Option<Identity>,
 }
 
 /// A form post the server rejected; the page is rendered again with the

@@ -63,7 +63,12 @@ pub async fn add_message(
         retry: true,
     };
     let message = match request.validate() {
-        Ok(message) => message,
+        Ok(mut message) => {
+            if let Some(identity) = &visitor.identity {
+                message.name = identity.display_name();
+            }
+            message
+        }
         Err(err) => return reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&err.reason)).await,
     };
     match state.chat.post(&io, &message, true).await {

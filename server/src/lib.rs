@@ -15,6 +15,9 @@
 //!   ways of sending.
 //! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
 //! - [`form`]: `POST /add_message`, the no-JavaScript form.
+//! - [`auth`]: user tokens (HS256, rotation) — verifying and issuing.
+//! - [`session`]: `GET /login?token=…` and `POST /logout`, the browser
+//!   session cookie.
 //! - [`visitor`]: visitor cookie, display-name cookie and CSRF tokens.
 //! - [`telemetry`]: logging setup.
 
@@ -23,6 +26,7 @@ pub mod chat;
 pub mod config;
 pub mod form;
 pub mod realtime;
+pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -8,25 +8,102 @@
 use herald::protocol::{
     EV_JOIN, EV_LEAVE, EV_SEND, ErrorReply, JoinRequest, Joined, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply, SendRequest,
 };
-use herald::{RoomName, Seq, StoredMessage};
-use serde::Serialize;
+use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
+use serde::{Deserialize, Serialize};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 use tracing::Instrument;
 
+use crate::auth::{TokenError, Tokens};
 use crate::chat::{Chat, room_key};
+use crate::session::SESSION_COOKIE;
+use crate::visitor::read_cookie;
+
+/// The Socket.IO room of one user's sockets: every tab and device of theirs.
+/// No client event can join it: only a verified token puts a socket there.
+pub fn user_key(user: &UserId) -> String {
+    format!("user:{user}")
+}
+
+/// Who is on the other end of a socket, decided once at the handshake.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    User(Identity),
+    Anonymous,
+}
+
+/// The handshake's admission rules.
+#[derive(Clone)]
+pub struct Gate {
+    tokens: Tokens,
+    allow_anonymous: bool,
+}
+
+impl Gate {
+    pub fn new(tokens: Tokens, allow_anonymous: bool) -> Self {
+        Self { tokens, allow_anonymous }
+    }
+}
+
+/// The handshake's `auth` payload: `{"token": "…"}`.
+#[derive(Debug, Default, Deserialize)]
+struct HandshakeAuth {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Why a connection was refused; clients receive the text in their
+/// `connect_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("invalid token: {0}")]
+    Token(#[from] TokenError),
+    #[error("authentication required: connect with auth {{\"token\": \"…\"}}")]
+    AuthRequired,
+}
+
+/// Connect middleware: identifies the socket from the handshake's token, or
+/// else the browser's session cookie.
+async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<HandshakeAuth>,
+    State(gate): State<Gate>,
+) -> Result<(), Refused> {
+    let token =
+        auth.ok().and_then(|auth| auth.token).or_else(|| read_cookie(&socket.req_parts().headers, SESSION_COOKIE));
+    let peer = match token {
+        Some(token) => Peer::User(gate.tokens.verify(&token).inspect_err(|err| {
+            tracing::info!(sid = %socket.id, %err, "refused a socket's token");
+        })?),
+        None if gate.allow_anonymous => Peer::Anonymous,
+        None => return Err(Refused::AuthRequired),
+    };
+    socket.extensions.insert(peer);
+    Ok(())
+}
 
 /// Registers Herald's handlers on the default namespace.
 pub fn register(io: &SocketIo) {
-    io.ns("/", async |socket: SocketRef| {
-        tracing::debug!(sid = %socket.id, "socket connected");
+    io.ns("/", on_connect.with(authenticate));
+}
+
+async fn on_connect(socket: SocketRef) {
+    match socket.extensions.get::<Peer>() {
+        Some(Peer::User(identity)) => {
+            tracing::debug!(sid = %socket.id, user = %identity.user, "socket connected");
+            socket.join(user_key(&identity.user));
+        }
+        _ => tracing::debug!(sid = %socket.id, "anonymous socket connected"),
+    }
+    {
         socket.on(EV_JOIN, on_join);
         socket.on(EV_LEAVE, on_leave);
         socket.on(EV_SEND, on_send);
         socket.on_disconnect(async |socket: SocketRef| {
             tracing::debug!(sid = %socket.id, "socket disconnected");
         });
-    });
+    }
 }
 
 fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
@@ -87,15 +164,25 @@ async fn on_send(
     ack: AckSender,
 ) {
     let span = tracing::debug_span!("send", sid = %socket.id);
+    let peer = socket.extensions.get::<Peer>();
     let result = match request {
-        Ok(request) => send(&io, &chat, request).instrument(span).await,
+        Ok(request) => send(&io, &chat, request, peer).instrument(span).await,
         Err(err) => Err(ErrorReply::malformed(err)),
     };
     answer(ack, &Reply::from(result));
 }
 
-async fn send(io: &SocketIo, chat: &Chat, request: SendRequest) -> Result<StoredMessage, ErrorReply> {
-    let message = request.validate()?;
+async fn send(
+    io: &SocketIo,
+    chat: &Chat,
+    request: SendRequest,
+    peer: Option<Peer>,
+) -> Result<StoredMessage, ErrorReply> {
+    let mut message = request.validate()?;
+    // A signed-in user chats under the token's name, whatever the payload says.
+    if let Some(Peer::User(identity)) = peer {
+        message.name = identity.display_name();
+    }
     chat.post(io, &message, request.retry).await.map_err(|err| {
         tracing::error!(%err, room = %message.room, "send: storing failed");
         ErrorReply::unavailable()

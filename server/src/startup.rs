@@ -15,12 +15,14 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::realtime::Gate;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::visitor::{self, VisitorKeys};
-use crate::{form, realtime};
+use crate::{form, realtime, session};
 
 /// The largest HTTP request body accepted (a form post is far smaller).
 const HTTP_BODY_MAX: usize = 64 * 1024;
@@ -45,8 +47,11 @@ impl Application {
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
         let chat = Chat::new(store);
 
+        let tokens = Tokens::new(&config.token_secrets);
+        let gate = Gate::new(tokens.clone(), config.allow_anonymous);
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
+            .with_state(gate)
             .max_payload(SOCKET_PAYLOAD_MAX)
             .max_buffer_size(SOCKET_BUFFER_PACKETS)
             .build_layer();
@@ -57,6 +62,7 @@ impl Application {
             chat,
             io: io.clone(),
             keys: VisitorKeys::new(config.secret.as_ref(), config.cookie_secure),
+            tokens,
         };
         let router = router(state).layer(socket_layer);
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -92,10 +98,12 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     Router::new()
         .route("/add_message", post(form::add_message))
+        .route("/login", get(session::login))
+        .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))
         .leptos_routes_with_context(&state, routes, state.page_context(), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(state.page_context(), shell))
-        .layer(axum::middleware::from_fn_with_state(state.keys.clone(), visitor::identify))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), visitor::identify))
         .layer(DefaultBodyLimit::max(HTTP_BODY_MAX))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -11,6 +11,7 @@ use herald::RoomName;
 use leptos::prelude::{LeptosOptions, provide_context};
 use socketioxide::SocketIo;
 
+use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::store::Store;
 use crate::visitor::VisitorKeys;
@@ -23,6 +24,7 @@ pub struct AppState {
     /// The Socket.IO server, to broadcast from HTTP handlers.
     pub io: SocketIo,
     pub keys: VisitorKeys,
+    pub tokens: Tokens,
 }
 
 impl AppState {

@@ -20,6 +20,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::config::Secret;
+use crate::session::session_identity;
+use crate::state::AppState;
 
 pub const VISITOR_COOKIE: &str = "herald_vid";
 pub const NAME_COOKIE: &str = "herald_name";
@@ -67,6 +69,10 @@ impl VisitorKeys {
             Ok(bytes) => self.mac(visitor_id).verify_slice(&bytes).is_ok(),
             Err(_) => false,
         }
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
     }
 
     fn cookie<'a>(&self, name: &'a str, value: String, http_only: bool) -> Cookie<'a> {
@@ -121,15 +127,20 @@ fn guest_name(visitor_id: &str) -> DisplayName {
 
 /// Middleware: identifies the visitor and puts [`VisitorId`] and
 /// [`Visitor`] into the request's extensions, issuing the cookie on a first
-/// visit.
-pub async fn identify(State(keys): State<VisitorKeys>, mut request: Request, next: Next) -> Response {
+/// visit. A valid session cookie makes the visitor that token's user.
+pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let keys = &state.keys;
     let existing = read_cookie(request.headers(), VISITOR_COOKIE).filter(|id| is_visitor_id(id));
     let fresh = existing.is_none();
     let id = existing.unwrap_or_else(random_hex::<16>);
-    let name = read_cookie(request.headers(), NAME_COOKIE)
-        .and_then(|name| DisplayName::parse(&name).ok())
-        .unwrap_or_else(|| guest_name(&id));
-    let visitor = Visitor { name, csrf_token: keys.csrf_token(&id), form_client_id: random_hex::<8>() };
+    let identity = session_identity(&state.tokens, request.headers()).and_then(Result::ok);
+    let name = match &identity {
+        Some(identity) => identity.display_name(),
+        None => read_cookie(request.headers(), NAME_COOKIE)
+            .and_then(|name| DisplayName::parse(&name).ok())
+            .unwrap_or_else(|| guest_name(&id)),
+    };
+    let visitor = Visitor { name, csrf_token: keys.csrf_token(&id), form_client_id: random_hex::<8>(), identity };
     request.extensions_mut().insert(VisitorId(id.clone()));
     request.extensions_mut().insert(visitor);
 

@@ -25,16 +25,33 @@ fn mongo_uri() -> String {
     )
 }
 
+/// The token secret test servers are configured with.
+pub const TOKEN_SECRET: &str = "test-token-secret-test-token-secret-01";
+/// The publish API key test servers are configured with.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
 /// Starts Herald on 127.0.0.1:0 with a database of its own.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Like [`spawn_app`], with some settings overridden.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let uri = mongo_uri();
     let db_name = format!("test_{}", server::visitor::random_hex::<8>());
-    let config = Config::from_lookup(|key| match key {
-        "HERALD_ADDR" => Some("127.0.0.1:0".into()),
-        "HERALD_MONGO_URI" => Some(uri.clone()),
-        "HERALD_MONGO_DB" => Some(db_name.clone()),
-        "HERALD_SECRET" => Some("integration-test-secret-of-32-chars!".into()),
-        _ => None,
+    let config = Config::from_lookup(|key| {
+        if let Some((_, value)) = overrides.iter().find(|(k, _)| *k == key) {
+            return Some((*value).to_owned());
+        }
+        match key {
+            "HERALD_ADDR" => Some("127.0.0.1:0".into()),
+            "HERALD_MONGO_URI" => Some(uri.clone()),
+            "HERALD_MONGO_DB" => Some(db_name.clone()),
+            "HERALD_SECRET" => Some("integration-test-secret-of-32-chars!".into()),
+            "HERALD_TOKEN_SECRETS" => Some(TOKEN_SECRET.into()),
+            "HERALD_API_KEYS" => Some(API_KEY.into()),
+            _ => None,
+        }
     })
     .expect("test config is valid");
     let options = LeptosOptions::builder().output_name("herald").build();
@@ -85,6 +102,19 @@ pub fn form_field(html: &str, field: &str) -> String {
     html[start..].split('"').next().unwrap().to_owned()
 }
 
-pub fn secret(value: &str) -> Secret {
-    Secret::new(value)
+/// A token for `user` signed with `secret`, valid for `ttl_secs` (negative:
+/// already expired).
+pub fn token(secret: &str, user: &str, name: Option<&str>, ttl_secs: i64) -> String {
+    let tokens = server::auth::Tokens::new(&[Secret::new(secret)]);
+    if ttl_secs > 0 {
+        let name = name.map(|n| herald::DisplayName::parse(n).unwrap());
+        let user = herald::UserId::parse(user).unwrap();
+        tokens.issue(&user, name.as_ref(), std::time::Duration::from_secs(ttl_secs as u64)).unwrap()
+    } else {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = serde_json::json!({"sub": user, "exp": now + ttl_secs});
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
+    }
 }

@@ -29,12 +29,23 @@ pub struct SioClient {
 impl SioClient {
     /// Connects over WebSocket and completes the Socket.IO handshake.
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self::try_connect(addr, None, None).await.unwrap_or_else(|err| panic!("connection refused: {err}"))
+    }
+
+    /// Connects with handshake `auth` data and a `Cookie` header; a refusal
+    /// returns the server's `connect_error` data.
+    pub async fn try_connect(addr: SocketAddr, auth: Option<Value>, cookie: Option<&str>) -> Result<Self, Value> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+        let mut request = url.into_client_request().unwrap();
+        if let Some(cookie) = cookie {
+            request.headers_mut().insert("cookie", cookie.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connects");
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let (connected_tx, connected_rx) = oneshot::channel();
+        let (connected_tx, connected_rx) = oneshot::channel::<Result<(), Value>>();
         let (closed_tx, closed) = oneshot::channel();
         let acks: Acks = Arc::default();
 
@@ -53,7 +64,7 @@ impl SioClient {
                 let Message::Text(text) = message else { continue };
                 match wire::decode_engine(&text).expect("server frames decode") {
                     EnginePacket::Open(_) => {
-                        let _ = reader_out.send(Message::text(wire::connect_frame(None)));
+                        let _ = reader_out.send(Message::text(wire::connect_frame(auth.as_ref())));
                     }
                     EnginePacket::Ping => {
                         let _ = reader_out.send(Message::text(wire::PONG_FRAME));
@@ -61,7 +72,12 @@ impl SioClient {
                     EnginePacket::Message(data) => match wire::decode_socket(&data).expect("socket packets decode") {
                         SocketPacket::Connect(_) => {
                             if let Some(tx) = connected_tx.take() {
-                                let _ = tx.send(());
+                                let _ = tx.send(Ok(()));
+                            }
+                        }
+                        SocketPacket::ConnectError(err) => {
+                            if let Some(tx) = connected_tx.take() {
+                                let _ = tx.send(Err(err));
                             }
                         }
                         SocketPacket::Event { name, mut args, .. } => {
@@ -82,8 +98,8 @@ impl SioClient {
             }
             let _ = closed_tx.send(());
         });
-        tokio::time::timeout(WAIT, connected_rx).await.expect("Socket.IO connect in time").expect("connected");
-        Self { out, events, acks, next_ack: 0, closed }
+        tokio::time::timeout(WAIT, connected_rx).await.expect("Socket.IO connect in time").expect("an answer")?;
+        Ok(Self { out, events, acks, next_ack: 0, closed })
     }
 
     /// Emits `event` with `data` and waits for the ack's first argument.
