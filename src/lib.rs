@@ -9,6 +9,8 @@
 //! - [`message`]: the validated parts of a chat message ([`MessageBody`],
 //!   [`DisplayName`], [`ClientMsgId`]), sequence numbers ([`Seq`]) and the
 //!   stored record every client sees ([`StoredMessage`]).
+//! - [`notification`]: [`notification::Notification`], what a backend
+//!   publishes to a user or to everyone, and its streams.
 //! - [`protocol`]: Socket.IO event names and the JSON payloads of each event
 //!   and acknowledgement. `docs/PROTOCOL.md` documents the same contract.
 //! - [`user`]: [`UserId`] and [`Identity`], who a signed token says a
@@ -22,6 +24,7 @@
 //! `parse`, which enforces its rules, so code past the boundary trusts it.
 
 pub mod message;
+pub mod notification;
 pub mod protocol;
 pub mod room;
 pub mod time;

@@ -175,6 +175,8 @@ pub struct NewMessage {
     pub client_id: ClientMsgId,
     pub name: DisplayName,
     pub body: MessageBody,
+    /// Published through the API by a backend, not typed by a person.
+    pub system: bool,
 }
 
 /// A message as stored and as every client receives it.
@@ -188,6 +190,13 @@ pub struct StoredMessage {
     pub body: MessageBody,
     /// When the server stored it, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Published through the API by a backend, not typed by a person.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub system: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 #[cfg(test)]
@@ -248,6 +257,7 @@ mod tests {
             name: DisplayName::parse("Ada").unwrap(),
             body: MessageBody::parse("hello").unwrap(),
             at_ms: 1_700_000_000_000,
+            system: false,
         };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<StoredMessage>(&json).unwrap(), msg);

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::{ClientMsgId, DisplayName, MessageBody, MessageError, NewMessage, Seq, StoredMessage};
+use crate::notification::Notification;
 use crate::room::{RoomName, RoomNameError};
 
 /// Client → server: start receiving a room's messages. Payload [`JoinRequest`],
@@ -22,6 +23,16 @@ pub const EV_SEND: &str = "send";
 /// Server → client: a message stored in a room the socket joined. Payload
 /// [`StoredMessage`].
 pub const EV_MESSAGE: &str = "message";
+
+/// Client → server: receive the notifications missed since the given
+/// sequences. Payload [`SyncRequest`], ack `Reply<Synced>`.
+pub const EV_SYNC: &str = "sync";
+/// Client → server: mark inbox notifications read. Payload
+/// [`MarkReadRequest`], ack `Reply<ReadUpdate>`.
+pub const EV_MARK_READ: &str = "mark_read";
+/// Server → client: the user's inbox read state changed (on any of their
+/// connections). Payload [`ReadUpdate`].
+pub const EV_READ: &str = "notifications_read";
 
 /// The most messages a join returns to catch a client up; a client further
 /// behind gets the newest ones and `truncated: true`.
@@ -82,8 +93,50 @@ impl SendRequest {
             client_id: ClientMsgId::parse(&self.client_id)?,
             name: DisplayName::parse(&self.name)?,
             body: MessageBody::parse(&self.body)?,
+            system: false,
         })
     }
+}
+
+/// Payload of [`EV_SYNC`]: the newest sequence the client has of each
+/// notification stream (0 or absent: none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    #[serde(default)]
+    pub inbox: u64,
+    #[serde(default)]
+    pub broadcast: u64,
+}
+
+/// Acknowledgement of a sync: what followed the given sequences, oldest
+/// first (at most [`CATCH_UP_MAX`] of each, the newest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Synced {
+    /// The user's inbox (always empty for anonymous clients).
+    pub inbox: Vec<Notification>,
+    pub broadcast: Vec<Notification>,
+    /// Unread notifications in the user's inbox.
+    pub unread: u64,
+}
+
+/// Payload of [`EV_MARK_READ`]: the inbox sequence numbers to mark, or
+/// `all`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MarkReadRequest {
+    #[serde(default)]
+    pub seqs: Vec<u64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// What changed in a user's inbox read state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadUpdate {
+    /// The sequence numbers marked read (empty when `all`).
+    pub seqs: Vec<u64>,
+    pub all: bool,
+    /// Unread notifications left.
+    pub unread: u64,
 }
 
 /// An acknowledgement: the result of a request.

@@ -97,6 +97,7 @@ mod tests {
             name: DisplayName::parse("Ada").unwrap(),
             body: MessageBody::parse(&format!("message {seq}")).unwrap(),
             at_ms: 0,
+            system: false,
         }
     }
 

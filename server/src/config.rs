@@ -10,6 +10,7 @@
 //! | `HERALD_TOKEN_SECRETS` | none (no user tokens) | comma-separated HS256 secrets (≥ 32 characters each) for user tokens; the first signs, all verify, so a secret is rotated by putting the new one first |
 //! | `HERALD_API_KEYS` | none (publish API off) | comma-separated keys (≥ 16 characters each) for the publish API |
 //! | `HERALD_ALLOW_ANONYMOUS` | `true` | whether visitors without a token may connect and chat |
+//! | `HERALD_RETENTION_DAYS` | `30` | how long published notifications are kept (1–3650) |
 
 use std::{env, fmt, net::SocketAddr};
 
@@ -44,6 +45,7 @@ pub struct Config {
     pub token_secrets: Vec<Secret>,
     pub api_keys: Vec<Secret>,
     pub allow_anonymous: bool,
+    pub retention: std::time::Duration,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -99,6 +101,14 @@ impl Config {
             }
             Ok(items)
         };
+        let retention_days: u64 = match lookup("HERALD_RETENTION_DAYS") {
+            None => 30,
+            Some(days) => days
+                .parse()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .ok_or_else(|| err("HERALD_RETENTION_DAYS", "expected a number of days from 1 to 3650"))?,
+        };
         let token_secrets = list("HERALD_TOKEN_SECRETS", 32)?;
         let api_keys = list("HERALD_API_KEYS", 16)?;
         Ok(Self {
@@ -112,6 +122,7 @@ impl Config {
             token_secrets,
             api_keys,
             allow_anonymous,
+            retention: std::time::Duration::from_secs(retention_days * 86_400),
         })
     }
 }

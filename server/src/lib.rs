@@ -15,6 +15,9 @@
 //!   ways of sending.
 //! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
 //! - [`form`]: `POST /add_message`, the no-JavaScript form.
+//! - [`inbox`]: notification storage — users' inboxes and the broadcast
+//!   stream, with retention.
+//! - [`publish`]: `POST /api/publish`, the authenticated publish API.
 //! - [`auth`]: user tokens (HS256, rotation) — verifying and issuing.
 //! - [`session`]: `GET /login?token=…` and `POST /logout`, the browser
 //!   session cookie.
@@ -25,6 +28,8 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod form;
+pub mod inbox;
+pub mod publish;
 pub mod realtime;
 pub mod session;
 pub mod startup;

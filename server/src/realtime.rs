@@ -6,7 +6,8 @@
 //! events.
 
 use herald::protocol::{
-    EV_JOIN, EV_LEAVE, EV_SEND, ErrorReply, JoinRequest, Joined, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply, SendRequest,
+    EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined, LeaveRequest,
+    MarkReadRequest, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply, SendRequest, SyncRequest, Synced,
 };
 use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use tracing::Instrument;
 
 use crate::auth::{TokenError, Tokens};
 use crate::chat::{Chat, room_key};
+use crate::inbox::Inbox;
 use crate::session::SESSION_COOKIE;
 use crate::visitor::read_cookie;
 
@@ -100,6 +102,8 @@ async fn on_connect(socket: SocketRef) {
         socket.on(EV_JOIN, on_join);
         socket.on(EV_LEAVE, on_leave);
         socket.on(EV_SEND, on_send);
+        socket.on(EV_SYNC, on_sync);
+        socket.on(EV_MARK_READ, on_mark_read);
         socket.on_disconnect(async |socket: SocketRef| {
             tracing::debug!(sid = %socket.id, "socket disconnected");
         });
@@ -187,4 +191,65 @@ async fn send(
         tracing::error!(%err, room = %message.room, "send: storing failed");
         ErrorReply::unavailable()
     })
+}
+
+fn user_of(socket: &SocketRef) -> Option<Identity> {
+    match socket.extensions.get::<Peer>() {
+        Some(Peer::User(identity)) => Some(identity),
+        _ => None,
+    }
+}
+
+async fn on_sync(
+    socket: SocketRef,
+    TryData(request): TryData<SyncRequest>,
+    State(inbox): State<Inbox>,
+    ack: AckSender,
+) {
+    let user = user_of(&socket);
+    let result: Result<Synced, ErrorReply> = match request {
+        Ok(request) => inbox
+            .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
+            .await
+            .map_err(|err| {
+                tracing::error!(%err, "sync: reading notifications failed");
+                ErrorReply::new("unavailable", "notifications can't be read right now; try again")
+            }),
+        Err(err) => Err(ErrorReply::malformed(err)),
+    };
+    answer(ack, &Reply::from(result));
+}
+
+async fn on_mark_read(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<MarkReadRequest>,
+    State(inbox): State<Inbox>,
+    ack: AckSender,
+) {
+    let result = match (request, user_of(&socket)) {
+        (Err(err), _) => Err(ErrorReply::malformed(err)),
+        (Ok(_), None) => Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")),
+        (Ok(request), Some(identity)) => mark_read(&io, &inbox, &identity.user, request).await,
+    };
+    answer(ack, &Reply::from(result));
+}
+
+/// Marks notifications read and tells every connection of the user.
+pub async fn mark_read(
+    io: &SocketIo,
+    inbox: &Inbox,
+    user: &UserId,
+    request: MarkReadRequest,
+) -> Result<ReadUpdate, ErrorReply> {
+    let seqs: Vec<Seq> = request.seqs.iter().copied().map(Seq).collect();
+    let unread = inbox.mark_read(user, (!request.all).then_some(seqs.as_slice())).await.map_err(|err| {
+        tracing::error!(%err, "mark_read failed");
+        ErrorReply::new("unavailable", "read state can't be saved right now; try again")
+    })?;
+    let update = ReadUpdate { seqs: if request.all { Vec::new() } else { request.seqs }, all: request.all, unread };
+    if let Err(err) = io.to(user_key(user)).emit(EV_READ, &update).await {
+        tracing::warn!(%err, "read update delivery failed");
+    }
+    Ok(update)
 }

@@ -18,11 +18,13 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::config::Config;
+use crate::inbox::Inbox;
+use crate::publish::ApiKeys;
 use crate::realtime::Gate;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::visitor::{self, VisitorKeys};
-use crate::{form, realtime, session};
+use crate::{form, publish, realtime, session};
 
 /// The largest HTTP request body accepted (a form post is far smaller).
 const HTTP_BODY_MAX: usize = 64 * 1024;
@@ -45,6 +47,8 @@ impl Application {
     pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
         let store = Store::connect(&config.mongo_uri, &config.mongo_db).await.context("connecting to MongoDB")?;
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
+        let inbox = Inbox::new(store.database(), config.retention);
+        inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
         let chat = Chat::new(store);
 
         let tokens = Tokens::new(&config.token_secrets);
@@ -52,6 +56,7 @@ impl Application {
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
             .with_state(gate)
+            .with_state(inbox.clone())
             .max_payload(SOCKET_PAYLOAD_MAX)
             .max_buffer_size(SOCKET_BUFFER_PACKETS)
             .build_layer();
@@ -63,6 +68,8 @@ impl Application {
             io: io.clone(),
             keys: VisitorKeys::new(config.secret.as_ref(), config.cookie_secure),
             tokens,
+            inbox,
+            api_keys: ApiKeys::new(&config.api_keys),
         };
         let router = router(state).layer(socket_layer);
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -98,6 +105,7 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     Router::new()
         .route("/add_message", post(form::add_message))
+        .route("/api/publish", post(publish::publish))
         .route("/login", get(session::login))
         .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))

@@ -13,6 +13,8 @@ use socketioxide::SocketIo;
 
 use crate::auth::Tokens;
 use crate::chat::Chat;
+use crate::inbox::Inbox;
+use crate::publish::ApiKeys;
 use crate::store::Store;
 use crate::visitor::VisitorKeys;
 
@@ -25,6 +27,8 @@ pub struct AppState {
     pub io: SocketIo,
     pub keys: VisitorKeys,
     pub tokens: Tokens,
+    pub inbox: Inbox,
+    pub api_keys: ApiKeys,
 }
 
 impl AppState {

@@ -15,10 +15,11 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use herald::protocol::CATCH_UP_MAX;
 use herald::{ClientMsgId, DisplayName, HISTORY_WINDOW, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
+use mongodb::bson::Document;
 use mongodb::bson::{DateTime, doc};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
@@ -46,6 +47,8 @@ struct MessageDoc {
     name: String,
     body: String,
     at: DateTime,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    system: bool,
 }
 
 impl MessageDoc {
@@ -57,6 +60,7 @@ impl MessageDoc {
             name: message.name.to_string(),
             body: message.body.to_string(),
             at,
+            system: message.system,
         }
     }
 
@@ -71,15 +75,49 @@ impl MessageDoc {
             name: DisplayName::parse(&self.name).map_err(|_| corrupt("name"))?,
             body: MessageBody::parse(&self.body).map_err(|_| corrupt("body"))?,
             at_ms: self.at.timestamp_millis(),
+            system: self.system,
         })
     }
 }
 
-fn seq_to_i64(seq: Seq) -> i64 {
+/// Allocates the next sequence number of `key` in `heads`: one atomic
+/// `$inc` with upsert.
+pub(crate) async fn next_seq(heads: &Collection<Document>, key: &str) -> Result<Seq, StoreError> {
+    let filter = doc! {"_id": key};
+    let update = doc! {"$inc": {"seq": 1_i64}};
+    // Two first writers of a new key can race to upsert it; the loser sees a
+    // duplicate key and simply increments the winner's.
+    let mut retried = false;
+    loop {
+        let result = heads
+            .find_one_and_update(filter.clone(), update.clone())
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match result {
+            Ok(Some(head)) => {
+                let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return u64::try_from(seq).map(Seq).map_err(|_| StoreError::Corrupt("negative head".into()));
+            }
+            Ok(None) => return Err(StoreError::Corrupt("upsert returned nothing".into())),
+            Err(err) if !retried && is_duplicate_key(&err) => retried = true,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// The current sequence number of `key` in `heads` (0 when none).
+pub(crate) async fn current_seq(heads: &Collection<Document>, key: &str) -> Result<Seq, StoreError> {
+    let head = heads.find_one(doc! {"_id": key}).await?;
+    let seq = head.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0);
+    Ok(Seq(u64::try_from(seq).unwrap_or(0)))
+}
+
+pub(crate) fn seq_to_i64(seq: Seq) -> i64 {
     i64::try_from(seq.get()).unwrap_or(i64::MAX)
 }
 
-fn is_duplicate_key(err: &MongoError) -> bool {
+pub(crate) fn is_duplicate_key(err: &MongoError) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
@@ -99,8 +137,9 @@ pub struct CatchUp {
 /// Handle to Herald's MongoDB database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    db: Database,
     messages: Collection<MessageDoc>,
-    heads: Collection<mongodb::bson::Document>,
+    heads: Collection<Document>,
 }
 
 impl Store {
@@ -111,7 +150,12 @@ impl Store {
         options.app_name.get_or_insert_with(|| "herald".to_owned());
         options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
         let db = Client::with_options(options)?.database(db);
-        Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads") })
+        Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads"), db })
+    }
+
+    /// The database, for the other stores that share it.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Creates the indexes Herald relies on (idempotent).
@@ -135,7 +179,7 @@ impl Store {
         if retry && let Some(existing) = self.find_by_client_id(&message.room, &message.client_id).await? {
             return Ok(existing);
         }
-        let seq = self.allocate_seq(&message.room).await?;
+        let seq = next_seq(&self.heads, message.room.as_str()).await?;
         let doc = MessageDoc::new(message, seq, DateTime::now());
         match self.messages.insert_one(&doc).await {
             Ok(_) => doc.into_message(),
@@ -145,31 +189,6 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.room, doc.seq))),
             Err(err) => Err(err.into()),
         }
-    }
-
-    async fn allocate_seq(&self, room: &RoomName) -> Result<Seq, StoreError> {
-        let filter = doc! {"_id": room.as_str()};
-        let update = doc! {"$inc": {"seq": 1_i64}};
-        // Two first messages in a new room can race to upsert the head; the
-        // loser sees a duplicate key and simply increments the winner's.
-        for attempt in 0..2 {
-            let result = self
-                .heads
-                .find_one_and_update(filter.clone(), update.clone())
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await;
-            match result {
-                Ok(Some(head)) => {
-                    let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    return u64::try_from(seq).map(Seq).map_err(|_| StoreError::Corrupt("negative head".into()));
-                }
-                Ok(None) => return Err(StoreError::Corrupt("upsert returned nothing".into())),
-                Err(err) if attempt == 0 && is_duplicate_key(&err) => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        unreachable!("the loop returns on its last attempt")
     }
 
     async fn find_by_client_id(
@@ -183,9 +202,7 @@ impl Store {
 
     /// The room's newest sequence number (0 for a room with no messages).
     pub async fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
-        let head = self.heads.find_one(doc! {"_id": room.as_str()}).await?;
-        let seq = head.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0);
-        Ok(Seq(u64::try_from(seq).unwrap_or(0)))
+        current_seq(&self.heads, room.as_str()).await
     }
 
     /// Messages with `seq > from`, oldest first, at most `limit`.

@@ -37,7 +37,12 @@ fn avatar(name: &str) -> (String, String) {
 fn StoredItem(message: StoredMessage) -> impl IntoView {
     let (avatar_class, initial) = avatar(message.name.as_str());
     view! {
-        <li class="message" data-seq=message.seq.get() id=format!("m-{}", message.seq)>
+        <li
+            class="message"
+            class:system=message.system
+            data-seq=message.seq.get()
+            id=format!("m-{}", message.seq)
+        >
             <span class=avatar_class aria-hidden="true">{initial}</span>
             <div class="meta">
                 <span class="name">{message.name.to_string()}</span>

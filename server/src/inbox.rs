@@ -1,0 +1,182 @@
+//! Notification storage: each user's inbox and the broadcast stream.
+//!
+//! Collection `notifications {key, seq, event, data, at, read, expires_at}`,
+//! where `key` is `inbox:<user>` or `broadcast`; each key has its own
+//! sequence in `stream_heads`. `data` is kept as the publisher's JSON text,
+//! so any JSON round-trips exactly and nothing in it is ever interpreted by
+//! the database. A TTL index on `expires_at` enforces retention.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use herald::notification::{EventName, Notification, Stream};
+use herald::protocol::{CATCH_UP_MAX, Synced};
+use herald::{Seq, UserId};
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::{StoreError, current_seq, next_seq, seq_to_i64};
+
+const BROADCAST_KEY: &str = "broadcast";
+
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    User(UserId),
+    Everyone,
+}
+
+impl Recipient {
+    fn key(&self) -> String {
+        match self {
+            Recipient::User(user) => inbox_key(user),
+            Recipient::Everyone => BROADCAST_KEY.to_owned(),
+        }
+    }
+}
+
+fn inbox_key(user: &UserId) -> String {
+    format!("inbox:{user}")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NotificationDoc {
+    key: String,
+    seq: i64,
+    event: String,
+    data: String,
+    at: DateTime,
+    #[serde(default)]
+    read: bool,
+    expires_at: DateTime,
+}
+
+impl NotificationDoc {
+    fn into_notification(self) -> Result<Notification, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of notification {}#{}", self.key, self.seq));
+        let stream = if self.key == BROADCAST_KEY { Stream::Broadcast } else { Stream::Inbox };
+        Ok(Notification {
+            id: format!("{}:{}", self.key, self.seq),
+            stream,
+            seq: Seq(u64::try_from(self.seq).map_err(|_| corrupt("seq"))?),
+            event: EventName::parse(&self.event).map_err(|_| corrupt("event"))?,
+            data: serde_json::from_str(&self.data).map_err(|_| corrupt("data"))?,
+            at_ms: self.at.timestamp_millis(),
+            read: self.read,
+        })
+    }
+}
+
+/// Handle to the notification collections. Cheap to clone.
+#[derive(Clone)]
+pub struct Inbox {
+    notifications: Collection<NotificationDoc>,
+    heads: Collection<Document>,
+    retention: Duration,
+}
+
+impl Inbox {
+    pub fn new(db: &mongodb::Database, retention: Duration) -> Self {
+        Self { notifications: db.collection("notifications"), heads: db.collection("stream_heads"), retention }
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let named = |name: &str| IndexOptions::builder().name(name.to_owned());
+        self.notifications
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"key": 1, "seq": 1})
+                    .options(named("key_seq").unique(true).build())
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"expires_at": 1})
+                    .options(named("retention").expire_after(Duration::ZERO).build())
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a notification for `recipient`: one sequence allocation plus
+    /// one insert.
+    pub async fn store(
+        &self,
+        recipient: &Recipient,
+        event: &EventName,
+        data: &Value,
+    ) -> Result<Notification, StoreError> {
+        let key = recipient.key();
+        let seq = next_seq(&self.heads, &key).await?;
+        let now = DateTime::now();
+        let expires = DateTime::from_millis(now.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
+        let doc = NotificationDoc {
+            key,
+            seq: seq_to_i64(seq),
+            event: event.to_string(),
+            data: data.to_string(),
+            at: now,
+            read: false,
+            expires_at: expires,
+        };
+        self.notifications.insert_one(&doc).await?;
+        doc.into_notification()
+    }
+
+    async fn after(&self, key: &str, since: Seq) -> Result<Vec<Notification>, StoreError> {
+        let head = current_seq(&self.heads, key).await?;
+        let from = since.max(Seq(head.get().saturating_sub(CATCH_UP_MAX)));
+        let docs: Vec<NotificationDoc> = self
+            .notifications
+            .find(doc! {"key": key, "seq": {"$gt": seq_to_i64(from)}})
+            .sort(doc! {"seq": 1})
+            .limit(CATCH_UP_MAX as i64)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(docs.into_iter().filter_map(|d| d.into_notification().inspect_err(|e| tracing::warn!(%e)).ok()).collect())
+    }
+
+    /// Everything after `inbox_since` in `user`'s inbox (when there is a
+    /// user) and after `broadcast_since` in the broadcast stream.
+    pub async fn missed(
+        &self,
+        user: Option<&UserId>,
+        inbox_since: Seq,
+        broadcast_since: Seq,
+    ) -> Result<Synced, StoreError> {
+        let broadcast = self.after(BROADCAST_KEY, broadcast_since).await?;
+        let Some(user) = user else {
+            return Ok(Synced { broadcast, ..Synced::default() });
+        };
+        let inbox = self.after(&inbox_key(user), inbox_since).await?;
+        Ok(Synced { inbox, broadcast, unread: self.unread(user).await? })
+    }
+
+    /// The newest `limit` notifications of a user's inbox, newest first.
+    pub async fn recent(&self, user: &UserId, limit: u64) -> Result<Vec<Notification>, StoreError> {
+        let key = inbox_key(user);
+        let head = current_seq(&self.heads, &key).await?;
+        let mut items = self.after(&key, Seq(head.get().saturating_sub(limit))).await?;
+        items.reverse();
+        Ok(items)
+    }
+
+    pub async fn unread(&self, user: &UserId) -> Result<u64, StoreError> {
+        Ok(self.notifications.count_documents(doc! {"key": inbox_key(user), "read": false}).await?)
+    }
+
+    /// Marks notifications of `user` read — those with the given sequence
+    /// numbers, or all — and returns the unread count after.
+    pub async fn mark_read(&self, user: &UserId, seqs: Option<&[Seq]>) -> Result<u64, StoreError> {
+        let mut filter = doc! {"key": inbox_key(user), "read": false};
+        if let Some(seqs) = seqs {
+            let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_i64(*s)).collect();
+            filter.insert("seq", doc! {"$in": seqs});
+        }
+        self.notifications.update_many(filter, doc! {"$set": {"read": true}}).await?;
+        self.unread(user).await
+    }
+}

@@ -1,0 +1,350 @@
+//! `POST /api/publish`: a backend pushes a message to everyone, to users, or
+//! to a room.
+//!
+//! Authenticated by an API key (`Authorization: Bearer <key>`). Every
+//! publish is stored before it is delivered, so a client that is offline
+//! gets it when it next syncs. `docs/PROTOCOL.md` documents the API.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use herald::notification::{EV_NOTIFICATION, EventName};
+use herald::protocol::ErrorReply;
+use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::chat::room_key;
+use crate::config::Secret;
+use crate::inbox::Recipient;
+use crate::realtime::user_key;
+use crate::state::AppState;
+use crate::visitor::random_hex;
+
+/// The largest publish request body.
+pub const PUBLISH_BODY_MAX: usize = 64 * 1024;
+/// The largest `data` payload, as JSON text.
+pub const DATA_MAX: usize = 16 * 1024;
+/// The most users one publish may address.
+pub const USERS_MAX: usize = 1000;
+/// How many users of a `users` publish are stored and delivered at once.
+const FAN_OUT_CONCURRENCY: usize = 16;
+
+/// The configured API keys, kept as digests so that comparing a presented
+/// key takes the same time whatever its length or content.
+#[derive(Clone, Default)]
+pub struct ApiKeys(Vec<[u8; 32]>);
+
+impl ApiKeys {
+    pub fn new(keys: &[Secret]) -> Self {
+        Self(keys.iter().map(|k| Sha256::digest(k.expose().as_bytes()).into()).collect())
+    }
+
+    /// Whether `presented` is one of the keys; checks every key, in
+    /// constant time.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let found = self.0.iter().fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
+        found.into()
+    }
+}
+
+/// An API error: a status and a JSON `{"error": {"code", "reason"}}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: ErrorReply,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, reason: impl Into<String>) -> Self {
+        Self { status, error: ErrorReply::new(code, reason) }
+    }
+
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target", reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(json!({ "error": self.error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The JSON body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishJson {
+    broadcast: Option<bool>,
+    user: Option<String>,
+    users: Option<Vec<String>>,
+    room: Option<String>,
+    data: Option<Value>,
+    message: Option<String>,
+    event: Option<String>,
+}
+
+/// The classic form body: `message=…` broadcasts, `id=…` addresses a user.
+#[derive(Debug, Default, Deserialize)]
+struct PublishForm {
+    message: Option<String>,
+    id: Option<String>,
+    room: Option<String>,
+    event: Option<String>,
+}
+
+impl From<PublishForm> for PublishJson {
+    fn from(form: PublishForm) -> Self {
+        let broadcast = (form.id.is_none() && form.room.is_none()).then_some(true);
+        Self { broadcast, user: form.id, room: form.room, message: form.message, event: form.event, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    Everyone,
+    Users { users: Vec<UserId>, single: bool },
+    Room(RoomName),
+}
+
+#[derive(Debug)]
+struct Publish {
+    target: Target,
+    event: EventName,
+    data: Value,
+}
+
+impl PublishJson {
+    /// Checks the request: exactly one target, exactly one payload.
+    fn validate(self) -> Result<Publish, ApiError> {
+        let targets = [self.broadcast.is_some(), self.user.is_some(), self.users.is_some(), self.room.is_some()];
+        if targets.iter().filter(|t| **t).count() != 1 {
+            return Err(ApiError::invalid("name exactly one target: broadcast, user, users or room"));
+        }
+        let target = if let Some(broadcast) = self.broadcast {
+            if !broadcast {
+                return Err(ApiError::invalid("broadcast must be true"));
+            }
+            Target::Everyone
+        } else if let Some(user) = self.user {
+            Target::Users { users: vec![parse_user(&user)?], single: true }
+        } else if let Some(users) = self.users {
+            if users.is_empty() || users.len() > USERS_MAX {
+                return Err(ApiError::invalid(format!("users must list 1 to {USERS_MAX} user ids")));
+            }
+            let mut users = users.iter().map(|u| parse_user(u)).collect::<Result<Vec<_>, _>>()?;
+            users.sort();
+            users.dedup();
+            Target::Users { users, single: false }
+        } else {
+            let room = self.room.unwrap_or_default();
+            Target::Room(RoomName::parse(&room).map_err(|e| ApiError::invalid(e.to_string()))?)
+        };
+        let data = match (self.data, self.message) {
+            (Some(data), None) => data,
+            (None, Some(message)) => Value::String(message),
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_payload",
+                    "give exactly one of data (any JSON) or message (text)",
+                ));
+            }
+        };
+        if data.to_string().len() > DATA_MAX {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("data is larger than {DATA_MAX} bytes"),
+            ));
+        }
+        let event = match self.event {
+            Some(event) => EventName::parse(&event)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?,
+            None => EventName::default_event(),
+        };
+        Ok(Publish { target, event, data })
+    }
+}
+
+fn parse_user(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// One stored delivery of a `users` publish.
+#[derive(Debug, Serialize)]
+struct Delivery {
+    user: UserId,
+    id: String,
+    seq: u64,
+    online: usize,
+}
+
+/// `POST /api/publish`.
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if presented.is_empty() || !state.api_keys.accepts(presented) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required"));
+    }
+    let bytes = to_bytes(body, PUBLISH_BODY_MAX).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body is larger than {PUBLISH_BODY_MAX} bytes"),
+        )
+    })?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let request: PublishJson = if content_type.starts_with("application/json") {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("malformed JSON: {e}")))?
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes::<PublishForm>(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("malformed form: {e}")))?
+            .into()
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json or application/x-www-form-urlencoded",
+        ));
+    };
+    let publish = request.validate()?;
+    let response = deliver(&state, publish).await?;
+    Ok(axum::Json(response).into_response())
+}
+
+fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%err, "publish: storing failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable; nothing was delivered")
+}
+
+/// Stores, then delivers, and reports where it went.
+async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> {
+    let io = &state.io;
+    match publish.target {
+        Target::Everyone => {
+            let stored =
+                state.inbox.store(&Recipient::Everyone, &publish.event, &publish.data).await.map_err(unavailable)?;
+            let online = io.sockets().len();
+            if let Err(err) = io.emit(EV_NOTIFICATION, &stored).await {
+                tracing::warn!(%err, "broadcast delivery failed");
+            }
+            Ok(json!({"id": stored.id, "seq": stored.seq, "online": online}))
+        }
+        Target::Room(room) => {
+            let text = match &publish.data {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let body = MessageBody::parse(&text).map_err(|e| ApiError::invalid(format!("room message: {e}")))?;
+            let message = NewMessage {
+                room: room.clone(),
+                client_id: ClientMsgId::parse(&format!("api-{}", random_hex::<12>())).expect("a valid id"),
+                name: DisplayName::parse("Herald").expect("a valid name"),
+                body,
+                system: true,
+            };
+            let stored = state.chat.post(io, &message, false).await.map_err(unavailable)?;
+            let online = io.to(room_key(&room)).sockets().len();
+            Ok(json!({"id": format!("room:{}:{}", stored.room, stored.seq), "seq": stored.seq, "online": online}))
+        }
+        Target::Users { users, single } => {
+            let event = &publish.event;
+            let data = &publish.data;
+            let deliveries: Vec<Delivery> = futures::stream::iter(users)
+                .map(|user| async move {
+                    let stored = state.inbox.store(&Recipient::User(user.clone()), event, data).await?;
+                    let online = io.to(user_key(&user)).sockets().len();
+                    if let Err(err) = io.to(user_key(&user)).emit(EV_NOTIFICATION, &stored).await {
+                        tracing::warn!(%err, %user, "user delivery failed");
+                    }
+                    Ok::<_, crate::store::StoreError>(Delivery { user, id: stored.id, seq: stored.seq.get(), online })
+                })
+                .buffered(FAN_OUT_CONCURRENCY)
+                .try_collect()
+                .await
+                .map_err(unavailable)?;
+            let online = deliveries.iter().map(|d| d.online).sum::<usize>();
+            if single {
+                let only = &deliveries[0];
+                Ok(json!({"id": only.id, "seq": only.seq, "online": online}))
+            } else {
+                Ok(
+                    json!({"id": format!("batch:{}", random_hex::<8>()), "seq": null, "online": online, "deliveries": deliveries}),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_request(value: Value) -> Result<Publish, ApiError> {
+        serde_json::from_value::<PublishJson>(value).unwrap().validate()
+    }
+
+    #[test]
+    fn api_keys_match_exactly() {
+        let keys = ApiKeys::new(&[Secret::new("key-one-key-one-1"), Secret::new("key-two-key-two-2")]);
+        assert!(keys.accepts("key-one-key-one-1"));
+        assert!(keys.accepts("key-two-key-two-2"));
+        assert!(!keys.accepts("key-one-key-one-"));
+        assert!(!keys.accepts(""));
+        assert!(!ApiKeys::default().accepts("anything"));
+    }
+
+    #[test]
+    fn exactly_one_target() {
+        assert_eq!(json_request(json!({"broadcast": true, "message": "x"})).unwrap().target, Target::Everyone);
+        let two = json_request(json!({"broadcast": true, "user": "63", "message": "x"})).unwrap_err();
+        assert_eq!(two.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let none = json_request(json!({"message": "x"})).unwrap_err();
+        assert_eq!(none.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let bad_user = json_request(json!({"user": "a b", "message": "x"})).unwrap_err();
+        assert_eq!(bad_user.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let bad_room = json_request(json!({"room": "No", "message": "x"})).unwrap_err();
+        assert_eq!(bad_room.status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn users_are_deduplicated() {
+        let publish = json_request(json!({"users": ["64", "63", "64"], "data": {"a": 1}})).unwrap();
+        let Target::Users { users, single } = publish.target else { panic!() };
+        assert_eq!(users.iter().map(UserId::as_str).collect::<Vec<_>>(), ["63", "64"]);
+        assert!(!single);
+    }
+
+    #[test]
+    fn exactly_one_payload_of_bounded_size() {
+        assert_eq!(json_request(json!({"broadcast": true})).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let both = json_request(json!({"broadcast": true, "data": 1, "message": "x"})).unwrap_err();
+        assert_eq!(both.status, StatusCode::BAD_REQUEST);
+        let big = json_request(json!({"broadcast": true, "data": "x".repeat(DATA_MAX)})).unwrap_err();
+        assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn the_classic_form_broadcasts_or_addresses_a_user() {
+        let broadcast: PublishJson = serde_urlencoded::from_str::<PublishForm>("message=Ping").unwrap().into();
+        assert_eq!(broadcast.validate().unwrap().target, Target::Everyone);
+        let user: PublishJson = serde_urlencoded::from_str::<PublishForm>("message=Hello&id=63").unwrap().into();
+        let publish = user.validate().unwrap();
+        assert_eq!(publish.target, Target::Users { users: vec![UserId::parse("63").unwrap()], single: true });
+        assert_eq!(publish.data, json!("Hello"));
+    }
+}
