@@ -34,6 +34,12 @@ pub const EV_MARK_READ: &str = "mark_read";
 /// connections). Payload [`ReadUpdate`].
 pub const EV_READ: &str = "notifications_read";
 
+/// Server → client: who is in a room the socket joined, sent whenever it
+/// changes. Payload [`PresenceSnapshot`].
+pub const EV_PRESENCE: &str = "presence";
+/// The most users a presence snapshot names; the rest are counted.
+pub const PRESENCE_NAMES_MAX: usize = 100;
+
 /// The most messages a join returns to catch a client up; a client further
 /// behind gets the newest ones and `truncated: true`.
 pub const CATCH_UP_MAX: u64 = 500;
@@ -137,6 +143,24 @@ pub struct ReadUpdate {
     pub all: bool,
     /// Unread notifications left.
     pub unread: u64,
+}
+
+/// Who is in a room: signed-in users by name (each once, however many
+/// connections they have) and a count of anonymous connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceSnapshot {
+    pub room: String,
+    /// At most [`PRESENCE_NAMES_MAX`], ordered by name.
+    pub users: Vec<PresentUser>,
+    /// All signed-in users present, named or not.
+    pub user_count: u64,
+    pub anonymous: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresentUser {
+    pub id: String,
+    pub name: String,
 }
 
 /// An acknowledgement: the result of a request.

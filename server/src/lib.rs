@@ -29,6 +29,7 @@ pub mod chat;
 pub mod config;
 pub mod form;
 pub mod inbox;
+pub mod presence;
 pub mod publish;
 pub mod realtime;
 pub mod session;

@@ -189,16 +189,34 @@ struct Delivery {
     online: usize,
 }
 
-/// `POST /api/publish`.
-pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// Checks the request's `Authorization: Bearer <key>`.
+pub fn require_api_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if presented.is_empty() || !state.api_keys.accepts(presented) {
+    if presented.is_empty() || !keys.accepts(presented) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required"));
     }
+    Ok(())
+}
+
+/// `GET /api/presence/{room}`.
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(room): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    require_api_key(&state.api_keys, &headers)?;
+    let room =
+        RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "invalid_room", e.to_string()))?;
+    Ok(axum::Json(state.presence.snapshot(&room)).into_response())
+}
+
+/// `POST /api/publish`.
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    require_api_key(&state.api_keys, &headers)?;
     let bytes = to_bytes(body, PUBLISH_BODY_MAX).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

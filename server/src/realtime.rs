@@ -6,8 +6,9 @@
 //! events.
 
 use herald::protocol::{
-    EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined, LeaveRequest,
-    MarkReadRequest, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply, SendRequest, SyncRequest, Synced,
+    EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined,
+    LeaveRequest, MarkReadRequest, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply, SendRequest, SyncRequest,
+    Synced,
 };
 use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use crate::auth::{TokenError, Tokens};
 use crate::chat::{Chat, room_key};
 use crate::inbox::Inbox;
+use crate::presence::{Member, SharedPresence};
 use crate::session::SESSION_COOKIE;
 use crate::visitor::read_cookie;
 
@@ -104,8 +106,11 @@ async fn on_connect(socket: SocketRef) {
         socket.on(EV_SEND, on_send);
         socket.on(EV_SYNC, on_sync);
         socket.on(EV_MARK_READ, on_mark_read);
-        socket.on_disconnect(async |socket: SocketRef| {
+        socket.on_disconnect(async |socket: SocketRef, io: SocketIo, State(presence): State<SharedPresence>| {
             tracing::debug!(sid = %socket.id, "socket disconnected");
+            for snapshot in presence.leave_all(&socket.id.to_string()) {
+                announce(&io, &snapshot).await;
+            }
         });
     }
 }
@@ -116,13 +121,43 @@ fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
     }
 }
 
-async fn on_join(socket: SocketRef, TryData(request): TryData<JoinRequest>, State(chat): State<Chat>, ack: AckSender) {
+/// Tells a room who is in it now.
+async fn announce(io: &SocketIo, snapshot: &PresenceSnapshot) {
+    let Ok(room) = RoomName::parse(&snapshot.room) else { return };
+    if let Err(err) = io.to(room_key(&room)).emit(EV_PRESENCE, snapshot).await {
+        tracing::debug!(%err, "presence broadcast failed");
+    }
+}
+
+async fn on_join(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<JoinRequest>,
+    State(chat): State<Chat>,
+    State(presence): State<SharedPresence>,
+    ack: AckSender,
+) {
     let span = tracing::debug_span!("join", sid = %socket.id);
     let result = match request {
         Ok(request) => join(&socket, &chat, request).instrument(span).await,
         Err(err) => Err(ErrorReply::malformed(err)),
     };
+    let joined_room = result.as_ref().ok().map(|joined| joined.room.clone());
     answer(ack, &Reply::from(result));
+    if let Some(room) = joined_room {
+        let member = match user_of(&socket) {
+            Some(identity) => Member::User(identity),
+            None => Member::Anonymous,
+        };
+        match presence.join(&room, &socket.id.to_string(), member) {
+            Some(snapshot) => announce(&io, &snapshot).await,
+            // A re-join changes nothing for the others; this socket still
+            // needs to know who is there.
+            None => {
+                let _ = socket.emit(EV_PRESENCE, &presence.snapshot(&room));
+            }
+        }
+    }
 }
 
 async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<Joined, ErrorReply> {
@@ -151,13 +186,23 @@ async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<J
     }
 }
 
-async fn on_leave(socket: SocketRef, TryData(request): TryData<LeaveRequest>, ack: AckSender) {
+async fn on_leave(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<LeaveRequest>,
+    State(presence): State<SharedPresence>,
+    ack: AckSender,
+) {
     let result = request.map_err(ErrorReply::malformed).and_then(|request| {
         let room = RoomName::parse(&request.room)?;
         socket.leave(room_key(&room));
-        Ok(())
+        Ok(room)
     });
-    answer(ack, &Reply::from(result));
+    let left = result.as_ref().ok().cloned();
+    answer(ack, &Reply::from(result.map(|_| ())));
+    if let Some(snapshot) = left.and_then(|room| presence.leave(&room, &socket.id.to_string())) {
+        announce(&io, &snapshot).await;
+    }
 }
 
 async fn on_send(

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +20,7 @@ use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::config::Config;
 use crate::inbox::Inbox;
+use crate::presence::{LocalPresence, SharedPresence};
 use crate::publish::ApiKeys;
 use crate::realtime::Gate;
 use crate::state::AppState;
@@ -52,11 +54,13 @@ impl Application {
         let chat = Chat::new(store);
 
         let tokens = Tokens::new(&config.token_secrets);
+        let presence: SharedPresence = Arc::new(LocalPresence::default());
         let gate = Gate::new(tokens.clone(), config.allow_anonymous);
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
             .with_state(gate)
             .with_state(inbox.clone())
+            .with_state(presence.clone())
             .max_payload(SOCKET_PAYLOAD_MAX)
             .max_buffer_size(SOCKET_BUFFER_PACKETS)
             .build_layer();
@@ -70,6 +74,7 @@ impl Application {
             tokens,
             inbox,
             api_keys: ApiKeys::new(&config.api_keys),
+            presence,
         };
         let router = router(state).layer(socket_layer);
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -106,6 +111,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/add_message", post(form::add_message))
         .route("/api/publish", post(publish::publish))
+        .route("/api/presence/{room}", get(publish::presence))
         .route("/login", get(session::login))
         .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))

@@ -14,6 +14,7 @@ use socketioxide::SocketIo;
 use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::inbox::Inbox;
+use crate::presence::SharedPresence;
 use crate::publish::ApiKeys;
 use crate::store::Store;
 use crate::visitor::VisitorKeys;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub tokens: Tokens,
     pub inbox: Inbox,
     pub api_keys: ApiKeys,
+    pub presence: SharedPresence,
 }
 
 impl AppState {

@@ -164,7 +164,7 @@ async fn notifications_published_while_away_arrive_on_sync_exactly_once() {
     publish_json(&app, Some(API_KEY), &json!({"broadcast": true, "message": "all-one"})).await;
     let first = alice.next_event("notification").await;
     let first_broadcast = alice.next_event("notification").await;
-    drop(alice);
+    alice.disconnect();
 
     for text in ["two", "three"] {
         publish_json(&app, Some(API_KEY), &json!({"user": "63", "message": text})).await;

@@ -135,6 +135,14 @@ impl SioClient {
         tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {name} event in time"))
     }
 
+    /// Leaves the namespace and closes the WebSocket, as a client going away
+    /// does. (Dropping a client without this leaves its socket open until
+    /// the server's ping times it out.)
+    pub fn disconnect(self) {
+        self.send_raw("41");
+        let _ = self.out.send(Message::Close(None));
+    }
+
     /// Completes when the server closes the connection.
     pub async fn closed(&mut self) {
         tokio::time::timeout(WAIT, &mut self.closed).await.expect("closed in time").ok();

@@ -1,0 +1,43 @@
+//! Presence: who is in a room, live and through the API.
+
+mod common;
+
+use common::sio::SioClient;
+use common::{API_KEY, TOKEN_SECRET, spawn_app, token};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn joins_and_leaves_are_seen_by_others_and_by_the_api() {
+    let app = spawn_app().await;
+    let mut watcher = SioClient::connect(app.addr).await;
+    watcher.call("join", &json!({"room": "den"})).await;
+    let snapshot = watcher.next_event("presence").await;
+    assert_eq!((snapshot["anonymous"].as_u64(), snapshot["user_count"].as_u64()), (Some(1), Some(0)));
+
+    let alice_token = token(TOKEN_SECRET, "63", Some("Alice"), 600);
+    let mut alice = SioClient::try_connect(app.addr, Some(json!({"token": alice_token})), None).await.unwrap();
+    alice.call("join", &json!({"room": "den"})).await;
+    let snapshot = watcher.next_event("presence").await;
+    assert_eq!(snapshot["users"], json!([{"id": "63", "name": "Alice"}]));
+
+    let api: Value =
+        app.http.get(app.url("/api/presence/den")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(api["users"][0]["name"], "Alice");
+    assert_eq!(api["anonymous"], 1);
+    let unauthorized = app.http.get(app.url("/api/presence/den")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    alice.call("leave", &json!({"room": "den"})).await;
+    let snapshot = watcher.next_event("presence").await;
+    assert_eq!(snapshot["users"], json!([]));
+
+    // Disconnecting counts as leaving.
+    let mut bob =
+        SioClient::try_connect(app.addr, Some(json!({"token": token(TOKEN_SECRET, "64", Some("Bob"), 600)})), None)
+            .await
+            .unwrap();
+    bob.call("join", &json!({"room": "den"})).await;
+    assert_eq!(watcher.next_event("presence").await["users"][0]["name"], "Bob");
+    bob.disconnect();
+    assert_eq!(watcher.next_event("presence").await["user_count"], 0);
+}
