@@ -1,11 +1,14 @@
-// Test fixtures: a fresh Herald (release build) and database per test, and
-// visitors, each in a browser context of their own.
+// Test fixtures: a fresh Herald (release build) and database per test,
+// visitors, each in a browser context of their own, and Socket.IO clients
+// (socket.io-client in Node) that are all disconnected when the test ends.
 
 import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
 import { MongoClient, type Db } from 'mongodb';
 import { HeraldServer } from './support/herald-server';
 import { RoomPage } from './pages/room';
 import { token } from './support/token';
+import { AUTH_ENV } from './support/auth';
+import { Clients } from './support/clients';
 
 export { expect, token };
 
@@ -51,7 +54,7 @@ function mongoUri(): string {
   return uri;
 }
 
-export const test = base.extend<{ herald: Herald; visitors: Visitors }, { mongo: MongoClient }>({
+export const test = base.extend<{ herald: Herald; visitors: Visitors; clients: Clients }, { mongo: MongoClient }>({
   mongo: [
     async ({}, use) => {
       const client = new MongoClient(mongoUri());
@@ -64,7 +67,13 @@ export const test = base.extend<{ herald: Herald; visitors: Visitors }, { mongo:
 
   herald: async ({ mongo }, use, testInfo) => {
     const dbName = `e2e_${token()}`;
-    const server = new HeraldServer({ mongoUri: mongoUri(), dbName });
+    // Fixed test secrets (support/auth.ts): tokens from `herald token` and the
+    // publish API work; visitors without a token may still chat.
+    const server = new HeraldServer({
+      mongoUri: mongoUri(),
+      dbName,
+      env: { ...AUTH_ENV, HERALD_ALLOW_ANONYMOUS: 'true' },
+    });
     const db = mongo.db(dbName);
     try {
       await server.start();
@@ -85,6 +94,15 @@ export const test = base.extend<{ herald: Herald; visitors: Visitors }, { mongo:
         await testInfo.attach('herald.log', { body: server.log, contentType: 'text/plain' });
       }
       await db.dropDatabase();
+    }
+  },
+
+  clients: async ({ herald }, use) => {
+    const clients = new Clients(() => herald.url);
+    try {
+      await use(clients);
+    } finally {
+      clients.closeAll();
     }
   },
 

@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 /** The repository root: Herald runs from there so `target/site` resolves. */
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 /** The release build; HERALD_BIN may point at another build of the same binary. */
-const BINARY = process.env.HERALD_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'herald');
+export const HERALD_BINARY = process.env.HERALD_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'herald');
 
 /** How long a start may take before the test fails with the server's log. */
 const START_TIMEOUT_MS = 30_000;
@@ -23,6 +23,8 @@ const ANSI = /\u001b\[[0-9;]*m/g;
 export interface HeraldOptions {
   mongoUri: string;
   dbName: string;
+  /** More environment for Herald (say, `HERALD_TOKEN_SECRETS`). */
+  env?: Record<string, string>;
 }
 
 /** One Herald process at a time, restartable on the same port and database. */
@@ -49,12 +51,12 @@ export class HeraldServer {
   /** Starts Herald on a free port (first start) or on its previous port. */
   async start(): Promise<void> {
     if (this.child) throw new Error('Herald is already running');
-    if (!existsSync(BINARY)) {
-      throw new Error(`${BINARY} is missing: build it with \`cargo leptos build --release\``);
+    if (!existsSync(HERALD_BINARY)) {
+      throw new Error(`${HERALD_BINARY} is missing: build it with \`cargo leptos build --release\``);
     }
     const addr = `127.0.0.1:${this.port}`;
-    this.lines.push(`--- starting ${BINARY} on ${addr} ---`);
-    const child = spawn(BINARY, [], {
+    this.lines.push(`--- starting ${HERALD_BINARY} on ${addr} ---`);
+    const child = spawn(HERALD_BINARY, [], {
       cwd: REPO_ROOT,
       env: this.env(addr),
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -108,6 +110,7 @@ export class HeraldServer {
   private env(addr: string): NodeJS.ProcessEnv {
     return {
       ...process.env,
+      ...this.options.env,
       HERALD_ADDR: addr,
       HERALD_MONGO_URI: this.options.mongoUri,
       HERALD_MONGO_DB: this.options.dbName,
