@@ -3,7 +3,9 @@
 #
 # With HERALD_MONGO_URI set, Herald uses that MongoDB. Without it, a local
 # SecantusDB keeps its data in .data/mongo (port 27117, or a free port when
-# 27117 is taken) and is stopped when Herald exits.
+# 27117 is taken) and is stopped when Herald exits. HERALD_SECRET,
+# HERALD_TOKEN_SECRETS and HERALD_API_KEYS, when unset, are generated once and
+# kept in .data/ (see README, "Send your first notification").
 set -euo pipefail
 
 # shellcheck source=scripts/setup.sh
@@ -29,14 +31,33 @@ if [ -z "${HERALD_MONGO_URI:-}" ]; then
   export HERALD_MONGO_URI="$HERALD_MONGO_URL"
 fi
 
-# A CSRF key kept in .data/ so that open pages' forms still work after a restart.
-if [ -z "${HERALD_SECRET:-}" ]; then
+# herald_dev_secret FILE BYTES: prints the random hex value kept in FILE
+# (only the owner may read it), creating it with BYTES random bytes first.
+herald_dev_secret() {
   mkdir -p .data
-  if [ ! -s .data/herald-secret ]; then
-    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >.data/herald-secret)
+  if [ ! -s "$1" ]; then
+    (umask 077 && od -An -tx1 -N"$2" /dev/urandom | tr -d ' \n' >"$1")
   fi
-  HERALD_SECRET="$(cat .data/herald-secret)"
+  cat "$1"
+}
+
+# Keys kept in .data/ unless set: the CSRF key, so that open pages' forms
+# still work after a restart; the secret user tokens are signed with; the
+# publish API's key. Only their paths are printed, never their values.
+if [ -z "${HERALD_SECRET:-}" ]; then
+  HERALD_SECRET="$(herald_dev_secret .data/herald-secret 32)"
   export HERALD_SECRET
+fi
+if [ -z "${HERALD_TOKEN_SECRETS:-}" ]; then
+  HERALD_TOKEN_SECRETS="$(herald_dev_secret .data/herald-token-secret 32)"
+  export HERALD_TOKEN_SECRETS
+  herald_log "user tokens are signed with the secret in .data/herald-token-secret:"
+  herald_log "  HERALD_TOKEN_SECRETS=\"\$(cat .data/herald-token-secret)\" target/release/herald token --sub 63 --name Alice"
+fi
+if [ -z "${HERALD_API_KEYS:-}" ]; then
+  HERALD_API_KEYS="$(herald_dev_secret .data/herald-api-key 24)"
+  export HERALD_API_KEYS
+  herald_log "publish API key (Authorization: Bearer …): .data/herald-api-key"
 fi
 
 herald_step "cargo leptos serve --release (http://127.0.0.1:3000)"
