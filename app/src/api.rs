@@ -1,5 +1,7 @@
 //! The data a room page renders and the server function that loads it.
 
+use herald::notification::Notification;
+use herald::protocol::PresenceSnapshot;
 use herald::{RoomName, Seq, StoredMessage};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,77 @@ pub struct RoomPage {
     pub form_error: Option<String>,
     /// The text of a rejected post, kept so nothing typed is lost.
     pub draft: String,
+    /// Who is in the room as the page is rendered.
+    pub presence: PresenceSnapshot,
+    pub account: Account,
+}
+
+/// The visitor's account and notifications, shown on every page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    /// The signed-in user, if any.
+    pub user: Option<SignedIn>,
+    /// The page's CSRF token (forms: logout, mark read).
+    pub csrf_token: String,
+    /// The broadcast stream's newest sequence at render time.
+    pub broadcast_since: Seq,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub id: String,
+    pub name: String,
+    pub unread: u64,
+    /// The newest notifications, newest first.
+    pub notifications: Vec<Notification>,
+}
+
+/// How many notifications a page carries.
+pub const NOTIFICATIONS_SHOWN: u64 = 20;
+
+/// The notifications page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub account: Account,
+}
+
+#[cfg(feature = "ssr")]
+async fn account(
+    backend: &crate::ssr::Backend,
+    visitor: &crate::ssr::Visitor,
+    limit: u64,
+) -> Result<Account, ServerFnError> {
+    let crate::ssr::Backend(source) = backend;
+    let user = match &visitor.identity {
+        Some(identity) => {
+            let inbox = source.inbox(&identity.user, limit).await.map_err(ServerFnError::new)?;
+            Some(SignedIn {
+                id: identity.user.to_string(),
+                name: identity.display_name().to_string(),
+                unread: inbox.unread,
+                notifications: inbox.recent,
+            })
+        }
+        None => None,
+    };
+    let broadcast_since = source.broadcast_head().await.map_err(ServerFnError::new)?;
+    Ok(Account { user, csrf_token: visitor.csrf_token.clone(), broadcast_since })
+}
+
+#[cfg(feature = "ssr")]
+fn request_context() -> Result<(crate::ssr::Backend, crate::ssr::Visitor, axum::http::request::Parts), ServerFnError> {
+    let backend = use_context::<crate::ssr::Backend>().ok_or_else(|| ServerFnError::new("no backend"))?;
+    let parts = use_context::<axum::http::request::Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
+    let visitor =
+        parts.extensions.get::<crate::ssr::Visitor>().cloned().ok_or_else(|| ServerFnError::new("no visitor"))?;
+    Ok((backend, visitor, parts))
+}
+
+/// Loads the notifications page.
+#[server(prefix = "/api")]
+pub async fn load_inbox() -> Result<InboxPage, ServerFnError> {
+    let (backend, visitor, _) = request_context()?;
+    Ok(InboxPage { account: account(&backend, &visitor, 100).await? })
 }
 
 /// The outcome of loading a room page.
@@ -37,8 +110,8 @@ pub enum RoomLoad {
 /// Loads a room page: its recent history, the visitor's name and form token.
 #[server(prefix = "/api")]
 pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
-    use crate::ssr::{Backend, FormRejection, Visitor};
-    use axum::http::{StatusCode, request::Parts};
+    use crate::ssr::FormRejection;
+    use axum::http::StatusCode;
     use leptos_axum::ResponseOptions;
 
     let set_status = |status: StatusCode| {
@@ -50,12 +123,10 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
         set_status(StatusCode::NOT_FOUND);
         return Ok(RoomLoad::NotFound);
     };
-    let Backend(history) = use_context::<Backend>().ok_or_else(|| ServerFnError::new("no backend"))?;
-    let parts = use_context::<Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
-    let visitor = parts.extensions.get::<Visitor>().cloned().ok_or_else(|| ServerFnError::new("no visitor"))?;
+    let (backend, visitor, parts) = request_context()?;
     let rejection = parts.extensions.get::<FormRejection>().cloned();
 
-    let recent = history.recent(&room).await.map_err(|err| {
+    let recent = backend.0.recent(&room).await.map_err(|err| {
         set_status(StatusCode::SERVICE_UNAVAILABLE);
         ServerFnError::new(err)
     })?;
@@ -63,7 +134,10 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     // whose sequence was allocated but not yet stored when the page was
     // read must still reach the page through the join.
     let since = recent.messages.last().map_or(recent.head, |m| m.seq);
+    let account = account(&backend, &visitor, NOTIFICATIONS_SHOWN).await?;
     Ok(RoomLoad::Found(RoomPage {
+        presence: backend.0.presence(&room),
+        account,
         room,
         messages: recent.messages,
         since,

@@ -68,6 +68,7 @@ pub fn App() -> impl IntoView {
                 // before the first byte is sent, so it reads without
                 // JavaScript and its status code can still be set.
                 <Route path=StaticSegment("") view=pages::LobbyPage ssr=SsrMode::Async />
+                <Route path=StaticSegment("notifications") view=pages::NotificationsPage ssr=SsrMode::Async />
                 <Route
                     path=(StaticSegment("r"), ParamSegment("room"))
                     view=pages::RoomRoute

@@ -14,14 +14,19 @@ use futures::stream::{Fuse, SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt, select};
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
-use herald::protocol::{EV_JOIN, EV_MESSAGE, EV_SEND, JoinRequest, Joined, Reply, SendRequest};
+use herald::notification::{EV_NOTIFICATION, Notification};
+use herald::protocol::{
+    EV_JOIN, EV_MARK_READ, EV_MESSAGE, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, JoinRequest, Joined, MarkReadRequest,
+    PresenceSnapshot, ReadUpdate, Reply, SendRequest, SyncRequest, Synced,
+};
 use herald::wire::{self, EnginePacket, SocketPacket};
 use herald::{RoomName, Seq, StoredMessage};
 use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::components::chat::ChatSignals;
+use crate::components::account::NoteSignals;
+use crate::components::chat::{ChatSignals, Outgoing};
 use crate::components::status::ConnState;
 use crate::timeline::Pending;
 
@@ -42,8 +47,11 @@ const JOIN_OVERLAP: u64 = 16;
 type Tx = SplitSink<WebSocket, Message>;
 type Rx = Fuse<SplitStream<WebSocket>>;
 
+/// How long a toast stays up.
+const TOAST_MS: u32 = 8_000;
+
 /// Starts the live connection of a room page.
-pub fn spawn(room: RoomName, since: Seq, signals: ChatSignals, outbox: mpsc::Receiver<Pending>) {
+pub fn spawn(room: RoomName, since: Seq, signals: ChatSignals, outbox: mpsc::Receiver<Outgoing>) {
     leptos::task::spawn_local(run(room, since, signals, outbox));
 }
 
@@ -51,6 +59,8 @@ pub fn spawn(room: RoomName, since: Seq, signals: ChatSignals, outbox: mpsc::Rec
 enum AckFor {
     Join,
     Send(String),
+    Sync,
+    MarkRead,
 }
 
 struct Client {
@@ -64,7 +74,7 @@ struct Client {
     acks: HashMap<u64, AckFor>,
 }
 
-async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc::Receiver<Pending>) {
+async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc::Receiver<Outgoing>) {
     let mut client =
         Client { room, rendered_since: since, signals, unacked: Vec::new(), next_ack: 0, acks: HashMap::new() };
     let mut failures = 0u32;
@@ -98,7 +108,7 @@ fn backoff_ms(failures: u32) -> u32 {
 impl Client {
     /// Runs one connection until it fails; returns whether it got as far as
     /// joining the room.
-    async fn session(&mut self, outbox: &mut mpsc::Receiver<Pending>) -> bool {
+    async fn session(&mut self, outbox: &mut mpsc::Receiver<Outgoing>) -> bool {
         let mut joined = false;
         if let Err(reason) = self.connect_and_serve(outbox, &mut joined).await {
             leptos::logging::log!("herald: connection ended: {reason}");
@@ -108,7 +118,7 @@ impl Client {
 
     async fn connect_and_serve(
         &mut self,
-        outbox: &mut mpsc::Receiver<Pending>,
+        outbox: &mut mpsc::Receiver<Outgoing>,
         joined: &mut bool,
     ) -> Result<(), String> {
         let ws = WebSocket::open(&socket_url()?).map_err(|e| e.to_string())?;
@@ -138,6 +148,10 @@ impl Client {
         let last_seen = self.signals.timeline.with_untracked(|t| t.last_seq()).unwrap_or_default();
         let since = last_seen.max(self.rendered_since).get().saturating_sub(JOIN_OVERLAP);
         self.emit(&mut tx, EV_JOIN, &JoinRequest { room: self.room.to_string(), since }, AckFor::Join).await?;
+        let notes = self.signals.notes;
+        let sync =
+            SyncRequest { inbox: notes.inbox_seen().get(), broadcast: notes.broadcast_seen.get_untracked().get() };
+        self.emit(&mut tx, EV_SYNC, &sync, AckFor::Sync).await?;
         for pending in self.unacked.clone() {
             self.emit_send(&mut tx, &pending, true).await?;
         }
@@ -147,11 +161,17 @@ impl Client {
                 packet = read_packet(&mut rx, silence_ms).fuse() => {
                     self.on_packet(packet?, &mut tx, joined).await?;
                 }
-                pending = outbox.next() => {
-                    let Some(pending) = pending else { return Err("page closed".into()) };
-                    self.unacked.push(pending.clone());
-                    self.emit_send(&mut tx, &pending, false).await?;
-                }
+                outgoing = outbox.next() => match outgoing {
+                    Some(Outgoing::Send(pending)) => {
+                        self.unacked.push(pending.clone());
+                        self.emit_send(&mut tx, &pending, false).await?;
+                    }
+                    Some(Outgoing::MarkRead(mark)) => {
+                        let request = MarkReadRequest { seqs: mark.seqs, all: mark.all };
+                        self.emit(&mut tx, EV_MARK_READ, &request, AckFor::MarkRead).await?;
+                    }
+                    None => return Err("page closed".into()),
+                },
             }
         }
     }
@@ -193,6 +213,26 @@ impl Client {
                     }
                     Ok(())
                 }
+                SocketPacket::Event { name, args, .. } if name == EV_NOTIFICATION => {
+                    if let Some(note) = first_arg::<Notification>(args) {
+                        receive(self.signals.notes, note);
+                    }
+                    Ok(())
+                }
+                SocketPacket::Event { name, args, .. } if name == EV_READ => {
+                    if let Some(update) = first_arg::<ReadUpdate>(args) {
+                        self.signals.notes.apply_read(&update);
+                    }
+                    Ok(())
+                }
+                SocketPacket::Event { name, args, .. } if name == EV_PRESENCE => {
+                    if let Some(snapshot) = first_arg::<PresenceSnapshot>(args)
+                        && snapshot.room == self.room.as_str()
+                    {
+                        self.signals.presence.set(snapshot);
+                    }
+                    Ok(())
+                }
                 SocketPacket::Ack { id, args } => {
                     self.on_ack(id, args, joined);
                     Ok(())
@@ -223,6 +263,22 @@ impl Client {
                 Some(Reply::Error(err)) => self.signals.error.set(Some(err.reason)),
                 None => {}
             },
+            Some(AckFor::Sync) => {
+                if let Some(Reply::Ok(synced)) = first_arg::<Reply<Synced>>(args) {
+                    let notes = self.signals.notes;
+                    for note in synced.inbox.into_iter().chain(synced.broadcast) {
+                        receive(notes, note);
+                    }
+                    if notes.signed_in {
+                        notes.unread.set(synced.unread);
+                    }
+                }
+            }
+            Some(AckFor::MarkRead) => match first_arg::<Reply<ReadUpdate>>(args) {
+                Some(Reply::Ok(update)) => self.signals.notes.apply_read(&update),
+                Some(Reply::Error(err)) => self.signals.error.set(Some(err.reason)),
+                None => {}
+            },
             Some(AckFor::Send(client_id)) => {
                 self.unacked.retain(|p| p.client_id != client_id);
                 match first_arg::<Reply<StoredMessage>>(args) {
@@ -246,6 +302,17 @@ impl Client {
             }
             None => {}
         }
+    }
+}
+
+/// Takes in a notification and, when it is new, toasts it for a while.
+fn receive(notes: NoteSignals, note: Notification) {
+    let id = note.id.clone();
+    if notes.receive(note) {
+        leptos::task::spawn_local(async move {
+            TimeoutFuture::new(TOAST_MS).await;
+            notes.dismiss(&id);
+        });
     }
 }
 

@@ -5,7 +5,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
-use crate::api::{RoomLoad, load_room};
+use crate::api::{InboxPage, RoomLoad, load_inbox, load_room};
+use crate::components::account::describe;
 use crate::components::chat::ChatRoom;
 
 /// `GET /`: the lobby.
@@ -35,6 +36,83 @@ fn RoomView(room: Signal<String>) -> impl IntoView {
             })}
         </Suspense>
     }
+}
+
+/// `GET /notifications`: the signed-in user's inbox, readable and
+/// markable without JavaScript.
+#[component]
+pub fn NotificationsPage() -> impl IntoView {
+    let page = Resource::new(|| (), |()| load_inbox());
+    view! {
+        <Title text="Notifications · Herald" />
+        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match page.await {
+                    Ok(page) => view! { <Inbox page /> }.into_any(),
+                    Err(_) => view! { <Unavailable /> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn Inbox(page: InboxPage) -> impl IntoView {
+    let csrf = page.account.csrf_token.clone();
+    let Some(user) = page.account.user else {
+        return view! {
+            <main class="plain-page">
+                <h1>"Notifications"</h1>
+                <p>"Log in to see your notifications: open " <code>"/login?token=…"</code> " with a token from your app."</p>
+                <p><a href="/">"Go to the lobby"</a></p>
+            </main>
+        }
+        .into_any();
+    };
+    let all_csrf = csrf.clone();
+    view! {
+        <main class="plain-page inbox">
+            <p><a href="/">"← Lobby"</a></p>
+            <h1>"Notifications"</h1>
+            <p class="inbox-summary">
+                {user.name} ": " <span data-testid="unread-count">{user.unread}</span> " unread"
+            </p>
+            <form method="post" action="/notifications/read" class="mark-all">
+                <input type="hidden" name="csrf" value=all_csrf />
+                <input type="hidden" name="all" value="true" />
+                <button type="submit" data-testid="mark-all-read">"Mark all read"</button>
+            </form>
+            <ul class="notes full" data-testid="notifications">
+                {user
+                    .notifications
+                    .into_iter()
+                    .map(|note| {
+                        let csrf = csrf.clone();
+                        let seq = note.seq.get();
+                        let read = note.read;
+                        view! {
+                            <li class="note" class:unread=!read data-seq=seq>
+                                <span class="event">{note.event.to_string()}</span>
+                                <span class="text">{describe(&note)}</span>
+                                <time datetime=herald::time::rfc3339(note.at_ms)>{herald::time::clock(note.at_ms)}</time>
+                                {(!read)
+                                    .then(|| {
+                                        view! {
+                                            <form method="post" action="/notifications/read">
+                                                <input type="hidden" name="csrf" value=csrf />
+                                                <input type="hidden" name="seq" value=seq />
+                                                <button type="submit">"Mark read"</button>
+                                            </form>
+                                        }
+                                    })}
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ul>
+        </main>
+    }
+    .into_any()
 }
 
 /// Shown for paths and room names that do not exist (status 404).

@@ -7,7 +7,9 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
-use herald::{DisplayName, Identity, RoomName, Seq, StoredMessage};
+use herald::notification::Notification;
+use herald::protocol::PresenceSnapshot;
+use herald::{DisplayName, Identity, RoomName, Seq, StoredMessage, UserId};
 
 /// The visitor a page is rendered for.
 #[derive(Debug, Clone)]
@@ -46,11 +48,25 @@ pub struct HistoryUnavailable;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Read access to room history, implemented by the server's storage.
-pub trait ChatHistory: Send + Sync + 'static {
-    fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>>;
+/// A user's inbox as a page shows it.
+#[derive(Debug, Clone)]
+pub struct InboxView {
+    pub unread: u64,
+    /// Newest first.
+    pub recent: Vec<Notification>,
 }
 
-/// The server's history access, provided as Leptos context.
+/// What pages read from the server: history, inboxes, presence. Implemented
+/// by the server over its storage.
+pub trait PageSource: Send + Sync + 'static {
+    fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>>;
+    fn inbox<'a>(&'a self, user: &'a UserId, limit: u64) -> BoxFuture<'a, Result<InboxView, HistoryUnavailable>>;
+    /// The broadcast stream's newest sequence: a page toasts only what
+    /// follows it.
+    fn broadcast_head(&self) -> BoxFuture<'_, Result<Seq, HistoryUnavailable>>;
+    fn presence(&self, room: &RoomName) -> PresenceSnapshot;
+}
+
+/// The server's page data access, provided as Leptos context.
 #[derive(Clone)]
-pub struct Backend(pub Arc<dyn ChatHistory>);
+pub struct Backend(pub Arc<dyn PageSource>);

@@ -164,6 +164,11 @@ impl Inbox {
         Ok(items)
     }
 
+    /// The broadcast stream's newest sequence number.
+    pub async fn broadcast_head(&self) -> Result<Seq, StoreError> {
+        current_seq(&self.heads, BROADCAST_KEY).await
+    }
+
     pub async fn unread(&self, user: &UserId) -> Result<u64, StoreError> {
         Ok(self.notifications.count_documents(doc! {"key": inbox_key(user), "read": false}).await?)
     }

@@ -17,6 +17,8 @@
 //! - [`form`]: `POST /add_message`, the no-JavaScript form.
 //! - [`inbox`]: notification storage — users' inboxes and the broadcast
 //!   stream, with retention.
+//! - [`inbox_form`]: `POST /notifications/read`, marking read without
+//!   JavaScript.
 //! - [`publish`]: `POST /api/publish`, the authenticated publish API.
 //! - [`auth`]: user tokens (HS256, rotation) — verifying and issuing.
 //! - [`session`]: `GET /login?token=…` and `POST /logout`, the browser
@@ -29,6 +31,7 @@ pub mod chat;
 pub mod config;
 pub mod form;
 pub mod inbox;
+pub mod inbox_form;
 pub mod presence;
 pub mod publish;
 pub mod realtime;

@@ -26,7 +26,7 @@ use crate::realtime::Gate;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::visitor::{self, VisitorKeys};
-use crate::{form, publish, realtime, session};
+use crate::{form, inbox_form, publish, realtime, session};
 
 /// The largest HTTP request body accepted (a form post is far smaller).
 const HTTP_BODY_MAX: usize = 64 * 1024;
@@ -112,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/add_message", post(form::add_message))
         .route("/api/publish", post(publish::publish))
         .route("/api/presence/{room}", get(publish::presence))
+        .route("/notifications/read", post(inbox_form::mark_read_form))
         .route("/login", get(session::login))
         .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use app::ssr::{Backend, BoxFuture, ChatHistory, HistoryUnavailable, RecentHistory};
+use app::ssr::{Backend, BoxFuture, HistoryUnavailable, InboxView, PageSource, RecentHistory};
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::Request;
 use axum::response::Response;
-use herald::RoomName;
+use herald::protocol::PresenceSnapshot;
+use herald::{RoomName, Seq, UserId};
 use leptos::prelude::{LeptosOptions, provide_context};
 use socketioxide::SocketIo;
 
@@ -36,7 +37,11 @@ pub struct AppState {
 impl AppState {
     /// What every page render gets as Leptos context.
     pub fn page_context(&self) -> impl Fn() + Clone + Send + Sync + 'static {
-        let backend = Backend(Arc::new(self.chat.store().clone()));
+        let backend = Backend(Arc::new(PageData {
+            store: self.chat.store().clone(),
+            inbox: self.inbox.clone(),
+            presence: self.presence.clone(),
+        }));
         move || provide_context(backend.clone())
     }
 
@@ -49,16 +54,41 @@ impl AppState {
     }
 }
 
-impl ChatHistory for Store {
+/// What pages read, over the server's stores.
+struct PageData {
+    store: Store,
+    inbox: Inbox,
+    presence: SharedPresence,
+}
+
+fn unavailable(what: &'static str) -> impl Fn(crate::store::StoreError) -> HistoryUnavailable {
+    move |err| {
+        tracing::error!(%err, "reading {what} failed");
+        HistoryUnavailable
+    }
+}
+
+impl PageSource for PageData {
     fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>> {
         Box::pin(async move {
-            match Store::recent(self, room).await {
-                Ok((head, messages)) => Ok(RecentHistory { head, messages }),
-                Err(err) => {
-                    tracing::error!(%err, %room, "reading room history failed");
-                    Err(HistoryUnavailable)
-                }
-            }
+            let (head, messages) = self.store.recent(room).await.map_err(unavailable("room history"))?;
+            Ok(RecentHistory { head, messages })
         })
+    }
+
+    fn inbox<'a>(&'a self, user: &'a UserId, limit: u64) -> BoxFuture<'a, Result<InboxView, HistoryUnavailable>> {
+        Box::pin(async move {
+            let recent = self.inbox.recent(user, limit).await.map_err(unavailable("inbox"))?;
+            let unread = self.inbox.unread(user).await.map_err(unavailable("inbox"))?;
+            Ok(InboxView { unread, recent })
+        })
+    }
+
+    fn broadcast_head(&self) -> BoxFuture<'_, Result<Seq, HistoryUnavailable>> {
+        Box::pin(async move { self.inbox.broadcast_head().await.map_err(unavailable("broadcast head")) })
+    }
+
+    fn presence(&self, room: &RoomName) -> PresenceSnapshot {
+        self.presence.snapshot(room)
     }
 }

@@ -1,9 +1,11 @@
 //! A room: header, messages and composer, kept live in the browser.
 
+use herald::protocol::PresenceSnapshot;
 use herald::{DisplayName, MessageBody};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
+use super::account::{AccountBar, MarkRead, NoteSignals, Toasts};
 use super::composer::Composer;
 use super::message_list::MessageList;
 use super::status::{ConnState, ConnStatus};
@@ -26,22 +28,35 @@ pub struct ChatSignals {
     pub notice: RwSignal<Option<String>>,
     /// The composer's text; a refused message is put back into it.
     pub draft: RwSignal<String>,
+    pub presence: RwSignal<PresenceSnapshot>,
+    pub notes: NoteSignals,
+}
+
+/// What the page asks its live connection to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    Send(Pending),
+    MarkRead(MarkRead),
 }
 
 #[component]
 pub fn ChatRoom(page: RoomPage) -> impl IntoView {
-    let RoomPage { room, messages, since, name, csrf_token, form_client_id, form_error, draft } = page;
+    let RoomPage { room, messages, since, name, csrf_token, form_client_id, form_error, draft, presence, account } =
+        page;
     let signals = ChatSignals {
         timeline: RwSignal::new(Timeline::new(room.clone(), messages)),
         status: RwSignal::new(ConnState::Static),
         error: RwSignal::new(form_error),
         notice: RwSignal::new(None),
         draft: RwSignal::new(draft),
+        presence: RwSignal::new(presence),
+        notes: NoteSignals::new(&account),
     };
+    let name_locked = account.user.is_some();
     let name = RwSignal::new(name);
     let draft = signals.draft;
 
-    let (outbox, outbox_rx) = futures::channel::mpsc::channel::<Pending>(OUTBOX_CAPACITY);
+    let (outbox, outbox_rx) = futures::channel::mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     let outbox = StoredValue::new(outbox);
     #[cfg(feature = "hydrate")]
     {
@@ -65,13 +80,18 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
             return;
         }
         let pending = Pending { client_id: new_client_id(), name: sender, body };
-        match outbox.with_value(|tx| tx.clone().try_send(pending.clone())) {
+        match outbox.with_value(|tx| tx.clone().try_send(Outgoing::Send(pending.clone()))) {
             Ok(()) => {
                 signals.timeline.update(|t| t.add_pending(pending));
                 signals.error.set(None);
                 draft.set(String::new());
             }
             Err(_) => signals.error.set(Some("Too many messages waiting to be sent; try again shortly.".into())),
+        }
+    });
+    let mark = Callback::new(move |request: MarkRead| {
+        if outbox.with_value(|tx| tx.clone().try_send(Outgoing::MarkRead(request))).is_err() {
+            signals.error.set(Some("Too many requests waiting; try again shortly.".into()));
         }
     });
     let rename = Callback::new(move |value: String| {
@@ -87,7 +107,9 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
                 <a class="brand" href="/">"Herald"</a>
                 <h1 class="room-name">"#" {room.to_string()}</h1>
                 <ConnStatus state=signals.status.read_only() />
+                <AccountBar account notes=signals.notes on_mark=mark />
             </header>
+            <PresenceLine presence=signals.presence.read_only() />
             <noscript inner_html=NOJS_NOTICE></noscript>
             <p class="notice live-notice" hidden=move || signals.notice.with(Option::is_none)>
                 {move || signals.notice.get()}
@@ -102,8 +124,34 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
                 error=signals.error
                 on_send=send
                 on_rename=rename
+                name_locked
             />
+            <Toasts notes=signals.notes />
         </div>
+    }
+}
+
+/// Who is in the room.
+#[component]
+fn PresenceLine(presence: ReadSignal<PresenceSnapshot>) -> impl IntoView {
+    let names = move || presence.with(|p| p.users.iter().map(|u| u.name.clone()).collect::<Vec<_>>().join(", "));
+    let guests = move || {
+        let anonymous = presence.with(|p| p.anonymous);
+        match anonymous {
+            0 => String::new(),
+            1 => "1 guest".to_owned(),
+            n => format!("{n} guests"),
+        }
+    };
+    let unnamed = move || presence.with(|p| p.user_count.saturating_sub(p.users.len() as u64));
+    view! {
+        <p class="presence" data-testid="presence">
+            <span class="label">"Here now: "</span>
+            <span class="users" data-testid="presence-users">{names}</span>
+            {move || (unnamed() > 0).then(|| format!(" and {} more", unnamed()))}
+            " "
+            <span class="guests" data-testid="presence-guests">{guests}</span>
+        </p>
     }
 }
 

@@ -17,6 +17,8 @@ pub fn Composer(
     on_send: Callback<()>,
     /// Called when the visitor edits their name.
     on_rename: Callback<String>,
+    /// Signed-in users chat under their token's name.
+    name_locked: bool,
 ) -> impl IntoView {
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -45,6 +47,7 @@ pub fn Composer(
                         name="name"
                         autocomplete="nickname"
                         maxlength=NAME_MAX_CHARS
+                        readonly=name_locked
                         value=name.get_untracked()
                         prop:value=move || name.get()
                         on:input=move |ev| on_rename.run(event_target_value(&ev))

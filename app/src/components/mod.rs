@@ -1,5 +1,6 @@
 //! The parts of a room page.
 
+pub mod account;
 pub mod chat;
 pub mod composer;
 pub mod message_list;

@@ -1,0 +1,41 @@
+//! `POST /notifications/read`: marking notifications read without
+//! JavaScript (the `/notifications` page's forms).
+
+use app::ssr::Visitor;
+use axum::Form;
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald::protocol::MarkReadRequest;
+use serde::Deserialize;
+
+use crate::realtime::mark_read;
+use crate::state::AppState;
+use crate::visitor::VisitorId;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MarkReadForm {
+    csrf: String,
+    seq: Option<u64>,
+    all: bool,
+}
+
+pub async fn mark_read_form(
+    State(state): State<AppState>,
+    Extension(visitor_id): Extension<VisitorId>,
+    Extension(visitor): Extension<Visitor>,
+    Form(form): Form<MarkReadForm>,
+) -> Response {
+    if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
+        return (StatusCode::FORBIDDEN, "This form has expired: go back, reload and try again.").into_response();
+    }
+    let Some(identity) = visitor.identity else {
+        return (StatusCode::UNAUTHORIZED, "Log in to manage your notifications.").into_response();
+    };
+    let request = MarkReadRequest { seqs: form.seq.into_iter().collect(), all: form.all };
+    match mark_read(&state.io, &state.inbox, &identity.user, request).await {
+        Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/notifications")]).into_response(),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.reason).into_response(),
+    }
+}
