@@ -10,6 +10,12 @@ import { createInterface } from 'node:readline';
 export const REPO_ROOT = path.resolve(__dirname, '..', '..');
 /** The release build; HERALD_BIN may point at another build of the same binary. */
 export const HERALD_BINARY = process.env.HERALD_BIN ?? path.join(REPO_ROOT, 'target', 'release', 'herald');
+/**
+ * The site root (`pkg/` with the wasm, JS and CSS) Herald serves;
+ * HERALD_SITE_ROOT may point at a copy that goes with HERALD_BIN, so a build
+ * under way in `target/` does not change the pages a run is testing.
+ */
+export const HERALD_SITE_ROOT = process.env.HERALD_SITE_ROOT || 'target/site';
 
 /** How long a start may take before the test fails with the server's log. */
 const START_TIMEOUT_MS = 30_000;
@@ -116,7 +122,7 @@ export class HeraldServer {
       HERALD_MONGO_DB: this.options.dbName,
       HERALD_SECRET: this.secret,
       LEPTOS_SITE_ADDR: addr,
-      LEPTOS_SITE_ROOT: 'target/site',
+      LEPTOS_SITE_ROOT: HERALD_SITE_ROOT,
       LEPTOS_SITE_PKG_DIR: 'pkg',
       LEPTOS_OUTPUT_NAME: 'herald',
       RUST_LOG: 'info',
