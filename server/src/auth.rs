@@ -85,6 +85,12 @@ impl Tokens {
 
     /// Checks a token and returns who it identifies.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        self.verify_with_expiry(token).map(|(identity, _)| identity)
+    }
+
+    /// Checks a token and returns who it identifies and when it expires
+    /// (seconds since the Unix epoch).
+    pub fn verify_with_expiry(&self, token: &str) -> Result<(Identity, u64), TokenError> {
         if self.decoding.is_empty() {
             return Err(TokenError::NotConfigured);
         }
@@ -104,7 +110,8 @@ impl Tokens {
         let sub = claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
         let user = UserId::parse(&sub).map_err(|_| TokenError::BadSubject)?;
         let name = claims.name.map(|n| DisplayName::parse(&n)).transpose().map_err(|_| TokenError::BadName)?;
-        Ok(Identity { user, name })
+        let exp = claims.exp.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+        Ok((Identity { user, name }, exp))
     }
 
     /// Signs a token for `user` valid for `ttl`, with the first secret.

@@ -69,19 +69,27 @@ pub enum Refused {
 
 /// Connect middleware: identifies the socket from the handshake's token, or
 /// else the browser's session cookie.
+///
+/// A token the client presents explicitly must be valid. A session cookie
+/// whose token has gone stale (expired, or signed with a retired secret)
+/// only means the browser is no longer logged in: it connects as anonymous
+/// when that is allowed, rather than being locked out until it logs out.
 async fn authenticate(
     socket: SocketRef,
     TryData(auth): TryData<HandshakeAuth>,
     State(gate): State<Gate>,
 ) -> Result<(), Refused> {
-    let token =
-        auth.ok().and_then(|auth| auth.token).or_else(|| read_cookie(&socket.req_parts().headers, SESSION_COOKIE));
-    let peer = match token {
+    let presented = auth.ok().and_then(|auth| auth.token);
+    let peer = match presented {
         Some(token) => Peer::User(gate.tokens.verify(&token).inspect_err(|err| {
             tracing::info!(sid = %socket.id, %err, "refused a socket's token");
         })?),
-        None if gate.allow_anonymous => Peer::Anonymous,
-        None => return Err(Refused::AuthRequired),
+        None => match read_cookie(&socket.req_parts().headers, SESSION_COOKIE).map(|t| gate.tokens.verify(&t)) {
+            Some(Ok(identity)) => Peer::User(identity),
+            Some(Err(err)) if !gate.allow_anonymous => return Err(Refused::Token(err)),
+            _ if gate.allow_anonymous => Peer::Anonymous,
+            _ => return Err(Refused::AuthRequired),
+        },
     };
     socket.extensions.insert(peer);
     Ok(())

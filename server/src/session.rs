@@ -37,10 +37,13 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery
     let Some(token) = query.token.filter(|t| !t.is_empty()) else {
         return page(StatusCode::BAD_REQUEST, "Log in", "Open this page with a token: /login?token=…");
     };
-    match state.tokens.verify(&token) {
-        Ok(identity) => {
+    match state.tokens.verify_with_expiry(&token) {
+        Ok((identity, exp)) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            let lifetime = i64::try_from(exp.saturating_sub(now)).unwrap_or(i64::MAX);
             let cookie = Cookie::build((SESSION_COOKIE, token))
                 .path("/")
+                .max_age(cookie::time::Duration::seconds(lifetime))
                 .http_only(true)
                 .same_site(SameSite::Lax)
                 .secure(state.keys.secure_cookies())

@@ -78,6 +78,13 @@ async fn login_sets_a_session_cookie_that_pages_and_sockets_honour() {
     let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(set_cookie.starts_with("herald_session="), "{set_cookie}");
     assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let max_age: i64 = set_cookie
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("Max-Age="))
+        .expect("the session ends with the token")
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&max_age), "{set_cookie}");
     let session = set_cookie.split(';').next().unwrap().to_owned();
 
     let (_, html, _) = app.get_page("/r/den", Some(&session)).await;
@@ -94,4 +101,19 @@ async fn login_sets_a_session_cookie_that_pages_and_sockets_honour() {
     assert!(!cookies.iter().any(|c| c.starts_with("herald_session")), "{cookies:?}");
     let offsite = app.http.get(app.url(&format!("/login?token={alice}&next=//evil.example"))).send().await.unwrap();
     assert_eq!(offsite.headers()["location"], "/", "never redirect off-site");
+}
+
+#[tokio::test]
+async fn a_stale_session_cookie_connects_as_anonymous_not_locked_out() {
+    let app = spawn_app().await;
+    let stale = format!("herald_session={}", token(TOKEN_SECRET, "63", Some("Alice"), -120));
+    let mut client = SioClient::try_connect(app.addr, None, Some(&stale)).await.expect("connects anonymously");
+    let reply =
+        client.call("send", &json!({"room": "lobby", "client_id": "stale-0001", "name": "Guest", "body": "hi"})).await;
+    assert_eq!(reply["ok"]["name"], "Guest", "not Alice any more");
+
+    // Where anonymous access is off, the stale cookie's reason is given.
+    let strict = spawn_app_with(&[("HERALD_ALLOW_ANONYMOUS", "false")]).await;
+    let err = SioClient::try_connect(strict.addr, None, Some(&stale)).await.err().expect("refused");
+    assert!(refusal(err).contains("expired"));
 }
