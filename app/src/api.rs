@@ -102,7 +102,7 @@ pub async fn load_inbox() -> Result<InboxPage, ServerFnError> {
 /// The outcome of loading a room page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RoomLoad {
-    Found(RoomPage),
+    Found(Box<RoomPage>),
     /// The room name breaks the naming rule.
     NotFound,
 }
@@ -135,7 +135,7 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     // read must still reach the page through the join.
     let since = recent.messages.last().map_or(recent.head, |m| m.seq);
     let account = account(&backend, &visitor, NOTIFICATIONS_SHOWN).await?;
-    Ok(RoomLoad::Found(RoomPage {
+    Ok(RoomLoad::Found(Box::new(RoomPage {
         presence: backend.0.presence(&room),
         account,
         room,
@@ -146,5 +146,5 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
         form_client_id: visitor.form_client_id,
         form_error: rejection.as_ref().map(|r| r.error.clone()),
         draft: rejection.map(|r| r.body).unwrap_or_default(),
-    }))
+    })))
 }

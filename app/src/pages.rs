@@ -29,7 +29,7 @@ fn RoomView(room: Signal<String>) -> impl IntoView {
         <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
             {move || Suspend::new(async move {
                 match page.await {
-                    Ok(RoomLoad::Found(page)) => view! { <ChatRoom page /> }.into_any(),
+                    Ok(RoomLoad::Found(page)) => view! { <ChatRoom page=*page /> }.into_any(),
                     Ok(RoomLoad::NotFound) => view! { <NotFound /> }.into_any(),
                     Err(_) => view! { <Unavailable /> }.into_any(),
                 }

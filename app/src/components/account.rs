@@ -66,7 +66,7 @@ impl NoteSignals {
                     }
                     self.items.update(|items| {
                         items.insert(0, note.clone());
-                        items.sort_by(|a, b| b.seq.cmp(&a.seq));
+                        items.sort_by_key(|n| std::cmp::Reverse(n.seq));
                         items.truncate(LIST_MAX);
                     });
                 }
