@@ -137,7 +137,9 @@ pub fn AccountBar(account: Account, notes: NoteSignals, #[prop(into)] on_mark: C
     view! {
         <div class="account" data-testid="account">
             <a class="bell" href="/notifications" data-testid="bell" aria-label="Notifications" on:click=toggle>
-                <span aria-hidden="true">"🔔"</span>
+                <svg class="bell-icon" viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+                    <path d="M12 2a6 6 0 0 0-6 6v3.6l-1.7 3.4A1 1 0 0 0 5.2 16.5h13.6a1 1 0 0 0 .9-1.5L18 11.6V8a6 6 0 0 0-6-6Zm0 20a3 3 0 0 0 2.8-2h-5.6A3 3 0 0 0 12 22Z" />
+                </svg>
                 <span class="count" data-testid="unread-count" data-count=move || notes.unread.get()>
                     {move || notes.unread.get()}
                 </span>
