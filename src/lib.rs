@@ -23,6 +23,24 @@
 //! Values are parsed at the boundary: every newtype is built only through
 //! `parse`, which enforces its rules, so code past the boundary trusts it.
 
+/// Implements `Deserialize` (through the type's `parse`, so deserializing
+/// validates) and `Display` for string newtypes.
+macro_rules! validated_deserialize {
+    ($($ty:ty),*) => {$(
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <String as serde::Deserialize>::deserialize(d)?;
+                Self::parse(&raw).map_err(serde::de::Error::custom)
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+
 pub mod message;
 pub mod notification;
 pub mod protocol;

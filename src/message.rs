@@ -130,21 +130,6 @@ impl ClientMsgId {
     }
 }
 
-macro_rules! validated_deserialize {
-    ($($ty:ty),*) => {$(
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                Self::parse(&raw).map_err(serde::de::Error::custom)
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    )*};
-}
 validated_deserialize!(MessageBody, DisplayName, ClientMsgId);
 
 /// A message's position in its room. Sequence numbers start at 1, grow by

@@ -67,18 +67,7 @@ impl EventName {
     }
 }
 
-impl std::fmt::Display for EventName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for EventName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+validated_deserialize!(EventName);
 
 #[cfg(test)]
 mod tests {

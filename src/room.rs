@@ -1,8 +1,6 @@
 //! Room names.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The room `GET /` shows.
 pub const DEFAULT_ROOM: &str = "lobby";
@@ -61,18 +59,7 @@ impl RoomName {
     }
 }
 
-impl fmt::Display for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for RoomName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+validated_deserialize!(RoomName);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,5 @@
 //! Users: the identity a customer's backend vouches for with a signed token.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::message::DisplayName;
@@ -36,18 +34,7 @@ impl UserId {
     }
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for UserId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        Self::parse(&raw).map_err(serde::de::Error::custom)
-    }
-}
+validated_deserialize!(UserId);
 
 /// A verified user: who they are and, when the token says, their name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
