@@ -125,8 +125,11 @@ pub struct Synced {
     pub unread: u64,
 }
 
-/// Payload of [`EV_MARK_READ`]: the inbox sequence numbers to mark, or
-/// `all`.
+/// The most sequence numbers one `mark_read` may list.
+pub const MARK_READ_MAX: usize = 500;
+
+/// Payload of [`EV_MARK_READ`]: the inbox sequence numbers to mark (at most
+/// [`MARK_READ_MAX`]), or `all`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MarkReadRequest {
     #[serde(default)]

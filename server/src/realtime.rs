@@ -7,8 +7,8 @@
 
 use herald::protocol::{
     EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined,
-    LeaveRequest, MarkReadRequest, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply, SendRequest, SyncRequest,
-    Synced,
+    LeaveRequest, MARK_READ_MAX, MarkReadRequest, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
+    SendRequest, SyncRequest, Synced,
 };
 use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
 use serde::{Deserialize, Serialize};
@@ -295,6 +295,9 @@ pub async fn mark_read(
     user: &UserId,
     request: MarkReadRequest,
 ) -> Result<ReadUpdate, ErrorReply> {
+    if request.seqs.len() > MARK_READ_MAX {
+        return Err(ErrorReply::new("too_many", format!("mark at most {MARK_READ_MAX} notifications at once, or all")));
+    }
     let seqs: Vec<Seq> = request.seqs.iter().copied().map(Seq).collect();
     let unread = inbox.mark_read(user, (!request.all).then_some(seqs.as_slice())).await.map_err(|err| {
         tracing::error!(%err, "mark_read failed");

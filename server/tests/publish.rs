@@ -206,6 +206,10 @@ async fn marking_read_is_stored_and_reaches_the_users_other_connections() {
     assert_eq!(reply["ok"]["unread"], 0);
     assert_eq!(app.db.collection::<Document>("notifications").count_documents(doc! {"read": false}).await.unwrap(), 0);
 
+    let too_many: Vec<u64> = (1..=501).collect();
+    let refused = tab.call("mark_read", &json!({"seqs": too_many})).await;
+    assert_eq!(refused["error"]["code"], "too_many", "{refused}");
+
     let refused = SioClient::connect(app.addr).await.call("mark_read", &json!({"all": true})).await;
     assert_eq!(refused["error"]["code"], "no_inbox");
     // Bob's inbox is his own: marking all read touched only Alice's.
