@@ -104,6 +104,18 @@ impl Application {
     }
 }
 
+/// Bounds the readiness probe so a dead database answers "not ready" quickly
+/// instead of after the driver's server-selection timeout.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /readyz`: 200 when MongoDB answers, 503 otherwise.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> (axum::http::StatusCode, &'static str) {
+    match tokio::time::timeout(READY_TIMEOUT, state.chat.store().ping()).await {
+        Ok(Ok(())) => (axum::http::StatusCode::OK, "ready"),
+        _ => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer"),
+    }
+}
+
 /// The HTTP routes (the Socket.IO layer is added around them by `build`).
 pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
@@ -116,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(session::login))
         .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))
+        .route("/readyz", get(readyz))
         .leptos_routes_with_context(&state, routes, state.page_context(), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(state.page_context(), shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), visitor::identify))

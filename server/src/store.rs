@@ -153,6 +153,12 @@ impl Store {
         Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads"), db })
     }
 
+    /// Whether the database answers a ping (for readiness checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
     /// The database, for the other stores that share it.
     pub fn database(&self) -> &Database {
         &self.db

@@ -134,3 +134,12 @@ async fn invalid_form_posts_show_the_error_and_store_nothing() {
 
     assert_eq!(app.count_all().await, 0);
 }
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let healthz = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    let readyz = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+}
