@@ -4,16 +4,14 @@
 // user across tabs; the presence line follows who is in the room; and
 // `/notifications` works without JavaScript.
 
-import { statSync } from 'node:fs';
-import path from 'node:path';
 import type { Db } from 'mongodb';
 import { test, expect, token, type Visitors, type VisitorOptions } from '../fixtures';
 import { AccountPanel, NotificationsPage, logIn } from '../pages/account';
 import { exactText, roomPath, type RoomPage } from '../pages/room';
 import { userToken } from '../support/auth';
 import { postMessage } from '../support/form';
-import { REPO_ROOT } from '../support/herald-server';
 import { published } from '../support/publish';
+import { saveScreenshot } from '../support/screenshot';
 
 const ALICE = { sub: '63', name: 'Alice' };
 const BOB = { sub: '64', name: 'Bob' };
@@ -274,11 +272,5 @@ test('screenshot of the bell panel and a toast', async ({ herald, visitors, requ
   await alice.expect.toastShown(live);
   await alice.expect.unread(2);
 
-  const file =
-    process.env.HERALD_SCREENSHOT === '1'
-      ? path.join(REPO_ROOT, 'docs', 'screenshot-notifications.png')
-      : testInfo.outputPath('screenshot-notifications.png');
-  await roomPage.page.screenshot({ path: file });
-  await testInfo.attach('screenshot', { path: file, contentType: 'image/png' });
-  expect(statSync(file).size, 'a non-empty PNG').toBeGreaterThan(1000);
+  await saveScreenshot(roomPage.page, testInfo, 'screenshot-notifications.png');
 });

@@ -1,11 +1,9 @@
 // A picture of a room for the README: docs/screenshot.png when
 // HERALD_SCREENSHOT=1, otherwise only into the test's output directory.
 
-import { statSync } from 'node:fs';
-import path from 'node:path';
-import { test, expect } from '../fixtures';
+import { test } from '../fixtures';
 import { postMessage } from '../support/form';
-import { REPO_ROOT } from '../support/herald-server';
+import { saveScreenshot } from '../support/screenshot';
 
 const CONVERSATION: Array<[string, string]> = [
   ['ada', 'Morning! Is the deploy still on for today?'],
@@ -21,11 +19,5 @@ test('screenshot of a room', async ({ herald, visitors, request }, testInfo) => 
   const visitor = await visitors.open('lobby', { viewport: { width: 1100, height: 720 } });
   for (const [, body] of CONVERSATION) await visitor.expect.shownOnce(body);
 
-  const file =
-    process.env.HERALD_SCREENSHOT === '1'
-      ? path.join(REPO_ROOT, 'docs', 'screenshot.png')
-      : testInfo.outputPath('screenshot.png');
-  await visitor.page.screenshot({ path: file });
-  await testInfo.attach('screenshot', { path: file, contentType: 'image/png' });
-  expect(statSync(file).size, 'a non-empty PNG').toBeGreaterThan(1000);
+  await saveScreenshot(visitor.page, testInfo, 'screenshot.png');
 });

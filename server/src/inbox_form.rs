@@ -10,6 +10,7 @@ use herald::protocol::MarkReadRequest;
 use serde::Deserialize;
 
 use crate::realtime::mark_read;
+use crate::session::{expired_form, page};
 use crate::state::AppState;
 use crate::visitor::VisitorId;
 
@@ -28,14 +29,14 @@ pub async fn mark_read_form(
     Form(form): Form<MarkReadForm>,
 ) -> Response {
     if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
-        return (StatusCode::FORBIDDEN, "This form has expired: go back, reload and try again.").into_response();
+        return expired_form("Notifications");
     }
     let Some(identity) = visitor.identity else {
-        return (StatusCode::UNAUTHORIZED, "Log in to manage your notifications.").into_response();
+        return page(StatusCode::UNAUTHORIZED, "Notifications", "Log in to manage your notifications.");
     };
     let request = MarkReadRequest { seqs: form.seq.into_iter().collect(), all: form.all };
     match mark_read(&state.io, &state.inbox, &identity.user, request).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/notifications")]).into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.reason).into_response(),
+        Err(err) => page(StatusCode::SERVICE_UNAVAILABLE, "Notifications", &err.reason),
     }
 }

@@ -69,10 +69,15 @@ pub async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
-        return page(StatusCode::FORBIDDEN, "Log out", "This form has expired: go back, reload and try again.");
+        return expired_form("Log out");
     }
     let cookie = Cookie::build((SESSION_COOKIE, "")).path("/").max_age(cookie::time::Duration::ZERO).build();
     redirect_with_cookie("/", &cookie)
+}
+
+/// The answer to a plain form post whose CSRF token does not check out.
+pub(crate) fn expired_form(title: &str) -> Response {
+    page(StatusCode::FORBIDDEN, title, "This form has expired: go back, reload and try again.")
 }
 
 /// Only same-site paths: `/x`, never `//host` or `/\host`, which browsers
@@ -89,8 +94,9 @@ fn redirect_with_cookie(location: &str, cookie: &Cookie<'_>) -> Response {
     response
 }
 
-/// A minimal page for the login flow's outcomes.
-fn page(status: StatusCode, title: &str, text: &str) -> Response {
+/// A minimal HTML page for outcomes of plain forms (login, logout, marking
+/// read) that have no page of their own to show an error on.
+pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><title>{title} · Herald</title>\
