@@ -91,6 +91,7 @@ async fn authenticate(
             _ => return Err(Refused::AuthRequired),
         },
     };
+    admit(&socket, &peer);
     socket.extensions.insert(peer);
     Ok(())
 }
@@ -102,25 +103,32 @@ pub fn register(io: &SocketIo) {
 
 async fn on_connect(socket: SocketRef) {
     match socket.extensions.get::<Peer>() {
-        Some(Peer::User(identity)) => {
-            tracing::debug!(sid = %socket.id, user = %identity.user, "socket connected");
-            socket.join(user_key(&identity.user));
-        }
+        Some(Peer::User(identity)) => tracing::debug!(sid = %socket.id, user = %identity.user, "socket connected"),
         _ => tracing::debug!(sid = %socket.id, "anonymous socket connected"),
     }
-    {
-        socket.on(EV_JOIN, on_join);
-        socket.on(EV_LEAVE, on_leave);
-        socket.on(EV_SEND, on_send);
-        socket.on(EV_SYNC, on_sync);
-        socket.on(EV_MARK_READ, on_mark_read);
-        socket.on_disconnect(async |socket: SocketRef, io: SocketIo, State(presence): State<SharedPresence>| {
-            tracing::debug!(sid = %socket.id, "socket disconnected");
-            for snapshot in presence.leave_all(&socket.id.to_string()) {
-                announce(&io, &snapshot).await;
-            }
-        });
+}
+
+/// Registers the socket's event handlers and puts a user's socket in their
+/// channel. Called from the connect middleware, not the connect handler:
+/// socketioxide sends the client its CONNECT packet before it runs (spawns)
+/// the connect handler, so a client that emits `join` the moment it is
+/// connected could otherwise beat the handlers' registration and have its
+/// event dropped without an ack.
+fn admit(socket: &SocketRef, peer: &Peer) {
+    if let Peer::User(identity) = peer {
+        socket.join(user_key(&identity.user));
     }
+    socket.on(EV_JOIN, on_join);
+    socket.on(EV_LEAVE, on_leave);
+    socket.on(EV_SEND, on_send);
+    socket.on(EV_SYNC, on_sync);
+    socket.on(EV_MARK_READ, on_mark_read);
+    socket.on_disconnect(async |socket: SocketRef, io: SocketIo, State(presence): State<SharedPresence>| {
+        tracing::debug!(sid = %socket.id, "socket disconnected");
+        for snapshot in presence.leave_all(&socket.id.to_string()) {
+            announce(&io, &snapshot).await;
+        }
+    });
 }
 
 fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
