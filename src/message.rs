@@ -46,10 +46,21 @@ impl MessageError {
     }
 }
 
+/// The Unicode line and paragraph separators: not control characters, but
+/// line breaks all the same (browsers break the line at them).
+const UNICODE_LINE_BREAKS: [char; 2] = ['\u{2028}', '\u{2029}'];
+
 /// Rejects control characters other than newline and tab: they make text
 /// render differently in different places and carry nothing a person typed.
+/// One-line text also rejects the Unicode line breaks.
 fn check_controls(text: &str, allow_newlines: bool) -> Result<(), MessageError> {
-    let bad = |c: char| c.is_control() && !(allow_newlines && (c == '\n' || c == '\t'));
+    let bad = |c: char| {
+        if allow_newlines {
+            c.is_control() && c != '\n' && c != '\t'
+        } else {
+            c.is_control() || UNICODE_LINE_BREAKS.contains(&c)
+        }
+    };
     if text.chars().any(bad) { Err(MessageError::ControlCharacter) } else { Ok(()) }
 }
 
@@ -61,7 +72,7 @@ pub struct MessageBody(String);
 
 impl MessageBody {
     pub fn parse(raw: &str) -> Result<Self, MessageError> {
-        let text = raw.replace("\r\n", "\n").replace('\r', "\n");
+        let text = raw.replace("\r\n", "\n").replace(['\r', UNICODE_LINE_BREAKS[0], UNICODE_LINE_BREAKS[1]], "\n");
         let text = text.trim();
         if text.is_empty() {
             return Err(MessageError::BodyEmpty);
@@ -192,6 +203,8 @@ mod tests {
     fn body_is_trimmed_and_normalised() {
         let body = MessageBody::parse("  hi\r\nthere\t!  ").unwrap();
         assert_eq!(body.as_str(), "hi\nthere\t!");
+        let body = MessageBody::parse("one\u{2028}two\u{2029}three").unwrap();
+        assert_eq!(body.as_str(), "one\ntwo\nthree");
     }
 
     #[test]
@@ -216,6 +229,7 @@ mod tests {
         assert_eq!(DisplayName::parse("   "), Err(MessageError::NameEmpty));
         assert_eq!(DisplayName::parse(&"n".repeat(NAME_MAX_CHARS + 1)), Err(MessageError::NameTooLong));
         assert_eq!(DisplayName::parse("a\nb"), Err(MessageError::ControlCharacter));
+        assert_eq!(DisplayName::parse("a\u{2028}b"), Err(MessageError::ControlCharacter));
     }
 
     #[test]

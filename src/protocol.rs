@@ -37,6 +37,20 @@ pub const EV_READ: &str = "notifications_read";
 /// Server → client: who is in a room the socket joined, sent whenever it
 /// changes. Payload [`PresenceSnapshot`].
 pub const EV_PRESENCE: &str = "presence";
+
+/// Server → client: the server is about to close this connection, and why.
+pub const EV_CLOSING: &str = "closing";
+
+/// The payload of [`EV_CLOSING`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closing {
+    /// A stable code: `shutting_down` (the server is stopping or restarting;
+    /// reconnect) or `slow_consumer` (this connection did not read what it
+    /// was sent fast enough).
+    pub reason: String,
+    /// For people.
+    pub detail: String,
+}
 /// The most users a presence snapshot names; the rest are counted.
 pub const PRESENCE_NAMES_MAX: usize = 100;
 
@@ -189,11 +203,29 @@ impl<T> From<Result<T, ErrorReply>> for Reply<T> {
 pub struct ErrorReply {
     pub code: String,
     pub reason: String,
+    /// With `rate_limited`: how long to wait before trying again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorReply {
     pub fn new(code: &str, reason: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), reason: reason.into() }
+        Self { code: code.to_owned(), reason: reason.into(), retry_after_ms: None }
+    }
+
+    /// Over a rate limit: try again after `retry_after_ms`.
+    pub fn rate_limited(what: &str, retry_after_ms: u64) -> Self {
+        Self {
+            code: "rate_limited".to_owned(),
+            reason: format!("too many {what}; try again in {retry_after_ms} ms"),
+            retry_after_ms: Some(retry_after_ms),
+        }
+    }
+
+    /// The server is shutting down; send again once reconnected (with the
+    /// same client id, this is safe).
+    pub fn shutting_down() -> Self {
+        Self::new("shutting_down", "the server is restarting; send again once reconnected")
     }
 
     /// The payload was not the JSON object the event takes.

@@ -1,19 +1,16 @@
-//! Typed configuration, read from the environment.
+//! Typed configuration: a TOML file (optional) overlaid by environment
+//! variables.
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `HERALD_ADDR` | `LEPTOS_SITE_ADDR`, else `127.0.0.1:3000` | address to listen on (`:0` picks a free port) |
-//! | `HERALD_MONGO_URI` | `mongodb://127.0.0.1:27017` | MongoDB connection string (secret: may hold a password) |
-//! | `HERALD_MONGO_DB` | `herald` | database name |
-//! | `HERALD_SECRET` | random per start | key for CSRF tokens (≥ 32 characters); set it so tokens survive restarts |
-//! | `HERALD_COOKIE_SECURE` | `false` | mark cookies `Secure` (set when served over HTTPS) |
-//! | `HERALD_TOKEN_SECRETS` | none (no user tokens) | comma-separated HS256 secrets (≥ 32 characters each) for user tokens; the first signs, all verify, so a secret is rotated by putting the new one first |
-//! | `HERALD_API_KEYS` | none (publish API off) | comma-separated keys (≥ 16 characters each) for the publish API |
-//! | `HERALD_ALLOW_ANONYMOUS` | `true` | whether visitors without a token may connect and chat |
-//! | `HERALD_RETENTION_DAYS` | `30` | how long published notifications are kept (1–3650) |
+//! Every key is listed, with its default and meaning, in `docs/CONFIG.md`;
+//! [`KEYS`] is the same list in code, and a test keeps the two in step. In
+//! the file a key is written without its `HERALD_` prefix, in lower case
+//! (`HERALD_SEND_RATE` is `send_rate`); the environment wins over the file.
+//! A value that can't be used stops start-up with an error naming the key.
 
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
 use std::{env, fmt, net::SocketAddr};
-
 /// A value that must never be printed: `Debug` shows `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -34,6 +31,102 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Every configuration key, as an environment variable.
+pub const KEYS: &[&str] = &[
+    "HERALD_CONFIG",
+    "HERALD_ADDR",
+    "HERALD_MONGO_URI",
+    "HERALD_MONGO_DB",
+    "HERALD_SECRET",
+    "HERALD_COOKIE_SECURE",
+    "HERALD_TOKEN_SECRETS",
+    "HERALD_API_KEYS",
+    "HERALD_ALLOW_ANONYMOUS",
+    "HERALD_ALLOWED_ORIGINS",
+    "HERALD_RETENTION_DAYS",
+    "HERALD_LOG_FORMAT",
+    "HERALD_MESSAGE_MAX_CHARS",
+    "HERALD_NAME_MAX_CHARS",
+    "HERALD_PUBLISH_DATA_MAX_BYTES",
+    "HERALD_HTTP_BODY_MAX_BYTES",
+    "HERALD_SOCKET_PAYLOAD_MAX_BYTES",
+    "HERALD_OUTBOUND_BUFFER_PACKETS",
+    "HERALD_CONNECTIONS_PER_IP",
+    "HERALD_SEND_RATE",
+    "HERALD_SEND_BURST",
+    "HERALD_PUBLISH_RATE",
+    "HERALD_PUBLISH_BURST",
+    "HERALD_REQUEST_TIMEOUT",
+    "HERALD_STORE_TIMEOUT",
+    "HERALD_SHUTDOWN_TIMEOUT",
+];
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A token bucket's shape: `per_sec` tokens refill each second, up to
+/// `burst`. A `per_sec` of 0 turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// Bounds on what clients may send and how much the server holds for them.
+/// `docs/CONFIG.md` gives the reason for each default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub message_max_chars: usize,
+    pub name_max_chars: usize,
+    pub publish_data_max_bytes: usize,
+    pub http_body_max_bytes: usize,
+    pub socket_payload_max_bytes: u64,
+    pub outbound_buffer_packets: usize,
+    /// 0: no limit.
+    pub connections_per_ip: u32,
+    pub send_rate: Rate,
+    pub publish_rate: Rate,
+    pub request_timeout: Duration,
+    pub store_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            message_max_chars: herald::message::BODY_MAX_CHARS,
+            name_max_chars: herald::message::NAME_MAX_CHARS,
+            publish_data_max_bytes: 16 * 1024,
+            http_body_max_bytes: 64 * 1024,
+            socket_payload_max_bytes: 32 * 1024,
+            outbound_buffer_packets: 512,
+            connections_per_ip: 256,
+            send_rate: Rate { per_sec: 10, burst: 20 },
+            publish_rate: Rate { per_sec: 1000, burst: 2000 },
+            request_timeout: Duration::from_secs(15),
+            store_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which browser origins may open a Socket.IO connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origins {
+    /// Only the page's own origin (the `Origin` matches the `Host`).
+    SameOrigin,
+    /// The page's own origin and these (`scheme://host[:port]`).
+    List(Vec<String>),
+    /// Any origin (`*`).
+    Any,
+}
+
 /// Herald's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -45,86 +138,280 @@ pub struct Config {
     pub token_secrets: Vec<Secret>,
     pub api_keys: Vec<Secret>,
     pub allow_anonymous: bool,
-    pub retention: std::time::Duration,
+    pub allowed_origins: Origins,
+    pub retention: Duration,
+    pub log_format: LogFormat,
+    pub limits: Limits,
 }
 
 /// A configuration value that could not be used; names the key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration {key}: {reason}")]
 pub struct ConfigError {
-    pub key: &'static str,
+    pub key: String,
     pub reason: String,
 }
 
+impl ConfigError {
+    fn new(key: &str, reason: impl Into<String>) -> Self {
+        Self { key: key.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Reads typed values through a lookup, naming the key in every error.
+struct Source<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Source<F> {
+    fn get(&self, key: &str) -> Option<String> {
+        (self.lookup)(key)
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key).as_deref() {
+            None => Ok(default),
+            Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(_) => Err(ConfigError::new(key, "expected true or false")),
+        }
+    }
+
+    fn number<N>(&self, key: &str, range: std::ops::RangeInclusive<N>, default: N) -> Result<N, ConfigError>
+    where
+        N: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.get(key) else { return Ok(default) };
+        raw.trim().parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+            ConfigError::new(key, format!("expected a whole number from {} to {}", range.start(), range.end()))
+        })
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<Duration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(raw) = self.get(key) else { return Ok(default) };
+        let parsed = parse_duration(raw.trim()).map_err(|reason| ConfigError::new(key, reason))?;
+        if !range.contains(&parsed) {
+            return Err(ConfigError::new(key, format!("must be from {:?} to {:?}", range.start(), range.end())));
+        }
+        Ok(parsed)
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn secrets(&self, key: &str, min_len: usize) -> Result<Vec<Secret>, ConfigError> {
+        let items: Vec<Secret> = self.list(key).into_iter().map(Secret::new).collect();
+        if items.iter().any(|s| s.expose().len() < min_len) {
+            return Err(ConfigError::new(key, format!("each entry must be at least {min_len} characters")));
+        }
+        Ok(items)
+    }
+}
+
+/// Parses a duration like `250ms`, `5s`, `15m`, `1h` or `7d`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let invalid = || format!("{raw:?} is not a duration like 250ms, 5s, 15m, 1h or 7d");
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(invalid)
+}
+
+/// Reads a TOML configuration file into environment-style keys
+/// (`send_rate = 20` becomes `HERALD_SEND_RATE`). Unknown keys are errors,
+/// so a typo doesn't silently leave a default in place.
+pub fn read_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::new("HERALD_CONFIG", format!("reading {}: {err}", path.display())))?;
+    parse_file(&text).map_err(|mut err| {
+        if err.key == "HERALD_CONFIG" {
+            err.reason = format!("{}: {}", path.display(), err.reason);
+        }
+        err
+    })
+}
+
+fn parse_file(text: &str) -> Result<HashMap<String, String>, ConfigError> {
+    let table: toml::Table =
+        text.parse().map_err(|err: toml::de::Error| ConfigError::new("HERALD_CONFIG", err.message().to_owned()))?;
+    let mut values = HashMap::new();
+    for (name, value) in table {
+        let key = format!("HERALD_{}", name.to_ascii_uppercase());
+        if !KEYS.contains(&key.as_str()) || key == "HERALD_CONFIG" {
+            return Err(ConfigError::new(&key, format!("unknown key `{name}` in the configuration file")));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s),
+                    _ => Err(ConfigError::new(&key, "a list must hold strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => return Err(ConfigError::new(&key, "expected a string, number, true/false or a list of strings")),
+        };
+        values.insert(key, text);
+    }
+    Ok(values)
+}
+
 impl Config {
-    /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|key| env::var(key).ok())
+    /// Reads the configuration from the file named by `file` (or
+    /// `HERALD_CONFIG`), overlaid by the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = file.map(Path::to_path_buf).or_else(|| env::var_os("HERALD_CONFIG").map(Into::into));
+        let from_file = match file {
+            Some(path) => read_file(&path)?,
+            None => HashMap::new(),
+        };
+        Self::from_lookup(|key| env::var(key).ok().or_else(|| from_file.get(key).cloned()))
     }
 
     /// Reads the configuration through `lookup` (the environment, or a map in
     /// tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let err = |key, reason: &str| ConfigError { key, reason: reason.to_owned() };
-        let addr =
-            lookup("HERALD_ADDR").or_else(|| lookup("LEPTOS_SITE_ADDR")).unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+        let src = Source { lookup };
+        let err = ConfigError::new;
+        let addr = src
+            .get("HERALD_ADDR")
+            .or_else(|| src.get("LEPTOS_SITE_ADDR"))
+            .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
         let addr = addr.parse().map_err(|_| err("HERALD_ADDR", "expected host:port, e.g. 127.0.0.1:3000"))?;
-        let mongo_db = lookup("HERALD_MONGO_DB").unwrap_or_else(|| "herald".to_owned());
+        let mongo_db = src.get("HERALD_MONGO_DB").unwrap_or_else(|| "herald".to_owned());
         let db_ok = !mongo_db.is_empty()
             && mongo_db.len() <= 63
             && mongo_db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !db_ok {
             return Err(err("HERALD_MONGO_DB", "1-63 characters of A-Z, a-z, 0-9, '_' or '-'"));
         }
-        let secret = lookup("HERALD_SECRET").map(Secret::new);
+        let secret = src.get("HERALD_SECRET").map(Secret::new);
         if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             return Err(err("HERALD_SECRET", "must be at least 32 characters"));
         }
-        let flag = |key: &'static str, default: bool| match lookup(key).as_deref() {
-            None => Ok(default),
-            Some("false" | "0") => Ok(false),
-            Some("true" | "1") => Ok(true),
-            Some(_) => Err(err(key, "expected true or false")),
+        let log_format = match src.get("HERALD_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(err("HERALD_LOG_FORMAT", "expected text or json")),
         };
-        let cookie_secure = flag("HERALD_COOKIE_SECURE", false)?;
-        let allow_anonymous = flag("HERALD_ALLOW_ANONYMOUS", true)?;
-        let list = |key: &'static str, min_len: usize| -> Result<Vec<Secret>, ConfigError> {
-            let items: Vec<Secret> = lookup(key)
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Secret::new)
-                .collect();
-            if items.iter().any(|s| s.expose().len() < min_len) {
-                return Err(ConfigError { key, reason: format!("each entry must be at least {min_len} characters") });
+        let origins = src.list("HERALD_ALLOWED_ORIGINS");
+        let allowed_origins = if origins.iter().any(|o| o == "*") {
+            Origins::Any
+        } else if origins.is_empty() {
+            Origins::SameOrigin
+        } else {
+            for origin in &origins {
+                if !valid_origin(origin) {
+                    return Err(err(
+                        "HERALD_ALLOWED_ORIGINS",
+                        &format!("{origin:?} is not an origin like https://chat.example.com or http://localhost:8080"),
+                    ));
+                }
             }
-            Ok(items)
+            Origins::List(origins)
         };
-        let retention_days: u64 = match lookup("HERALD_RETENTION_DAYS") {
-            None => 30,
-            Some(days) => days
-                .parse()
-                .ok()
-                .filter(|d| (1..=3650).contains(d))
-                .ok_or_else(|| err("HERALD_RETENTION_DAYS", "expected a number of days from 1 to 3650"))?,
+        let defaults = Limits::default();
+        let secs = Duration::from_secs;
+        let limits = Limits {
+            message_max_chars: src.number(
+                "HERALD_MESSAGE_MAX_CHARS",
+                1..=herald::message::BODY_MAX_CHARS,
+                defaults.message_max_chars,
+            )?,
+            name_max_chars: src.number(
+                "HERALD_NAME_MAX_CHARS",
+                1..=herald::message::NAME_MAX_CHARS,
+                defaults.name_max_chars,
+            )?,
+            publish_data_max_bytes: src.number(
+                "HERALD_PUBLISH_DATA_MAX_BYTES",
+                64..=1024 * 1024,
+                defaults.publish_data_max_bytes,
+            )?,
+            http_body_max_bytes: src.number(
+                "HERALD_HTTP_BODY_MAX_BYTES",
+                4 * 1024..=16 * 1024 * 1024,
+                defaults.http_body_max_bytes,
+            )?,
+            socket_payload_max_bytes: src.number(
+                "HERALD_SOCKET_PAYLOAD_MAX_BYTES",
+                16 * 1024..=16 * 1024 * 1024,
+                defaults.socket_payload_max_bytes,
+            )?,
+            outbound_buffer_packets: src.number(
+                "HERALD_OUTBOUND_BUFFER_PACKETS",
+                16..=65_536,
+                defaults.outbound_buffer_packets,
+            )?,
+            connections_per_ip: src.number("HERALD_CONNECTIONS_PER_IP", 0..=1_000_000, defaults.connections_per_ip)?,
+            send_rate: Rate {
+                per_sec: src.number("HERALD_SEND_RATE", 0..=1_000_000, defaults.send_rate.per_sec)?,
+                burst: src.number("HERALD_SEND_BURST", 1..=1_000_000, defaults.send_rate.burst)?,
+            },
+            publish_rate: Rate {
+                per_sec: src.number("HERALD_PUBLISH_RATE", 0..=1_000_000, defaults.publish_rate.per_sec)?,
+                burst: src.number("HERALD_PUBLISH_BURST", 1..=1_000_000, defaults.publish_rate.burst)?,
+            },
+            request_timeout: src.duration("HERALD_REQUEST_TIMEOUT", secs(1)..=secs(600), defaults.request_timeout)?,
+            store_timeout: src.duration(
+                "HERALD_STORE_TIMEOUT",
+                Duration::from_millis(100)..=secs(120),
+                defaults.store_timeout,
+            )?,
+            shutdown_timeout: src.duration(
+                "HERALD_SHUTDOWN_TIMEOUT",
+                secs(1)..=secs(600),
+                defaults.shutdown_timeout,
+            )?,
         };
-        let token_secrets = list("HERALD_TOKEN_SECRETS", 32)?;
-        let api_keys = list("HERALD_API_KEYS", 16)?;
         Ok(Self {
             addr,
             mongo_uri: Secret::new(
-                lookup("HERALD_MONGO_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".to_owned()),
+                src.get("HERALD_MONGO_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".to_owned()),
             ),
             mongo_db,
             secret,
-            cookie_secure,
-            token_secrets,
-            api_keys,
-            allow_anonymous,
-            retention: std::time::Duration::from_secs(retention_days * 86_400),
+            cookie_secure: src.flag("HERALD_COOKIE_SECURE", false)?,
+            token_secrets: src.secrets("HERALD_TOKEN_SECRETS", 32)?,
+            api_keys: src.secrets("HERALD_API_KEYS", 16)?,
+            allow_anonymous: src.flag("HERALD_ALLOW_ANONYMOUS", true)?,
+            allowed_origins,
+            retention: Duration::from_secs(src.number("HERALD_RETENTION_DAYS", 1..=3650, 30)? * 86_400),
+            log_format,
+            limits,
         })
     }
+}
+
+/// `scheme://host[:port]` with no path: what browsers send in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 #[cfg(test)]
@@ -173,5 +460,76 @@ mod tests {
         let c = config(&[("HERALD_MONGO_URI", "mongodb://u:hunter2@h"), ("HERALD_SECRET", &"s".repeat(40))]).unwrap();
         let printed = format!("{c:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("ssss"), "{printed}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_bounds() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.limits.send_rate, Rate { per_sec: 10, burst: 20 });
+        assert_eq!(c.allowed_origins, Origins::SameOrigin);
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = config(&[("HERALD_STORE_TIMEOUT", "250ms"), ("HERALD_SEND_RATE", "0")]).unwrap();
+        assert_eq!(c.limits.store_timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.send_rate.per_sec, 0);
+        assert_eq!(config(&[("HERALD_MESSAGE_MAX_CHARS", "2001")]).unwrap_err().key, "HERALD_MESSAGE_MAX_CHARS");
+        assert_eq!(config(&[("HERALD_STORE_TIMEOUT", "5 parsecs")]).unwrap_err().key, "HERALD_STORE_TIMEOUT");
+        assert_eq!(config(&[("HERALD_SHUTDOWN_TIMEOUT", "0s")]).unwrap_err().key, "HERALD_SHUTDOWN_TIMEOUT");
+        assert_eq!(config(&[("HERALD_LOG_FORMAT", "xml")]).unwrap_err().key, "HERALD_LOG_FORMAT");
+        assert_eq!(config(&[("HERALD_ALLOWED_ORIGINS", "evil.com")]).unwrap_err().key, "HERALD_ALLOWED_ORIGINS");
+        let listed = config(&[("HERALD_ALLOWED_ORIGINS", "https://a.example, http://localhost:8080")]).unwrap();
+        assert_eq!(
+            listed.allowed_origins,
+            Origins::List(vec!["https://a.example".into(), "http://localhost:8080".into()])
+        );
+        assert_eq!(config(&[("HERALD_ALLOWED_ORIGINS", "*")]).unwrap().allowed_origins, Origins::Any);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn a_file_uses_the_keys_without_prefix_and_the_environment_wins() {
+        let file = parse_file(
+            "send_rate = 50\nallow_anonymous = false\napi_keys = [\"key-key-key-key-1\", \"key-key-key-key-2\"]\nstore_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(file["HERALD_API_KEYS"], "key-key-key-key-1,key-key-key-key-2");
+        let env: HashMap<&str, &str> = [("HERALD_SEND_RATE", "7")].into();
+        let c =
+            Config::from_lookup(|key| env.get(key).map(|v| v.to_string()).or_else(|| file.get(key).cloned())).unwrap();
+        assert_eq!(c.limits.send_rate.per_sec, 7);
+        assert!(!c.allow_anonymous);
+        assert_eq!(c.api_keys.len(), 2);
+        assert_eq!(c.limits.store_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_file_with_an_unknown_key_or_bad_syntax_is_refused() {
+        assert_eq!(parse_file("sned_rate = 5").unwrap_err().key, "HERALD_SNED_RATE");
+        assert_eq!(parse_file("send_rate = ").unwrap_err().key, "HERALD_CONFIG");
+        assert_eq!(parse_file("send_rate = 1.5").unwrap_err().key, "HERALD_SEND_RATE");
+    }
+
+    #[test]
+    fn every_key_is_documented_and_every_documented_key_exists() {
+        let doc = include_str!("../../docs/CONFIG.md");
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `HERALD_"))
+            .filter_map(|rest| rest.split('`').next())
+            .collect();
+        for key in KEYS {
+            assert!(documented.contains(&&key["HERALD_".len()..]), "{key} is missing from docs/CONFIG.md");
+        }
+        for key in documented {
+            assert!(KEYS.contains(&format!("HERALD_{key}").as_str()), "docs/CONFIG.md lists unknown HERALD_{key}");
+        }
     }
 }

@@ -17,6 +17,8 @@ use herald::protocol::SendRequest;
 use serde::Deserialize;
 use socketioxide::SocketIo;
 
+use crate::chat::PostError;
+use crate::headers::CspNonce;
 use crate::state::AppState;
 use crate::visitor::{VisitorId, random_hex};
 
@@ -37,6 +39,7 @@ pub async fn add_message(
     State(io): State<SocketIo>,
     Extension(visitor_id): Extension<VisitorId>,
     Extension(visitor): Extension<Visitor>,
+    nonce: Option<Extension<CspNonce>>,
     form: Result<Form<AddMessageForm>, FormBodyRejection>,
 ) -> Response {
     let form = match form {
@@ -48,11 +51,15 @@ pub async fn add_message(
     let room = RoomName::parse(&form.room).unwrap_or_else(|_| RoomName::lobby());
     let reject = |status: StatusCode, error: String| {
         let rejection = FormRejection { error, name: form.name.clone(), body: form.body.clone() };
-        render_rejected(&state, &room, visitor.clone(), rejection, status)
+        render_rejected(&state, &room, visitor.clone(), nonce.clone().map(|n| n.0), rejection, status)
     };
     if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
         return reject(StatusCode::FORBIDDEN, "This form has expired. Send your message again.".into()).await;
     }
+    let Some(_work) = state.drain.start() else {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, "The server is restarting. Send your message again.".into())
+            .await;
+    };
     // A form without an id still gets one, so the stored record is complete.
     let client_id = if form.client_id.is_empty() { random_hex::<8>() } else { form.client_id.clone() };
     let request = SendRequest {
@@ -78,8 +85,9 @@ pub async fn add_message(
             response.headers_mut().append(header::SET_COOKIE, state.keys.name_cookie(&stored.name));
             response
         }
-        Err(err) => {
-            tracing::error!(%err, room = %message.room, "form post: storing failed");
+        Err(PostError::Invalid(reply)) => reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&reply.reason)).await,
+        Err(PostError::Store(err)) => {
+            tracing::warn!(%err, room = %message.room, "form post: storing failed");
             reject(StatusCode::SERVICE_UNAVAILABLE, "Your message could not be stored. Try again.".into()).await
         }
     }
@@ -90,11 +98,17 @@ async fn render_rejected(
     state: &AppState,
     room: &RoomName,
     visitor: Visitor,
+    nonce: Option<CspNonce>,
     rejection: FormRejection,
     status: StatusCode,
 ) -> Response {
     let mut request = Request::get(room.page_path()).body(Body::empty()).expect("a room path is a valid URI");
     request.extensions_mut().insert(visitor);
+    // The re-rendered page answers this request: its scripts need this
+    // response's CSP nonce.
+    if let Some(nonce) = nonce {
+        request.extensions_mut().insert(nonce);
+    }
     request.extensions_mut().insert(rejection);
     let mut response = state.render_page(request).await;
     *response.status_mut() = status;

@@ -18,7 +18,7 @@ use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{StoreError, current_seq, next_seq, seq_to_i64};
+use crate::store::{Bounds, StoreError, current_seq, next_seq, seq_to_i64};
 
 const BROADCAST_KEY: &str = "broadcast";
 
@@ -73,14 +73,15 @@ impl NotificationDoc {
 /// Handle to the notification collections. Cheap to clone.
 #[derive(Clone)]
 pub struct Inbox {
+    bounds: Bounds,
     notifications: Collection<NotificationDoc>,
     heads: Collection<Document>,
     retention: Duration,
 }
 
 impl Inbox {
-    pub fn new(db: &mongodb::Database, retention: Duration) -> Self {
-        Self { notifications: db.collection("notifications"), heads: db.collection("stream_heads"), retention }
+    pub fn new(db: &mongodb::Database, retention: Duration, bounds: Bounds) -> Self {
+        Self { notifications: db.collection("notifications"), heads: db.collection("stream_heads"), retention, bounds }
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
@@ -108,21 +109,26 @@ impl Inbox {
         event: &EventName,
         data: &Value,
     ) -> Result<Notification, StoreError> {
-        let key = recipient.key();
-        let seq = next_seq(&self.heads, &key).await?;
-        let now = DateTime::now();
-        let expires = DateTime::from_millis(now.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
-        let doc = NotificationDoc {
-            key,
-            seq: seq_to_i64(seq),
-            event: event.to_string(),
-            data: data.to_string(),
-            at: now,
-            read: false,
-            expires_at: expires,
-        };
-        self.notifications.insert_one(&doc).await?;
-        doc.into_notification()
+        self.bounds
+            .run(async {
+                let key = recipient.key();
+                let seq = next_seq(&self.heads, &key).await?;
+                let now = DateTime::now();
+                let expires =
+                    DateTime::from_millis(now.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
+                let doc = NotificationDoc {
+                    key,
+                    seq: seq_to_i64(seq),
+                    event: event.to_string(),
+                    data: data.to_string(),
+                    at: now,
+                    read: false,
+                    expires_at: expires,
+                };
+                self.notifications.insert_one(&doc).await?;
+                doc.into_notification()
+            })
+            .await
     }
 
     async fn after(&self, key: &str, since: Seq) -> Result<Vec<Notification>, StoreError> {
@@ -147,41 +153,57 @@ impl Inbox {
         inbox_since: Seq,
         broadcast_since: Seq,
     ) -> Result<Synced, StoreError> {
-        let broadcast = self.after(BROADCAST_KEY, broadcast_since).await?;
-        let Some(user) = user else {
-            return Ok(Synced { broadcast, ..Synced::default() });
-        };
-        let inbox = self.after(&inbox_key(user), inbox_since).await?;
-        Ok(Synced { inbox, broadcast, unread: self.unread(user).await? })
+        self.bounds
+            .run(async {
+                let broadcast = self.after(BROADCAST_KEY, broadcast_since).await?;
+                let Some(user) = user else {
+                    return Ok(Synced { broadcast, ..Synced::default() });
+                };
+                let inbox = self.after(&inbox_key(user), inbox_since).await?;
+                Ok(Synced { inbox, broadcast, unread: self.count_unread(user).await? })
+            })
+            .await
     }
 
     /// The newest `limit` notifications of a user's inbox, newest first.
     pub async fn recent(&self, user: &UserId, limit: u64) -> Result<Vec<Notification>, StoreError> {
-        let key = inbox_key(user);
-        let head = current_seq(&self.heads, &key).await?;
-        let mut items = self.after(&key, Seq(head.get().saturating_sub(limit))).await?;
-        items.reverse();
-        Ok(items)
+        self.bounds
+            .run(async {
+                let key = inbox_key(user);
+                let head = current_seq(&self.heads, &key).await?;
+                let mut items = self.after(&key, Seq(head.get().saturating_sub(limit))).await?;
+                items.reverse();
+                Ok(items)
+            })
+            .await
     }
 
     /// The broadcast stream's newest sequence number.
     pub async fn broadcast_head(&self) -> Result<Seq, StoreError> {
-        current_seq(&self.heads, BROADCAST_KEY).await
+        self.bounds.run(async { current_seq(&self.heads, BROADCAST_KEY).await }).await
     }
 
     pub async fn unread(&self, user: &UserId) -> Result<u64, StoreError> {
+        self.bounds.run(self.count_unread(user)).await
+    }
+
+    async fn count_unread(&self, user: &UserId) -> Result<u64, StoreError> {
         Ok(self.notifications.count_documents(doc! {"key": inbox_key(user), "read": false}).await?)
     }
 
     /// Marks notifications of `user` read — those with the given sequence
     /// numbers, or all — and returns the unread count after.
     pub async fn mark_read(&self, user: &UserId, seqs: Option<&[Seq]>) -> Result<u64, StoreError> {
-        let mut filter = doc! {"key": inbox_key(user), "read": false};
-        if let Some(seqs) = seqs {
-            let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_i64(*s)).collect();
-            filter.insert("seq", doc! {"$in": seqs});
-        }
-        self.notifications.update_many(filter, doc! {"$set": {"read": true}}).await?;
-        self.unread(user).await
+        self.bounds
+            .run(async {
+                let mut filter = doc! {"key": inbox_key(user), "read": false};
+                if let Some(seqs) = seqs {
+                    let seqs: Vec<i64> = seqs.iter().map(|s| seq_to_i64(*s)).collect();
+                    filter.insert("seq", doc! {"$in": seqs});
+                }
+                self.notifications.update_many(filter, doc! {"$set": {"read": true}}).await?;
+                self.count_unread(user).await
+            })
+            .await
     }
 }

@@ -35,7 +35,7 @@ pub async fn mark_read_form(
         return page(StatusCode::UNAUTHORIZED, "Notifications", "Log in to manage your notifications.");
     };
     let request = MarkReadRequest { seqs: form.seq.into_iter().collect(), all: form.all };
-    match mark_read(&state.io, &state.inbox, &identity.user, request).await {
+    match mark_read(&state.io, &state.fanout, &state.inbox, &identity.user, request).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/notifications")]).into_response(),
         Err(err) => page(StatusCode::SERVICE_UNAVAILABLE, "Notifications", &err.reason),
     }

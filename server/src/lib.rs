@@ -4,8 +4,8 @@
 //! MongoDB for history.
 //!
 //! ## Layout
-//! - [`config`]: typed configuration from the environment; secrets in
-//!   [`config::Secret`].
+//! - [`config`]: typed configuration from a TOML file and the environment
+//!   (`docs/CONFIG.md`); secrets in [`config::Secret`]; limits.
 //! - [`startup`]: [`startup::Application`] (`build` → `port` →
 //!   `run_until_stopped`) and the [`startup::router`].
 //! - [`state`]: [`state::AppState`], the one state object handlers share.
@@ -24,14 +24,29 @@
 //! - [`session`]: `GET /login?token=…` and `POST /logout`, the browser
 //!   session cookie.
 //! - [`visitor`]: visitor cookie, display-name cookie and CSRF tokens.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup (text or JSON).
+//! - [`metrics`]: counters and `GET /metrics` (Prometheus text).
+//! - [`fanout`]: delivering an event to many sockets; cutting slow
+//!   consumers.
+//! - [`conn`]: the listener whose TCP connections can be cut.
+//! - [`transport`]: Origin allow-list and upgrade tracking on `/socket.io/`.
+//! - [`headers`]: security headers and the CSP nonce for pages.
+//! - [`limits`]: token buckets (send and publish rates), per-IP connection
+//!   caps.
+//! - [`lifecycle`]: draining in-flight work for a graceful shutdown.
 
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod conn;
+pub mod fanout;
 pub mod form;
+pub mod headers;
 pub mod inbox;
 pub mod inbox_form;
+pub mod lifecycle;
+pub mod limits;
+pub mod metrics;
 pub mod presence;
 pub mod publish;
 pub mod realtime;
@@ -40,4 +55,5 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod visitor;

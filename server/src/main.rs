@@ -1,6 +1,7 @@
 //! `herald`: serves Herald, or signs a user token for trying it out.
 //!
-//! Configuration comes from the environment (see `server::config`).
+//! Configuration comes from a TOML file and the environment
+//! (`docs/CONFIG.md`).
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -14,6 +15,11 @@ use server::telemetry;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// A TOML configuration file (keys as in docs/CONFIG.md, without the
+    /// HERALD_ prefix); environment variables override it. Default:
+    /// $HERALD_CONFIG, if set.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -39,7 +45,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::from_env()?;
+    let config = Config::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Token { sub, name, ttl } => {
@@ -56,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init();
+    telemetry::init(config.log_format);
     let leptos_options = leptos::config::get_configuration(None).context("reading Leptos settings")?.leptos_options;
     let app = Application::build(config, leptos_options).await?;
     tracing::info!("herald listening on http://{}", app.local_addr());

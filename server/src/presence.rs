@@ -31,6 +31,8 @@ pub trait Presence: Send + Sync + 'static {
     /// Removes `conn` from every room; returns the changed snapshots.
     fn leave_all(&self, conn: &str) -> Vec<PresenceSnapshot>;
     fn snapshot(&self, room: &RoomName) -> PresenceSnapshot;
+    /// How many rooms have someone in them.
+    fn room_count(&self) -> usize;
 }
 
 #[derive(Default)]
@@ -112,6 +114,10 @@ impl Presence for LocalPresence {
             }
         }
         remove(&mut state, room, conn)
+    }
+
+    fn room_count(&self) -> usize {
+        self.state().rooms.len()
     }
 
     fn leave_all(&self, conn: &str) -> Vec<PresenceSnapshot> {

@@ -16,19 +16,18 @@ use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, UserId
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::chat::room_key;
+use crate::chat::{PostError, room_key};
 use crate::config::Secret;
+use crate::fanout::Audience;
 use crate::inbox::Recipient;
+use crate::limits::retry_after_secs;
+use crate::metrics::PublishOutcome;
 use crate::realtime::user_key;
 use crate::state::AppState;
 use crate::visitor::random_hex;
 
-/// The largest publish request body.
-pub const PUBLISH_BODY_MAX: usize = 64 * 1024;
-/// The largest `data` payload, as JSON text.
-pub const DATA_MAX: usize = 16 * 1024;
 /// The most users one publish may address.
 pub const USERS_MAX: usize = 1000;
 /// How many users of a `users` publish are stored and delivered at once.
@@ -44,12 +43,29 @@ impl ApiKeys {
         Self(keys.iter().map(|k| Sha256::digest(k.expose().as_bytes()).into()).collect())
     }
 
-    /// Whether `presented` is one of the keys; checks every key, in
+    /// Which of the keys `presented` is; compares with every key, in
     /// constant time.
-    pub fn accepts(&self, presented: &str) -> bool {
+    pub fn find(&self, presented: &str) -> Option<usize> {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let found = self.0.iter().fold(Choice::from(0), |found, key| found | key.ct_eq(&presented));
-        found.into()
+        // 1-based position of the match, 0 for none, chosen without branching.
+        let mut position = 0u32;
+        for (i, key) in self.0.iter().enumerate() {
+            let candidate = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            position = u32::conditional_select(&position, &candidate, key.ct_eq(&presented));
+        }
+        (position as usize).checked_sub(1)
+    }
+
+    pub fn accepts(&self, presented: &str) -> bool {
+        self.find(presented).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -65,6 +81,20 @@ impl ApiError {
         Self { status, error: ErrorReply::new(code, reason) }
     }
 
+    fn rate_limited(wait: std::time::Duration) -> Self {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        Self { status: StatusCode::TOO_MANY_REQUESTS, error: ErrorReply::rate_limited("publish requests", ms) }
+    }
+
+    fn outcome(&self) -> PublishOutcome {
+        match self.status {
+            StatusCode::UNAUTHORIZED => PublishOutcome::Unauthorized,
+            StatusCode::TOO_MANY_REQUESTS => PublishOutcome::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE => PublishOutcome::Unavailable,
+            _ => PublishOutcome::Invalid,
+        }
+    }
+
     fn invalid(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_target", reason)
     }
@@ -75,6 +105,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(json!({ "error": self.error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if let Some(ms) = self.error.retry_after_ms {
+            let secs = retry_after_secs(std::time::Duration::from_millis(ms));
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         response
     }
@@ -125,7 +159,7 @@ struct Publish {
 
 impl PublishJson {
     /// Checks the request: exactly one target, exactly one payload.
-    fn validate(self) -> Result<Publish, ApiError> {
+    fn validate(self, data_max: usize) -> Result<Publish, ApiError> {
         let targets = [self.broadcast.is_some(), self.user.is_some(), self.users.is_some(), self.room.is_some()];
         if targets.iter().filter(|t| **t).count() != 1 {
             return Err(ApiError::invalid("name exactly one target: broadcast, user, users or room"));
@@ -160,11 +194,11 @@ impl PublishJson {
                 ));
             }
         };
-        if data.to_string().len() > DATA_MAX {
+        if data.to_string().len() > data_max {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("data is larger than {DATA_MAX} bytes"),
+                format!("data is larger than {data_max} bytes"),
             ));
         }
         let event = match self.event {
@@ -189,17 +223,17 @@ struct Delivery {
     online: usize,
 }
 
-/// Checks the request's `Authorization: Bearer <key>`.
-pub fn require_api_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the request's `Authorization: Bearer <key>`; returns which key.
+pub fn require_api_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<usize, ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if presented.is_empty() || !keys.accepts(presented) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required"));
+    match keys.find(presented) {
+        Some(key) if !presented.is_empty() => Ok(key),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required")),
     }
-    Ok(())
 }
 
 /// `GET /api/presence/{room}`.
@@ -216,13 +250,25 @@ pub async fn presence(
 
 /// `POST /api/publish`.
 pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
-    let bytes = to_bytes(body, PUBLISH_BODY_MAX).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body is larger than {PUBLISH_BODY_MAX} bytes"),
-        )
+    let result = publish_checked(&state, &headers, body).await;
+    state.metrics.publish(result.as_ref().map_or_else(ApiError::outcome, |_| PublishOutcome::Ok));
+    result
+}
+
+async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let key = require_api_key(&state.api_keys, headers)?;
+    if let Err(wait) = state.publish_rate[key].take() {
+        state.metrics.rejected(crate::metrics::Rejection::PublishRate);
+        return Err(ApiError::rate_limited(wait));
+    }
+    let Some(_work) = state.drain.start() else {
+        let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is restarting");
+        err.error.retry_after_ms = Some(1000);
+        return Err(err);
+    };
+    let body_max = state.http_limits.body_max;
+    let bytes = to_bytes(body, body_max).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body is larger than {body_max} bytes"))
     })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let request: PublishJson = if content_type.starts_with("application/json") {
@@ -239,13 +285,13 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bo
             "send application/json or application/x-www-form-urlencoded",
         ));
     };
-    let publish = request.validate()?;
-    let response = deliver(&state, publish).await?;
+    let publish = request.validate(state.http_limits.publish_data_max)?;
+    let response = deliver(state, publish).await?;
     Ok(axum::Json(response).into_response())
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
-    tracing::error!(%err, "publish: storing failed");
+    tracing::warn!(%err, "publish: storing failed");
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable; nothing was delivered")
 }
 
@@ -256,10 +302,8 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
         Target::Everyone => {
             let stored =
                 state.inbox.store(&Recipient::Everyone, &publish.event, &publish.data).await.map_err(unavailable)?;
-            let online = io.sockets().len();
-            if let Err(err) = io.emit(EV_NOTIFICATION, &stored).await {
-                tracing::warn!(%err, "broadcast delivery failed");
-            }
+            state.metrics.notification_stored();
+            let online = state.fanout.deliver(io, Audience::Everyone, EV_NOTIFICATION, &stored);
             Ok(json!({"id": stored.id, "seq": stored.seq, "online": online}))
         }
         Target::Room(room) => {
@@ -275,7 +319,10 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
                 body,
                 system: true,
             };
-            let stored = state.chat.post(io, &message, false).await.map_err(unavailable)?;
+            let stored = state.chat.post(io, &message, false).await.map_err(|err| match err {
+                PostError::Invalid(reply) => ApiError::invalid(format!("room message: {}", reply.reason)),
+                PostError::Store(err) => unavailable(err),
+            })?;
             let online = io.to(room_key(&room)).sockets().len();
             Ok(json!({"id": format!("room:{}:{}", stored.room, stored.seq), "seq": stored.seq, "online": online}))
         }
@@ -285,10 +332,8 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let deliveries: Vec<Delivery> = futures::stream::iter(users)
                 .map(|user| async move {
                     let stored = state.inbox.store(&Recipient::User(user.clone()), event, data).await?;
-                    let online = io.to(user_key(&user)).sockets().len();
-                    if let Err(err) = io.to(user_key(&user)).emit(EV_NOTIFICATION, &stored).await {
-                        tracing::warn!(%err, %user, "user delivery failed");
-                    }
+                    state.metrics.notification_stored();
+                    let online = state.fanout.deliver(io, Audience::Room(&user_key(&user)), EV_NOTIFICATION, &stored);
                     Ok::<_, crate::store::StoreError>(Delivery { user, id: stored.id, seq: stored.seq.get(), online })
                 })
                 .buffered(FAN_OUT_CONCURRENCY)
@@ -313,8 +358,10 @@ mod tests {
     use super::*;
 
     fn json_request(value: Value) -> Result<Publish, ApiError> {
-        serde_json::from_value::<PublishJson>(value).unwrap().validate()
+        serde_json::from_value::<PublishJson>(value).unwrap().validate(DATA_MAX)
     }
+
+    const DATA_MAX: usize = 16 * 1024;
 
     #[test]
     fn api_keys_match_exactly() {
@@ -324,6 +371,8 @@ mod tests {
         assert!(!keys.accepts("key-one-key-one-"));
         assert!(!keys.accepts(""));
         assert!(!ApiKeys::default().accepts("anything"));
+        assert_eq!(keys.find("key-two-key-two-2"), Some(1));
+        assert_eq!(keys.find("key-one-key-one-1"), Some(0));
     }
 
     #[test]
@@ -359,9 +408,9 @@ mod tests {
     #[test]
     fn the_classic_form_broadcasts_or_addresses_a_user() {
         let broadcast: PublishJson = serde_urlencoded::from_str::<PublishForm>("message=Ping").unwrap().into();
-        assert_eq!(broadcast.validate().unwrap().target, Target::Everyone);
+        assert_eq!(broadcast.validate(DATA_MAX).unwrap().target, Target::Everyone);
         let user: PublishJson = serde_urlencoded::from_str::<PublishForm>("message=Hello&id=63").unwrap().into();
-        let publish = user.validate().unwrap();
+        let publish = user.validate(DATA_MAX).unwrap();
         assert_eq!(publish.target, Target::Users { users: vec![UserId::parse("63").unwrap()], single: true });
         assert_eq!(publish.data, json!("Hello"));
     }

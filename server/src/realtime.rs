@@ -5,6 +5,8 @@
 //! reason and the connection stays up. `docs/PROTOCOL.md` documents the
 //! events.
 
+use std::sync::Arc;
+
 use herald::protocol::{
     EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined,
     LeaveRequest, MARK_READ_MAX, MarkReadRequest, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
@@ -15,11 +17,17 @@ use serde::{Deserialize, Serialize};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use crate::auth::{TokenError, Tokens};
-use crate::chat::{Chat, room_key};
+use crate::chat::{Chat, PostError, room_key};
+use crate::config::Rate;
+use crate::conn::PeerConn;
+use crate::fanout::{Audience, Fanout, Upgrades};
 use crate::inbox::Inbox;
+use crate::lifecycle::Drain;
+use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket};
+use crate::metrics::{Metrics, Rejection};
 use crate::presence::{Member, SharedPresence};
 use crate::session::SESSION_COOKIE;
 use crate::visitor::read_cookie;
@@ -37,17 +45,32 @@ pub enum Peer {
     Anonymous,
 }
 
-/// The handshake's admission rules.
+/// The handshake's admission rules, and the per-connection limits it sets
+/// up.
 #[derive(Clone)]
 pub struct Gate {
-    tokens: Tokens,
-    allow_anonymous: bool,
+    pub tokens: Tokens,
+    pub allow_anonymous: bool,
+    pub caps: ConnectionCaps,
+    pub send_rate: Rate,
+    pub drain: Drain,
+    pub metrics: Arc<Metrics>,
+    pub upgrades: Upgrades,
 }
 
-impl Gate {
-    pub fn new(tokens: Tokens, allow_anonymous: bool) -> Self {
-        Self { tokens, allow_anonymous }
-    }
+/// What a connection carries for its lifetime (in the socket's extensions):
+/// its span, its send-rate bucket and its place in the per-IP count, which
+/// is given back when the socket is dropped.
+#[derive(Clone)]
+struct Connection {
+    span: Span,
+    send_rate: Arc<TokenBucket>,
+    _slot: Option<Arc<ConnectionSlot>>,
+}
+
+/// The connection's span, for its handlers.
+fn span_of(socket: &SocketRef) -> Span {
+    socket.extensions.get::<Connection>().map(|c| c.span).unwrap_or_else(Span::none)
 }
 
 /// The handshake's `auth` payload: `{"token": "…"}`.
@@ -65,6 +88,10 @@ pub enum Refused {
     Token(#[from] TokenError),
     #[error("authentication required: connect with auth {{\"token\": \"…\"}}")]
     AuthRequired,
+    #[error("too many connections from this address")]
+    TooManyConnections,
+    #[error("the server is shutting down; reconnect in a moment")]
+    ShuttingDown,
 }
 
 /// Connect middleware: identifies the socket from the handshake's token, or
@@ -79,6 +106,9 @@ async fn authenticate(
     TryData(auth): TryData<HandshakeAuth>,
     State(gate): State<Gate>,
 ) -> Result<(), Refused> {
+    if gate.drain.is_draining() {
+        return Err(Refused::ShuttingDown);
+    }
     let presented = auth.ok().and_then(|auth| auth.token);
     let peer = match presented {
         Some(token) => Peer::User(gate.tokens.verify(&token).inspect_err(|err| {
@@ -91,6 +121,24 @@ async fn authenticate(
             _ => return Err(Refused::AuthRequired),
         },
     };
+    let conn = socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.clone());
+    let slot = match conn.as_ref().map(|c| gate.caps.admit(c.addr.ip())) {
+        Some(None) => {
+            gate.metrics.rejected(Rejection::ConnectionsPerIp);
+            tracing::info!(sid = %socket.id, "refused a socket: too many connections from its address");
+            return Err(Refused::TooManyConnections);
+        }
+        Some(Some(slot)) => Some(Arc::new(slot)),
+        // Only in-process callers without a listener (none in production).
+        None => None,
+    };
+    let span = match &peer {
+        Peer::User(identity) => tracing::info_span!(
+            "conn", sid = %socket.id, transport = ?socket.transport_type(), user = %identity.user
+        ),
+        Peer::Anonymous => tracing::info_span!("conn", sid = %socket.id, transport = ?socket.transport_type()),
+    };
+    socket.extensions.insert(Connection { span, send_rate: Arc::new(TokenBucket::new(gate.send_rate)), _slot: slot });
     admit(&socket, &peer);
     socket.extensions.insert(peer);
     Ok(())
@@ -102,10 +150,7 @@ pub fn register(io: &SocketIo) {
 }
 
 async fn on_connect(socket: SocketRef) {
-    match socket.extensions.get::<Peer>() {
-        Some(Peer::User(identity)) => tracing::debug!(sid = %socket.id, user = %identity.user, "socket connected"),
-        _ => tracing::debug!(sid = %socket.id, "anonymous socket connected"),
-    }
+    span_of(&socket).in_scope(|| tracing::debug!("socket connected"));
 }
 
 /// Registers the socket's event handlers and puts a user's socket in their
@@ -123,12 +168,20 @@ fn admit(socket: &SocketRef, peer: &Peer) {
     socket.on(EV_SEND, on_send);
     socket.on(EV_SYNC, on_sync);
     socket.on(EV_MARK_READ, on_mark_read);
-    socket.on_disconnect(async |socket: SocketRef, io: SocketIo, State(presence): State<SharedPresence>| {
-        tracing::debug!(sid = %socket.id, "socket disconnected");
-        for snapshot in presence.leave_all(&socket.id.to_string()) {
-            announce(&io, &snapshot).await;
-        }
-    });
+    socket.on_disconnect(
+        async |socket: SocketRef,
+               io: SocketIo,
+               reason: socketioxide::socket::DisconnectReason,
+               State(presence): State<SharedPresence>,
+               State(gate): State<Gate>,
+               State(fanout): State<Fanout>| {
+            span_of(&socket).in_scope(|| tracing::debug!(%reason, "socket disconnected"));
+            gate.upgrades.remove(&socket.id);
+            for snapshot in presence.leave_all(&socket.id.to_string()) {
+                announce(&io, &fanout, &snapshot);
+            }
+        },
+    );
 }
 
 fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
@@ -138,11 +191,9 @@ fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
 }
 
 /// Tells a room who is in it now.
-async fn announce(io: &SocketIo, snapshot: &PresenceSnapshot) {
+fn announce(io: &SocketIo, fanout: &Fanout, snapshot: &PresenceSnapshot) {
     let Ok(room) = RoomName::parse(&snapshot.room) else { return };
-    if let Err(err) = io.to(room_key(&room)).emit(EV_PRESENCE, snapshot).await {
-        tracing::debug!(%err, "presence broadcast failed");
-    }
+    fanout.deliver(io, Audience::Room(&room_key(&room)), EV_PRESENCE, snapshot);
 }
 
 async fn on_join(
@@ -151,11 +202,11 @@ async fn on_join(
     TryData(request): TryData<JoinRequest>,
     State(chat): State<Chat>,
     State(presence): State<SharedPresence>,
+    State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let span = tracing::debug_span!("join", sid = %socket.id);
     let result = match request {
-        Ok(request) => join(&socket, &chat, request).instrument(span).await,
+        Ok(request) => join(&socket, &chat, request).instrument(span_of(&socket)).await,
         Err(err) => Err(ErrorReply::malformed(err)),
     };
     let joined_room = result.as_ref().ok().map(|joined| joined.room.clone());
@@ -166,11 +217,11 @@ async fn on_join(
             None => Member::Anonymous,
         };
         match presence.join(&room, &socket.id.to_string(), member) {
-            Some(snapshot) => announce(&io, &snapshot).await,
+            Some(snapshot) => announce(&io, &fanout, &snapshot),
             // A re-join changes nothing for the others; this socket still
             // needs to know who is there.
             None => {
-                let _ = socket.emit(EV_PRESENCE, &presence.snapshot(&room));
+                fanout.emit(&socket, EV_PRESENCE, &presence.snapshot(&room));
             }
         }
     }
@@ -195,7 +246,7 @@ async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<J
             Ok(Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated })
         }
         Err(err) => {
-            tracing::error!(%err, %room, "join: reading history failed");
+            tracing::warn!(%err, %room, "join: reading history failed");
             socket.leave(key);
             Err(ErrorReply::unavailable())
         }
@@ -207,6 +258,7 @@ async fn on_leave(
     io: SocketIo,
     TryData(request): TryData<LeaveRequest>,
     State(presence): State<SharedPresence>,
+    State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
     let result = request.map_err(ErrorReply::malformed).and_then(|request| {
@@ -217,7 +269,7 @@ async fn on_leave(
     let left = result.as_ref().ok().cloned();
     answer(ack, &Reply::from(result.map(|_| ())));
     if let Some(snapshot) = left.and_then(|room| presence.leave(&room, &socket.id.to_string())) {
-        announce(&io, &snapshot).await;
+        announce(&io, &fanout, &snapshot);
     }
 }
 
@@ -226,15 +278,33 @@ async fn on_send(
     io: SocketIo,
     TryData(request): TryData<SendRequest>,
     State(chat): State<Chat>,
+    State(gate): State<Gate>,
     ack: AckSender,
 ) {
-    let span = tracing::debug_span!("send", sid = %socket.id);
-    let peer = socket.extensions.get::<Peer>();
-    let result = match request {
-        Ok(request) => send(&io, &chat, request, peer).instrument(span).await,
-        Err(err) => Err(ErrorReply::malformed(err)),
+    let result = match admit_send(&socket, &gate) {
+        Err(refusal) => Err(refusal),
+        Ok(_work) => match request {
+            Ok(request) => {
+                send(&io, &chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
+            }
+            Err(err) => Err(ErrorReply::malformed(err)),
+        },
     };
     answer(ack, &Reply::from(result));
+}
+
+/// Whether this socket may send now: not while draining, and not faster
+/// than its rate. The returned guard keeps a shutdown waiting until the
+/// send has been answered.
+fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<crate::lifecycle::Work, ErrorReply> {
+    let work = gate.drain.start().ok_or_else(ErrorReply::shutting_down)?;
+    if let Some(conn) = socket.extensions.get::<Connection>()
+        && let Err(wait) = conn.send_rate.take()
+    {
+        gate.metrics.rejected(Rejection::SendRate);
+        return Err(ErrorReply::rate_limited("messages", u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)));
+    }
+    Ok(work)
 }
 
 async fn send(
@@ -248,9 +318,12 @@ async fn send(
     if let Some(Peer::User(identity)) = peer {
         message.name = identity.display_name();
     }
-    chat.post(io, &message, request.retry).await.map_err(|err| {
-        tracing::error!(%err, room = %message.room, "send: storing failed");
-        ErrorReply::unavailable()
+    chat.post(io, &message, request.retry).await.map_err(|err| match err {
+        PostError::Invalid(reply) => reply,
+        PostError::Store(err) => {
+            tracing::warn!(%err, room = %message.room, "send: storing failed");
+            ErrorReply::unavailable()
+        }
     })
 }
 
@@ -273,7 +346,7 @@ async fn on_sync(
             .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
             .await
             .map_err(|err| {
-                tracing::error!(%err, "sync: reading notifications failed");
+                tracing::warn!(%err, "sync: reading notifications failed");
                 ErrorReply::new("unavailable", "notifications can't be read right now; try again")
             }),
         Err(err) => Err(ErrorReply::malformed(err)),
@@ -286,12 +359,15 @@ async fn on_mark_read(
     io: SocketIo,
     TryData(request): TryData<MarkReadRequest>,
     State(inbox): State<Inbox>,
+    State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
     let result = match (request, user_of(&socket)) {
         (Err(err), _) => Err(ErrorReply::malformed(err)),
         (Ok(_), None) => Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")),
-        (Ok(request), Some(identity)) => mark_read(&io, &inbox, &identity.user, request).await,
+        (Ok(request), Some(identity)) => {
+            mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await
+        }
     };
     answer(ack, &Reply::from(result));
 }
@@ -299,6 +375,7 @@ async fn on_mark_read(
 /// Marks notifications read and tells every connection of the user.
 pub async fn mark_read(
     io: &SocketIo,
+    fanout: &Fanout,
     inbox: &Inbox,
     user: &UserId,
     request: MarkReadRequest,
@@ -308,12 +385,10 @@ pub async fn mark_read(
     }
     let seqs: Vec<Seq> = request.seqs.iter().copied().map(Seq).collect();
     let unread = inbox.mark_read(user, (!request.all).then_some(seqs.as_slice())).await.map_err(|err| {
-        tracing::error!(%err, "mark_read failed");
+        tracing::warn!(%err, "mark_read failed");
         ErrorReply::new("unavailable", "read state can't be saved right now; try again")
     })?;
     let update = ReadUpdate { seqs: if request.all { Vec::new() } else { request.seqs }, all: request.all, unread };
-    if let Err(err) = io.to(user_key(user)).emit(EV_READ, &update).await {
-        tracing::warn!(%err, "read update delivery failed");
-    }
+    fanout.deliver(io, Audience::Room(&user_key(user)), EV_READ, &update);
     Ok(update)
 }

@@ -1,6 +1,6 @@
 //! Building and running the application.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,64 +8,90 @@ use std::time::Duration;
 use anyhow::Context;
 use app::{App, shell};
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use herald::protocol::{Closing, EV_CLOSING};
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
-use socketioxide::SocketIo;
+use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Tokens;
-use crate::chat::Chat;
+use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
+use crate::conn::{KillableListener, PeerConn};
+use crate::fanout::{Audience, Fanout, Upgrades};
 use crate::inbox::Inbox;
+use crate::lifecycle::Drain;
+use crate::limits::{ConnectionCaps, TokenBucket};
+use crate::metrics::{Live, Metrics};
 use crate::presence::{LocalPresence, SharedPresence};
 use crate::publish::ApiKeys;
 use crate::realtime::Gate;
-use crate::state::AppState;
-use crate::store::Store;
+use crate::state::{AppState, HttpLimits};
+use crate::store::{Bounds, Store};
+use crate::transport::TransportGuard;
 use crate::visitor::{self, VisitorKeys};
-use crate::{form, inbox_form, publish, realtime, session};
-
-/// The largest HTTP request body accepted (a form post is far smaller).
-const HTTP_BODY_MAX: usize = 64 * 1024;
-/// The largest Engine.IO packet accepted from a client: a message of the
-/// longest body (2,000 characters of up to 4 bytes) plus its envelope fits
-/// with room to spare.
-const SOCKET_PAYLOAD_MAX: u64 = 32 * 1024;
-/// Packets queued for one socket before emits to it fail.
-const SOCKET_BUFFER_PACKETS: usize = 256;
+use crate::{form, headers, inbox_form, publish, realtime, session, transport};
 
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     io: SocketIo,
+    fanout: Fanout,
+    drain: Drain,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
     /// Connects to storage, prepares indexes and binds the listener.
     pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
-        let store = Store::connect(&config.mongo_uri, &config.mongo_db).await.context("connecting to MongoDB")?;
+        let limits = config.limits.clone();
+        let metrics = Arc::new(Metrics::default());
+        let bounds = Bounds::new(limits.store_timeout, metrics.clone());
+        let store = Store::connect(&config.mongo_uri, &config.mongo_db, bounds.clone())
+            .await
+            .context("connecting to MongoDB")?;
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
-        let inbox = Inbox::new(store.database(), config.retention);
+        let inbox = Inbox::new(store.database(), config.retention, bounds);
         inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
-        let chat = Chat::new(store);
+        let upgrades = Upgrades::default();
+        let fanout = Fanout::new(metrics.clone(), upgrades.clone());
+        let message_limits =
+            MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
+        let chat = Chat::new(store, fanout.clone(), metrics.clone(), message_limits);
+        let drain = Drain::default();
 
         let tokens = Tokens::new(&config.token_secrets);
         let presence: SharedPresence = Arc::new(LocalPresence::default());
-        let gate = Gate::new(tokens.clone(), config.allow_anonymous);
+        let gate = Gate {
+            tokens: tokens.clone(),
+            allow_anonymous: config.allow_anonymous,
+            caps: ConnectionCaps::new(limits.connections_per_ip),
+            send_rate: limits.send_rate,
+            drain: drain.clone(),
+            metrics: metrics.clone(),
+            upgrades: upgrades.clone(),
+        };
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
             .with_state(gate)
             .with_state(inbox.clone())
             .with_state(presence.clone())
-            .max_payload(SOCKET_PAYLOAD_MAX)
-            .max_buffer_size(SOCKET_BUFFER_PACKETS)
+            .with_state(fanout.clone())
+            .max_payload(limits.socket_payload_max_bytes)
+            .max_buffer_size(limits.outbound_buffer_packets)
             .build_layer();
         realtime::register(&io);
 
+        let api_keys = ApiKeys::new(&config.api_keys);
+        let publish_rate = (0..api_keys.len()).map(|_| TokenBucket::new(limits.publish_rate)).collect();
         let state = AppState {
             leptos_options,
             chat,
@@ -73,12 +99,23 @@ impl Application {
             keys: VisitorKeys::new(config.secret.as_ref(), config.cookie_secure),
             tokens,
             inbox,
-            api_keys: ApiKeys::new(&config.api_keys),
+            api_keys,
+            publish_rate: Arc::new(publish_rate),
+            http_limits: HttpLimits {
+                publish_data_max: limits.publish_data_max_bytes,
+                body_max: limits.http_body_max_bytes,
+            },
             presence,
+            fanout: fanout.clone(),
+            drain: drain.clone(),
+            metrics: metrics.clone(),
         };
-        let router = router(state).layer(socket_layer);
+        let guard = TransportGuard { origins: Arc::new(config.allowed_origins.clone()), upgrades, metrics };
+        let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
+            .layer(socket_layer)
+            .layer(axum::middleware::from_fn_with_state(guard, transport::guard));
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        Ok(Self { listener, router, io })
+        Ok(Self { listener, router, io, fanout, drain, shutdown_timeout: limits.shutdown_timeout })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -89,18 +126,60 @@ impl Application {
         self.local_addr().port()
     }
 
-    /// Serves until `shutdown` completes, then closes every Socket.IO
-    /// connection (axum's graceful shutdown does not reach upgraded
-    /// WebSockets) and lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then shuts down gracefully within
+    /// the configured deadline:
+    ///
+    /// 1. stops accepting connections, refuses new Socket.IO handshakes and
+    ///    new sends and publishes (`shutting_down`);
+    /// 2. waits for sends and publishes in flight to be stored and answered;
+    /// 3. tells every socket why it is being closed (`closing`, reason
+    ///    `shutting_down`) and closes it: axum's graceful shutdown does not
+    ///    reach upgraded WebSockets, and long-polling requests would hold it
+    ///    up until their poll ends;
+    /// 4. lets in-flight HTTP requests finish.
+    ///
+    /// Whatever is still open at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let io = self.io;
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing live connections");
-            // Bounded: a stuck client must not hold the process up.
-            let _ = tokio::time::timeout(Duration::from_secs(5), io.close()).await;
+        let Self { listener, router, io, fanout, drain, shutdown_timeout } = self;
+        let (began, shutting_down) = tokio::sync::oneshot::channel::<()>();
+        let signal = {
+            let drain = drain.clone();
+            async move {
+                shutdown.await;
+                drain.begin();
+                let _ = began.send(());
+            }
         };
-        axum::serve(self.listener, self.router).with_graceful_shutdown(signal).await
+        let service = router.into_make_service_with_connect_info::<PeerConn>();
+        let server = axum::serve(KillableListener(listener), service).with_graceful_shutdown(signal).into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result,
+            Ok(()) = shutting_down => {}
+        }
+        let deadline = Instant::now() + shutdown_timeout;
+        tracing::info!(?shutdown_timeout, "shutting down: finishing work in flight");
+        let close_live = async {
+            // Leave a fifth of the time for the goodbyes.
+            let work_deadline = deadline - shutdown_timeout / 5;
+            if tokio::time::timeout_at(work_deadline, drain.idle()).await.is_err() {
+                tracing::warn!("shutting down: work still in flight at the deadline");
+            }
+            let closing = Closing {
+                reason: "shutting_down".to_owned(),
+                detail: "Herald is restarting; reconnect in a moment".to_owned(),
+            };
+            let told = fanout.deliver(&io, Audience::Everyone, EV_CLOSING, &closing);
+            tracing::info!(connections = told, "shutting down: closing live connections");
+            io.close().await;
+        };
+        match tokio::time::timeout_at(deadline, async { tokio::join!(server, close_live).0 }).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("shutting down: deadline reached with connections still open; exiting anyway");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -108,16 +187,29 @@ impl Application {
 /// instead of after the driver's server-selection timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `GET /readyz`: 200 when MongoDB answers, 503 otherwise.
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> (axum::http::StatusCode, &'static str) {
+/// `GET /readyz`: 200 while MongoDB answers and connections are accepted,
+/// 503 otherwise.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.drain.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.chat.store().ping()).await {
-        Ok(Ok(())) => (axum::http::StatusCode::OK, "ready"),
-        _ => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer"),
+        Ok(Ok(())) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer"),
     }
 }
 
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let sockets = state.io.sockets();
+    let websocket = sockets.iter().filter(|s| s.transport_type() == TransportType::Websocket).count();
+    let rooms = state.presence.room_count();
+    let live = Live { websocket, polling: sockets.len() - websocket, rooms };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
+}
+
 /// The HTTP routes (the Socket.IO layer is added around them by `build`).
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Router {
     let options = state.leptos_options.clone();
     let routes = generate_route_list(App);
     Router::new()
@@ -129,10 +221,13 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(session::logout))
         .route("/healthz", get(async || "ok"))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .leptos_routes_with_context(&state, routes, state.page_context(), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(state.page_context(), shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), visitor::identify))
-        .layer(DefaultBodyLimit::max(HTTP_BODY_MAX))
+        .layer(axum::middleware::from_fn(headers::security_headers))
+        .layer(DefaultBodyLimit::max(body_max))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

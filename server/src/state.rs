@@ -9,16 +9,28 @@ use axum::http::Request;
 use axum::response::Response;
 use herald::protocol::PresenceSnapshot;
 use herald::{RoomName, Seq, UserId};
-use leptos::prelude::{LeptosOptions, provide_context};
+use leptos::prelude::{LeptosOptions, provide_context, use_context};
 use socketioxide::SocketIo;
 
 use crate::auth::Tokens;
 use crate::chat::Chat;
+use crate::fanout::Fanout;
+use crate::headers::CspNonce;
 use crate::inbox::Inbox;
+use crate::lifecycle::Drain;
+use crate::limits::TokenBucket;
+use crate::metrics::Metrics;
 use crate::presence::SharedPresence;
 use crate::publish::ApiKeys;
 use crate::store::Store;
 use crate::visitor::VisitorKeys;
+
+/// Size limits for HTTP handlers that read bodies themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub publish_data_max: usize,
+    pub body_max: usize,
+}
 
 /// Everything handlers need, cloned cheaply into each.
 #[derive(Clone, FromRef)]
@@ -31,7 +43,13 @@ pub struct AppState {
     pub tokens: Tokens,
     pub inbox: Inbox,
     pub api_keys: ApiKeys,
+    /// One publish-rate bucket per API key, in the order of `api_keys`.
+    pub publish_rate: Arc<Vec<TokenBucket>>,
+    pub http_limits: HttpLimits,
     pub presence: SharedPresence,
+    pub fanout: Fanout,
+    pub drain: Drain,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -42,7 +60,16 @@ impl AppState {
             inbox: self.inbox.clone(),
             presence: self.presence.clone(),
         }));
-        move || provide_context(backend.clone())
+        move || {
+            provide_context(backend.clone());
+            // The response's CSP nonce (see `headers`), for the inline
+            // scripts Leptos writes.
+            if let Some(nonce) = use_context::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<CspNonce>().cloned())
+            {
+                provide_context(leptos::nonce::Nonce::from_value(nonce.0));
+            }
+        }
     }
 
     /// Renders the app for `request` (its path picks the page).

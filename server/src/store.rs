@@ -10,7 +10,8 @@
 //! Every history read is a range on `seq` (`seq > from`), which the
 //! `(room, seq)` index answers directly; nothing sorts a whole room.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use herald::protocol::CATCH_UP_MAX;
@@ -23,6 +24,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
+use crate::metrics::Metrics;
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -33,6 +35,8 @@ const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Storage failed; the cause is logged, never shown to clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
     #[error("database error: {0}")]
     Mongo(#[from] MongoError),
     #[error("stored document is invalid: {0}")]
@@ -134,9 +138,36 @@ pub struct CatchUp {
     pub truncated: bool,
 }
 
+/// What every storage operation goes through: a time limit, so a dead or
+/// hung database turns into an error the client sees within a bounded time
+/// (the driver's own timeouts only cover finding a server, not a server that
+/// stops answering), and a latency measurement.
+#[derive(Clone)]
+pub struct Bounds {
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Bounds {
+    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self { timeout, metrics }
+    }
+
+    /// Runs one operation. A timed-out operation may still have taken
+    /// effect; callers answer "unavailable", and the client's retry with
+    /// the same id is idempotent.
+    pub async fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, op).await.unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        self.metrics.store_op(started.elapsed(), result.is_ok());
+        result
+    }
+}
+
 /// Handle to Herald's MongoDB database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    bounds: Bounds,
     db: Database,
     messages: Collection<MessageDoc>,
     heads: Collection<Document>,
@@ -145,18 +176,27 @@ pub struct Store {
 impl Store {
     /// Connects (lazily: the driver connects on first use) and returns a
     /// handle to database `db`.
-    pub async fn connect(uri: &Secret, db: &str) -> Result<Self, StoreError> {
+    pub async fn connect(uri: &Secret, db: &str, bounds: Bounds) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri.expose()).await?;
         options.app_name.get_or_insert_with(|| "herald".to_owned());
-        options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+        options.server_selection_timeout.get_or_insert(bounds.timeout.min(SERVER_SELECTION_TIMEOUT));
         let db = Client::with_options(options)?.database(db);
-        Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads"), db })
+        Ok(Self { messages: db.collection("messages"), heads: db.collection("room_heads"), db, bounds })
+    }
+
+    /// The limits every operation runs under, for the other stores.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     /// Whether the database answers a ping (for readiness checks).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db.run_command(doc! {"ping": 1}).await?;
-        Ok(())
+        self.bounds
+            .run(async {
+                self.db.run_command(doc! {"ping": 1}).await?;
+                Ok(())
+            })
+            .await
     }
 
     /// The database, for the other stores that share it.
@@ -182,19 +222,23 @@ impl Store {
     /// have sent this before) the existing copy is looked up first, which
     /// spares a sequence number.
     pub async fn append(&self, message: &NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
-        if retry && let Some(existing) = self.find_by_client_id(&message.room, &message.client_id).await? {
-            return Ok(existing);
-        }
-        let seq = next_seq(&self.heads, message.room.as_str()).await?;
-        let doc = MessageDoc::new(message, seq, DateTime::now());
-        match self.messages.insert_one(&doc).await {
-            Ok(_) => doc.into_message(),
-            Err(err) if is_duplicate_key(&err) => self
-                .find_by_client_id(&message.room, &message.client_id)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.room, doc.seq))),
-            Err(err) => Err(err.into()),
-        }
+        self.bounds
+            .run(async {
+                if retry && let Some(existing) = self.find_by_client_id(&message.room, &message.client_id).await? {
+                    return Ok(existing);
+                }
+                let seq = next_seq(&self.heads, message.room.as_str()).await?;
+                let doc = MessageDoc::new(message, seq, DateTime::now());
+                match self.messages.insert_one(&doc).await {
+                    Ok(_) => doc.into_message(),
+                    Err(err) if is_duplicate_key(&err) => self
+                        .find_by_client_id(&message.room, &message.client_id)
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.room, doc.seq))),
+                    Err(err) => Err(err.into()),
+                }
+            })
+            .await
     }
 
     async fn find_by_client_id(
@@ -208,7 +252,7 @@ impl Store {
 
     /// The room's newest sequence number (0 for a room with no messages).
     pub async fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
-        current_seq(&self.heads, room.as_str()).await
+        self.bounds.run(async { current_seq(&self.heads, room.as_str()).await }).await
     }
 
     /// Messages with `seq > from`, oldest first, at most `limit`.
@@ -236,17 +280,25 @@ impl Store {
     /// The room's head and its last [`HISTORY_WINDOW`] sequence numbers' worth
     /// of messages, oldest first.
     pub async fn recent(&self, room: &RoomName) -> Result<(Seq, Vec<StoredMessage>), StoreError> {
-        let head = self.head(room).await?;
-        let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
-        Ok((head, self.range_after(room, from, HISTORY_WINDOW).await?))
+        self.bounds
+            .run(async {
+                let head = current_seq(&self.heads, room.as_str()).await?;
+                let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
+                Ok((head, self.range_after(room, from, HISTORY_WINDOW).await?))
+            })
+            .await
     }
 
     /// What a client that has everything up to `since` missed.
     pub async fn since(&self, room: &RoomName, since: Seq) -> Result<CatchUp, StoreError> {
-        let head = self.head(room).await?;
-        let floor = Seq(head.get().saturating_sub(CATCH_UP_MAX));
-        let from = since.max(floor);
-        let messages = self.range_after(room, from, CATCH_UP_MAX).await?;
-        Ok(CatchUp { head, messages, truncated: from > since })
+        self.bounds
+            .run(async {
+                let head = current_seq(&self.heads, room.as_str()).await?;
+                let floor = Seq(head.get().saturating_sub(CATCH_UP_MAX));
+                let from = since.max(floor);
+                let messages = self.range_after(room, from, CATCH_UP_MAX).await?;
+                Ok(CatchUp { head, messages, truncated: from > since })
+            })
+            .await
     }
 }

@@ -1,0 +1,165 @@
+//! Accepted TCP connections that Herald can cut.
+//!
+//! socketioxide offers no way to close one socket whose outbound buffer is
+//! full: its `disconnect` needs room in that very buffer for the DISCONNECT
+//! packet. A client that stops reading would then keep its connection (and
+//! its buffer) until the heartbeat gives up on it. So every accepted stream
+//! is wrapped in [`Killable`], and the [`KillSwitch`] that goes with it
+//! travels in the request's `ConnectInfo`: tripping it fails the stream's
+//! pending and future reads and writes, which ends the WebSocket and with it
+//! the socket (its disconnect handler runs as for any dropped connection).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use futures::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Default)]
+struct KillState {
+    killed: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+}
+
+/// Cuts one TCP connection. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct KillSwitch(Arc<KillState>);
+
+impl KillSwitch {
+    /// Fails the connection's reads and writes from now on, waking any task
+    /// blocked on them (say, a writer stuck on a full TCP send buffer).
+    pub fn trip(&self) {
+        self.0.killed.store(true, Ordering::Release);
+        self.0.reader.wake();
+        self.0.writer.wake();
+    }
+
+    pub fn is_tripped(&self) -> bool {
+        self.0.killed.load(Ordering::Acquire)
+    }
+}
+
+/// A stream that fails once its [`KillSwitch`] is tripped.
+pub struct Killable<S> {
+    inner: S,
+    kill: KillSwitch,
+}
+
+fn cut() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by Herald")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.kill.0.reader.register(cx.waker());
+        if self.kill.is_tripped() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.kill.0.writer.register(cx.waker());
+        if self.kill.is_tripped() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.kill.0.writer.register(cx.waker());
+        if self.kill.is_tripped() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Who is on the other end of an HTTP connection, and how to cut it;
+/// available to handlers and Socket.IO sockets as `ConnectInfo<Peer>`.
+#[derive(Clone)]
+pub struct PeerConn {
+    pub addr: SocketAddr,
+    pub kill: KillSwitch,
+}
+
+impl std::fmt::Debug for PeerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// A TCP listener whose connections are [`Killable`].
+pub struct KillableListener(pub TcpListener);
+
+impl Listener for KillableListener {
+    type Io = Killable<TcpStream>;
+    type Addr = PeerConn;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    // Small frames (acks, messages) must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    let kill = KillSwitch::default();
+                    return (Killable { inner: stream, kill: kill.clone() }, PeerConn { addr, kill });
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off rather
+                    // than spin; the listener stays up.
+                    tracing::warn!(%err, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(PeerConn { addr: self.0.local_addr()?, kill: KillSwitch::default() })
+    }
+}
+
+impl Connected<IncomingStream<'_, KillableListener>> for PeerConn {
+    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn tripping_wakes_a_blocked_reader_and_fails_writes() {
+        let (client, server) = tokio::io::duplex(64);
+        let kill = KillSwitch::default();
+        let mut stream = Killable { inner: server, kill: kill.clone() };
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let read = stream.read(&mut buf).await;
+            (read.map_err(|e| e.kind()), stream)
+        });
+        tokio::task::yield_now().await;
+        kill.trip();
+        let (read, mut stream) = reader.await.unwrap();
+        assert_eq!(read, Err(io::ErrorKind::ConnectionAborted));
+        assert_eq!(stream.write_all(b"x").await.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionAborted));
+        drop(client);
+    }
+}

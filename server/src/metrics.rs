@@ -1,0 +1,247 @@
+//! Counters for operators, served as Prometheus text at `GET /metrics`.
+//!
+//! Plain atomics, no registry: counting costs one relaxed add on the hot
+//! path, and the exposition is written by hand in [`Metrics::render`].
+//! Gauges that the Socket.IO server already knows (connections, rooms) are
+//! read from it at scrape time instead of being tracked twice. Nothing here
+//! holds a secret or a user id: labels are fixed words.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the store latency histogram's buckets.
+const STORE_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+/// How a publish request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Ok,
+    Unauthorized,
+    Invalid,
+    RateLimited,
+    Unavailable,
+}
+
+impl PublishOutcome {
+    const ALL: [Self; 5] = [Self::Ok, Self::Unauthorized, Self::Invalid, Self::RateLimited, Self::Unavailable];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unauthorized => "unauthorized",
+            Self::Invalid => "invalid",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What a rate limit or admission rule turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A socket `send` over its connection's rate.
+    SendRate,
+    /// A publish request over its API key's rate.
+    PublishRate,
+    /// A connection over the per-IP limit.
+    ConnectionsPerIp,
+    /// A handshake from an origin that is not allowed.
+    Origin,
+}
+
+impl Rejection {
+    const ALL: [Self; 4] = [Self::SendRate, Self::PublishRate, Self::ConnectionsPerIp, Self::Origin];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::SendRate => "send_rate",
+            Self::PublishRate => "publish_rate",
+            Self::ConnectionsPerIp => "connections_per_ip",
+            Self::Origin => "origin",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; STORE_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = STORE_BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// Herald's counters. One per server, shared by `Arc`.
+#[derive(Default)]
+pub struct Metrics {
+    messages_received: AtomicU64,
+    messages_stored: AtomicU64,
+    delivered: AtomicU64,
+    notifications_stored: AtomicU64,
+    publish: [AtomicU64; PublishOutcome::ALL.len()],
+    rejections: [AtomicU64; Rejection::ALL.len()],
+    slow_consumer_disconnects: AtomicU64,
+    store_errors: AtomicU64,
+    store_latency: Histogram,
+}
+
+/// Values read from the Socket.IO server when scraped.
+pub struct Live {
+    pub websocket: usize,
+    pub polling: usize,
+    pub rooms: usize,
+}
+
+fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn message_received(&self) {
+        inc(&self.messages_received);
+    }
+
+    pub fn message_stored(&self) {
+        inc(&self.messages_stored);
+    }
+
+    pub fn notification_stored(&self) {
+        inc(&self.notifications_stored);
+    }
+
+    /// Packets handed to connections' outbound buffers.
+    pub fn delivered(&self, packets: u64) {
+        self.delivered.fetch_add(packets, Ordering::Relaxed);
+    }
+
+    pub fn publish(&self, outcome: PublishOutcome) {
+        inc(&self.publish[outcome as usize]);
+    }
+
+    pub fn rejected(&self, what: Rejection) {
+        inc(&self.rejections[what as usize]);
+    }
+
+    pub fn slow_consumer_disconnected(&self) {
+        inc(&self.slow_consumer_disconnects);
+    }
+
+    /// One storage operation finished (or timed out) after `elapsed`.
+    pub fn store_op(&self, elapsed: Duration, ok: bool) {
+        self.store_latency.observe(elapsed);
+        if !ok {
+            inc(&self.store_errors);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, live: &Live) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family(
+            "herald_connections",
+            "gauge",
+            "Open Socket.IO connections by transport.",
+            &[(r#"{transport="websocket"}"#, live.websocket as u64), (r#"{transport="polling"}"#, live.polling as u64)],
+        );
+        family("herald_rooms", "gauge", "Chat rooms with at least one connection.", &[("", live.rooms as u64)]);
+        family(
+            "herald_messages_received_total",
+            "counter",
+            "Chat messages received (socket send events and form posts).",
+            &[("", get(&self.messages_received))],
+        );
+        family("herald_messages_stored_total", "counter", "Chat messages stored.", &[("", get(&self.messages_stored))]);
+        family(
+            "herald_notifications_stored_total",
+            "counter",
+            "Published notifications stored.",
+            &[("", get(&self.notifications_stored))],
+        );
+        family(
+            "herald_packets_delivered_total",
+            "counter",
+            "Messages, notifications and updates handed to connections' outbound buffers.",
+            &[("", get(&self.delivered))],
+        );
+        let publish: Vec<(String, u64)> = PublishOutcome::ALL
+            .iter()
+            .map(|o| (format!(r#"{{outcome="{}"}}"#, o.label()), get(&self.publish[*o as usize])))
+            .collect();
+        let publish: Vec<(&str, u64)> = publish.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family("herald_publish_requests_total", "counter", "Publish API requests by outcome.", &publish);
+        let rejected: Vec<(String, u64)> = Rejection::ALL
+            .iter()
+            .map(|r| (format!(r#"{{limit="{}"}}"#, r.label()), get(&self.rejections[*r as usize])))
+            .collect();
+        let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family("herald_rate_limited_total", "counter", "Requests and connections turned away by a limit.", &rejected);
+        family(
+            "herald_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed because their outbound buffer was full.",
+            &[("", get(&self.slow_consumer_disconnects))],
+        );
+        family(
+            "herald_store_errors_total",
+            "counter",
+            "Storage operations that failed or timed out.",
+            &[("", get(&self.store_errors))],
+        );
+
+        let h = &self.store_latency;
+        let _ = writeln!(
+            out,
+            "# HELP herald_store_duration_seconds MongoDB operation latency.\n# TYPE herald_store_duration_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, bucket) in STORE_BUCKETS.iter().zip(&h.buckets) {
+            cumulative += get(bucket);
+            let _ = writeln!(out, r#"herald_store_duration_seconds_bucket{{le="{bound}"}} {cumulative}"#);
+        }
+        let count = get(&h.count);
+        let _ = writeln!(out, r#"herald_store_duration_seconds_bucket{{le="+Inf"}} {count}"#);
+        let _ = writeln!(out, "herald_store_duration_seconds_sum {}", get(&h.sum_micros) as f64 / 1e6);
+        let _ = writeln!(out, "herald_store_duration_seconds_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.message_received();
+        m.publish(PublishOutcome::RateLimited);
+        m.store_op(Duration::from_micros(700), true);
+        m.store_op(Duration::from_secs(10), false);
+        let text = m.render(&Live { websocket: 3, polling: 1, rooms: 2 });
+        assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
+        assert!(text.contains("herald_messages_received_total 1\n"));
+        assert!(text.contains("herald_publish_requests_total{outcome=\"rate_limited\"} 1\n"));
+        assert!(text.contains("herald_store_duration_seconds_bucket{le=\"0.0005\"} 0\n"));
+        assert!(text.contains("herald_store_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(text.contains("herald_store_duration_seconds_bucket{le=\"5\"} 1\n"));
+        assert!(text.contains("herald_store_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("herald_store_errors_total 1\n"));
+    }
+}

@@ -1,0 +1,102 @@
+//! HTTP-level checks on Socket.IO transport requests (`/socket.io/`), made
+//! before socketioxide sees them, on both transports:
+//!
+//! - **Origin allow-list.** A browser page on another site must not be able
+//!   to open a connection that carries the visitor's session cookie
+//!   (cross-site WebSocket hijacking). Requests whose `Origin` is neither
+//!   Herald's own nor listed in `HERALD_ALLOWED_ORIGINS` get 403 with the
+//!   reason. Requests without `Origin` come from programs, not browsers, and
+//!   carry no ambient credentials; they pass.
+//! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
+//!   socket in `sid`; its TCP connection is recorded so a slow consumer can
+//!   be cut (see [`crate::fanout`]).
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use socketioxide::socket::Sid;
+
+use crate::config::Origins;
+use crate::conn::PeerConn;
+use crate::fanout::Upgrades;
+use crate::metrics::{Metrics, Rejection};
+
+/// The path prefix socketioxide serves.
+pub const SOCKET_PATH: &str = "/socket.io";
+
+#[derive(Clone)]
+pub struct TransportGuard {
+    pub origins: Arc<Origins>,
+    pub upgrades: Upgrades,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Whether a request with these headers may use the transport.
+pub fn origin_allowed(origins: &Origins, headers: &HeaderMap) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().map_err(|_| "the Origin header is not valid text".to_owned())?;
+    if *origins == Origins::Any {
+        return Ok(());
+    }
+    let same_origin = origin
+        .split_once("://")
+        .map(|(_, host)| host)
+        .zip(headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .is_some_and(|(origin_host, host)| origin_host.eq_ignore_ascii_case(host));
+    let listed = matches!(origins, Origins::List(list) if list.iter().any(|o| o.eq_ignore_ascii_case(origin)));
+    if same_origin || listed {
+        Ok(())
+    } else {
+        Err(format!("origin {origin} is not allowed to connect (see HERALD_ALLOWED_ORIGINS)"))
+    }
+}
+
+/// The middleware; see the module docs.
+pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: Next) -> Response {
+    if !request.uri().path().starts_with(SOCKET_PATH) {
+        return next.run(request).await;
+    }
+    if let Err(reason) = origin_allowed(&guard.origins, request.headers()) {
+        guard.metrics.rejected(Rejection::Origin);
+        tracing::info!(%reason, "refused a Socket.IO request");
+        return (StatusCode::FORBIDDEN, reason).into_response();
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let upgrade = query.split('&').any(|pair| pair == "transport=websocket");
+    let sid = query.split('&').find_map(|pair| pair.strip_prefix("sid=")).and_then(|sid| sid.parse::<Sid>().ok());
+    let conn = request.extensions().get::<ConnectInfo<PeerConn>>();
+    if let (true, Some(sid), Some(ConnectInfo(conn))) = (upgrade, sid, conn) {
+        guard.upgrades.insert(sid, conn.kill.clone());
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().unwrap());
+        if let Some(origin) = origin {
+            h.insert(header::ORIGIN, origin.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_listed_and_originless_requests_pass() {
+        let same = Origins::SameOrigin;
+        assert!(origin_allowed(&same, &headers(None, "chat.example:3000")).is_ok());
+        assert!(origin_allowed(&same, &headers(Some("http://chat.example:3000"), "chat.example:3000")).is_ok());
+        assert!(origin_allowed(&same, &headers(Some("https://evil.example"), "chat.example:3000")).is_err());
+        assert!(origin_allowed(&same, &headers(Some("null"), "chat.example:3000")).is_err());
+        let listed = Origins::List(vec!["https://app.example".into()]);
+        assert!(origin_allowed(&listed, &headers(Some("https://app.example"), "chat.example")).is_ok());
+        assert!(origin_allowed(&listed, &headers(Some("https://app.example.evil"), "chat.example")).is_err());
+        assert!(origin_allowed(&Origins::Any, &headers(Some("https://evil.example"), "chat.example")).is_ok());
+    }
+}
