@@ -1,0 +1,243 @@
+//! Load and abuse: slow consumers, rate limits, connection caps, the Origin
+//! allow-list, security headers, `/metrics`, and many users at once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::sio::{SioClient, WAIT};
+use common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, spawn_app_with, token};
+use futures::{SinkExt, StreamExt};
+use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+async fn publish(app: &TestApp, body: &Value) -> reqwest::Response {
+    app.http.post(app.url("/api/publish")).bearer_auth(API_KEY).json(body).send().await.unwrap()
+}
+
+async fn metric(app: &TestApp, line_prefix: &str) -> u64 {
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_prefix).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_everyone_else_gets_everything() {
+    const PUBLISHES: usize = 400;
+    let app = spawn_app_with(&[("HERALD_OUTBOUND_BUFFER_PACKETS", "32")]).await;
+
+    // The slow consumer: a Socket.IO connection over a TCP socket with a
+    // tiny receive buffer, which connects and then never reads again.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(app.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr).into_client_request().unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let open = slow.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with('0'), "{open:?}");
+    slow.send(Message::text("40")).await.unwrap();
+    loop {
+        let frame = slow.next().await.unwrap().unwrap();
+        match frame.to_text().unwrap() {
+            "2" => slow.send(Message::text("3")).await.unwrap(),
+            text if text.starts_with("40") => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    let mut fast = [SioClient::connect(app.addr).await, SioClient::connect(app.addr).await];
+    let data = "x".repeat(8 * 1024);
+    for n in 0..PUBLISHES {
+        let response = publish(&app, &json!({"broadcast": true, "data": {"n": n, "pad": data}})).await;
+        assert_eq!(response.status(), 200);
+    }
+    for client in &mut fast {
+        for n in 0..PUBLISHES {
+            let event = client.next_event("notification").await;
+            assert_eq!(event["data"]["n"], n, "each fast client gets every notification, in order");
+        }
+    }
+    assert!(metric(&app, "herald_slow_consumer_disconnects_total").await >= 1);
+
+    // Reading now, the slow client finds its connection closed after what
+    // the kernel had buffered: a bounded amount, not all 400 notifications.
+    let mut received = 0;
+    let drained = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = slow.next().await {
+            if message.to_text().is_ok_and(|t| t.starts_with("42[\"notification\"")) {
+                received += 1;
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the server closed the slow consumer's connection");
+    assert!(received < PUBLISHES, "the slow consumer was cut before the end ({received} received)");
+
+    // Everyone else is still served.
+    let mut late = SioClient::connect(app.addr).await;
+    publish(&app, &json!({"broadcast": true, "message": "after"})).await;
+    assert_eq!(late.next_event("notification").await["data"], "after");
+}
+
+#[tokio::test]
+async fn sending_faster_than_the_rate_gets_a_rate_limited_ack_and_stores_nothing_more() {
+    let app = spawn_app_with(&[("HERALD_SEND_RATE", "1"), ("HERALD_SEND_BURST", "3")]).await;
+    let mut client = SioClient::connect(app.addr).await;
+    for i in 0..3 {
+        let ack = client
+            .call("send", &json!({"room": "lobby", "client_id": format!("rate-msg-{i}"), "name": "a", "body": "hi"}))
+            .await;
+        assert!(ack.get("ok").is_some(), "{ack}");
+    }
+    let ack =
+        client.call("send", &json!({"room": "lobby", "client_id": "rate-msg-3", "name": "a", "body": "hi"})).await;
+    assert!(ack.get("ok").is_none(), "{ack}");
+    assert_eq!(ack["error"]["code"], "rate_limited", "{ack}");
+    let wait = ack["error"]["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!((1..=1000).contains(&wait), "{wait}");
+    assert_eq!(app.count_all().await, 3);
+    assert_eq!(metric(&app, "herald_rate_limited_total{limit=\"send_rate\"}").await, 1);
+}
+
+#[tokio::test]
+async fn publishing_faster_than_the_rate_gets_429_with_retry_after() {
+    let app = spawn_app_with(&[("HERALD_PUBLISH_RATE", "1"), ("HERALD_PUBLISH_BURST", "2")]).await;
+    let body = json!({"broadcast": true, "message": "hi"});
+    assert_eq!(publish(&app, &body).await.status(), 200);
+    assert_eq!(publish(&app, &body).await.status(), 200);
+    let limited = publish(&app, &body).await;
+    assert_eq!(limited.status(), 429);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1);
+    let reply: Value = limited.json().await.unwrap();
+    assert_eq!(reply["error"]["code"], "rate_limited");
+    let stored = app.db.collection::<Document>("notifications").count_documents(doc! {}).await.unwrap();
+    assert_eq!(stored, 2, "the refused publish stored nothing");
+    assert_eq!(metric(&app, "herald_publish_requests_total{outcome=\"rate_limited\"}").await, 1);
+    assert_eq!(metric(&app, "herald_publish_requests_total{outcome=\"ok\"}").await, 2);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_ip_cap_are_refused_with_a_reason() {
+    let app = spawn_app_with(&[("HERALD_CONNECTIONS_PER_IP", "2")]).await;
+    let first = SioClient::connect(app.addr).await;
+    let _second = SioClient::connect(app.addr).await;
+    let refused = SioClient::try_connect(app.addr, None, None).await.err().expect("a third is refused");
+    assert_eq!(refused["message"], "too many connections from this address", "{refused}");
+
+    // A slot frees up when a connection goes away. The server notices the
+    // close asynchronously: retry a bounded number of times.
+    first.disconnect();
+    let mut admitted = false;
+    for _ in 0..50 {
+        if SioClient::try_connect(app.addr, None, None).await.is_ok() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "a freed slot admits a new connection");
+}
+
+#[tokio::test]
+async fn handshakes_from_other_origins_are_refused_on_both_transports() {
+    let app = spawn_app_with(&[("HERALD_ALLOWED_ORIGINS", "https://app.example")]).await;
+    let polling = app.url("/socket.io/?EIO=4&transport=polling");
+    let own = format!("http://{}", app.addr);
+    for (origin, allowed) in [(own.as_str(), true), ("https://app.example", true), ("https://evil.example", false)] {
+        let response = app.http.get(&polling).header("origin", origin).send().await.unwrap();
+        assert_eq!(response.status().is_success(), allowed, "polling from {origin}");
+        if !allowed {
+            assert_eq!(response.status(), 403);
+            assert!(response.text().await.unwrap().contains("is not allowed"));
+        }
+    }
+    let mut request = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr).into_client_request().unwrap();
+    request.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(request).await.expect_err("refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    // Programs send no Origin and are not affected.
+    SioClient::connect(app.addr).await;
+    assert_eq!(metric(&app, "herald_rate_limited_total{limit=\"origin\"}").await, 2);
+}
+
+#[tokio::test]
+async fn pages_carry_a_nonce_csp_and_security_headers() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    let csp = headers["content-security-policy"].to_str().unwrap().to_owned();
+    let html = response.text().await.unwrap();
+    let nonce = csp.split("'nonce-").nth(1).and_then(|rest| rest.split('\'').next()).expect("a nonce");
+    assert!(nonce.len() >= 16, "{nonce}");
+    assert!(!csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let scripts = html.matches("<script").count();
+    assert!(scripts > 0, "the page has hydration scripts");
+    assert_eq!(html.matches(&format!("nonce=\"{nonce}\"")).count(), scripts, "every script carries the nonce");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin");
+
+    let again = app.http.get(app.url("/")).send().await.unwrap();
+    assert!(!again.headers()["content-security-policy"].to_str().unwrap().contains(nonce), "a fresh nonce each time");
+}
+
+#[tokio::test]
+async fn metrics_count_traffic_and_never_show_secrets() {
+    let app = spawn_app().await;
+    let mut client = SioClient::connect(app.addr).await;
+    let ack =
+        client.call("send", &json!({"room": "lobby", "client_id": "metric-msg-1", "name": "a", "body": "hi"})).await;
+    assert!(ack.get("ok").is_some(), "{ack}");
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for family in [
+        "herald_connections{transport=\"websocket\"} 1",
+        "herald_messages_received_total 1",
+        "herald_messages_stored_total 1",
+        "herald_store_duration_seconds_count",
+        "herald_slow_consumer_disconnects_total 0",
+        "herald_publish_requests_total{outcome=\"ok\"} 0",
+    ] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
+    for secret in [API_KEY, TOKEN_SECRET, "integration-test-secret-of-32-chars!", "mongodb://"] {
+        assert!(!text.contains(secret), "/metrics shows a secret");
+    }
+}
+
+#[tokio::test]
+async fn among_many_users_each_publish_reaches_only_its_user() {
+    const USERS: usize = 30;
+    let app = spawn_app().await;
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        let t = token(TOKEN_SECRET, &format!("u{i}"), None, 600);
+        let mut client = SioClient::try_connect(app.addr, Some(json!({"token": t})), None).await.unwrap();
+        // No event can put a socket in another user's channel.
+        let other = format!("user:u{}", (i + 1) % USERS);
+        let refused = client.call("join", &json!({"room": other, "since": 0})).await;
+        assert!(refused["error"]["code"].is_string(), "{refused}");
+        clients.push(client);
+    }
+    for i in 0..USERS {
+        let response = publish(&app, &json!({"user": format!("u{i}"), "data": {"for": i}})).await;
+        assert_eq!(response.status(), 200);
+    }
+    // A broadcast marks the end: whatever a client got before it is all it
+    // was sent.
+    publish(&app, &json!({"broadcast": true, "data": "end"})).await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut mine = Vec::new();
+        loop {
+            let event = client.next_event("notification").await;
+            if event["data"] == "end" {
+                break;
+            }
+            mine.push(event["data"]["for"].clone());
+        }
+        assert_eq!(mine, vec![json!(i)], "user u{i} got exactly its own notification");
+    }
+}
