@@ -280,8 +280,14 @@ impl Client {
                 None => {}
             },
             Some(AckFor::Send(client_id)) => {
+                let reply = first_arg::<Reply<StoredMessage>>(args);
+                if matches!(&reply, Some(Reply::Error(err)) if err.code == "shutting_down") {
+                    // The server is restarting and stored nothing: the
+                    // message stays pending and is resent once reconnected.
+                    return;
+                }
                 self.unacked.retain(|p| p.client_id != client_id);
-                match first_arg::<Reply<StoredMessage>>(args) {
+                match reply {
                     Some(Reply::Ok(message)) => self.signals.timeline.update(|t| {
                         t.insert(message);
                     }),
