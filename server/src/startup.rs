@@ -153,9 +153,13 @@ impl Application {
         let service = router.into_make_service_with_connect_info::<PeerConn>();
         let server = axum::serve(KillableListener(listener), service).with_graceful_shutdown(signal).into_future();
         tokio::pin!(server);
+        // Biased: once the signal has fired, axum may finish at once (it
+        // does not track upgraded WebSockets), and the sockets must still be
+        // told and closed.
         tokio::select! {
-            result = &mut server => return result,
+            biased;
             Ok(()) = shutting_down => {}
+            result = &mut server => return result,
         }
         let deadline = Instant::now() + shutdown_timeout;
         tracing::info!(?shutdown_timeout, "shutting down: finishing work in flight");
@@ -208,6 +212,12 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }
 
+/// Each request's span: method and path only. The query string stays out
+/// of logs: `/login?token=…` carries a credential.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+}
+
 /// The HTTP routes (the Socket.IO layer is added around them by `build`).
 pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Router {
     let options = state.leptos_options.clone();
@@ -228,6 +238,6 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(DefaultBodyLimit::max(body_max))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }

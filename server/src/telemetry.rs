@@ -10,10 +10,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Targets whose debug logs print raw Socket.IO packets, handshake tokens
+/// included: held at `info` whatever `RUST_LOG` asks for.
+const RAW_PACKET_TARGETS: [&str; 2] = ["socketioxide=info", "engineioxide=info"];
+
 /// Installs the global `tracing` subscriber. `RUST_LOG` filters (default
 /// `info`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in RAW_PACKET_TARGETS {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Text => builder.init(),
