@@ -18,7 +18,8 @@ use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Bounds, StoreError, current_seq, next_seq, seq_to_i64};
+use crate::store::{Bounds, StoreError, current_seq, is_duplicate_key, next_seq, seq_to_i64};
+use crate::visitor::random_hex;
 
 const BROADCAST_KEY: &str = "broadcast";
 
@@ -52,6 +53,10 @@ struct NotificationDoc {
     #[serde(default)]
     read: bool,
     expires_at: DateTime,
+    /// The publisher's idempotency key, or a random one: unique per
+    /// recipient, so a retried publish is stored once.
+    #[serde(default)]
+    idem: String,
 }
 
 impl NotificationDoc {
@@ -93,6 +98,10 @@ impl Inbox {
                     .options(named("key_seq").unique(true).build())
                     .build(),
                 IndexModel::builder()
+                    .keys(doc! {"key": 1, "idem": 1})
+                    .options(named("key_idem").unique(true).build())
+                    .build(),
+                IndexModel::builder()
                     .keys(doc! {"expires_at": 1})
                     .options(named("retention").expire_after(Duration::ZERO).build())
                     .build(),
@@ -102,16 +111,26 @@ impl Inbox {
     }
 
     /// Stores a notification for `recipient`: one sequence allocation plus
-    /// one insert.
+    /// one insert. With an idempotency key that this recipient already has a
+    /// notification for, that notification is returned instead (one point
+    /// read first), so a publish retried after a timeout or crash is stored
+    /// once.
     pub async fn store(
         &self,
         recipient: &Recipient,
         event: &EventName,
         data: &Value,
+        idempotency_key: Option<&str>,
     ) -> Result<Notification, StoreError> {
         self.bounds
             .run(async {
                 let key = recipient.key();
+                if let Some(idem) = idempotency_key
+                    && let Some(existing) = self.notifications.find_one(doc! {"key": &key, "idem": idem}).await?
+                {
+                    return existing.into_notification();
+                }
+                let idem = idempotency_key.map_or_else(|| format!("auto-{}", random_hex::<12>()), str::to_owned);
                 let seq = next_seq(&self.heads, &key).await?;
                 let now = DateTime::now();
                 let expires =
@@ -124,9 +143,19 @@ impl Inbox {
                     at: now,
                     read: false,
                     expires_at: expires,
+                    idem,
                 };
-                self.notifications.insert_one(&doc).await?;
-                doc.into_notification()
+                match self.notifications.insert_one(&doc).await {
+                    Ok(_) => doc.into_notification(),
+                    // A concurrent retry with the same key won.
+                    Err(err) if is_duplicate_key(&err) => self
+                        .notifications
+                        .find_one(doc! {"key": &doc.key, "idem": &doc.idem})
+                        .await?
+                        .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.key, doc.seq)))?
+                        .into_notification(),
+                    Err(err) => Err(err.into()),
+                }
             })
             .await
     }

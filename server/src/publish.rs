@@ -155,6 +155,30 @@ struct Publish {
     target: Target,
     event: EventName,
     data: Value,
+    /// From the `Idempotency-Key` header: a retry with the same key is
+    /// stored once.
+    idempotency_key: Option<String>,
+}
+
+/// The longest `Idempotency-Key`: it becomes part of a room message's
+/// client id (`api-idem-<key>`, at most 64 characters).
+const IDEMPOTENCY_KEY_MAX: usize = 55;
+
+/// Reads the optional `Idempotency-Key` header: 1–55 characters of
+/// `A-Z a-z 0-9 _ -`.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value.to_str().unwrap_or_default();
+    let valid = (1..=IDEMPOTENCY_KEY_MAX).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters of A-Z, a-z, 0-9, '_' or '-'"),
+        ));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 impl PublishJson {
@@ -206,7 +230,7 @@ impl PublishJson {
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()))?,
             None => EventName::default_event(),
         };
-        Ok(Publish { target, event, data })
+        Ok(Publish { target, event, data, idempotency_key: None })
     }
 }
 
@@ -285,7 +309,8 @@ async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> R
             "send application/json or application/x-www-form-urlencoded",
         ));
     };
-    let publish = request.validate(state.http_limits.publish_data_max)?;
+    let mut publish = request.validate(state.http_limits.publish_data_max)?;
+    publish.idempotency_key = idempotency_key(headers)?;
     let response = deliver(state, publish).await?;
     Ok(axum::Json(response).into_response())
 }
@@ -298,10 +323,14 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 /// Stores, then delivers, and reports where it went.
 async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> {
     let io = &state.io;
+    let idem = publish.idempotency_key.as_deref();
     match publish.target {
         Target::Everyone => {
-            let stored =
-                state.inbox.store(&Recipient::Everyone, &publish.event, &publish.data).await.map_err(unavailable)?;
+            let stored = state
+                .inbox
+                .store(&Recipient::Everyone, &publish.event, &publish.data, idem)
+                .await
+                .map_err(unavailable)?;
             state.metrics.notification_stored();
             let online = state.fanout.deliver(io, Audience::Everyone, EV_NOTIFICATION, &stored);
             Ok(json!({"id": stored.id, "seq": stored.seq, "online": online}))
@@ -314,12 +343,16 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let body = MessageBody::parse(&text).map_err(|e| ApiError::invalid(format!("room message: {e}")))?;
             let message = NewMessage {
                 room: room.clone(),
-                client_id: ClientMsgId::parse(&format!("api-{}", random_hex::<12>())).expect("a valid id"),
+                client_id: ClientMsgId::parse(&match idem {
+                    Some(key) => format!("api-idem-{key}"),
+                    None => format!("api-{}", random_hex::<12>()),
+                })
+                .expect("a valid id"),
                 name: DisplayName::parse("Herald").expect("a valid name"),
                 body,
                 system: true,
             };
-            let stored = state.chat.post(io, &message, false).await.map_err(|err| match err {
+            let stored = state.chat.post(io, &message, idem.is_some()).await.map_err(|err| match err {
                 PostError::Invalid(reply) => ApiError::invalid(format!("room message: {}", reply.reason)),
                 PostError::Store(err) => unavailable(err),
             })?;
@@ -331,7 +364,7 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let data = &publish.data;
             let deliveries: Vec<Delivery> = futures::stream::iter(users)
                 .map(|user| async move {
-                    let stored = state.inbox.store(&Recipient::User(user.clone()), event, data).await?;
+                    let stored = state.inbox.store(&Recipient::User(user.clone()), event, data, idem).await?;
                     state.metrics.notification_stored();
                     let online = state.fanout.deliver(io, Audience::Room(&user_key(&user)), EV_NOTIFICATION, &stored);
                     Ok::<_, crate::store::StoreError>(Delivery { user, id: stored.id, seq: stored.seq.get(), online })

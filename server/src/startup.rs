@@ -174,6 +174,14 @@ impl Application {
                 detail: "Herald is restarting; reconnect in a moment".to_owned(),
             };
             let told = fanout.deliver(&io, Audience::Everyone, EV_CLOSING, &closing);
+            // A WebSocket's writer sends what is queued before it closes; a
+            // long-polling client only gets its queue (acks, `closing`) on
+            // its next poll, so give it a moment to make one.
+            let polling = io.sockets().iter().any(|s| s.transport_type() == TransportType::Polling);
+            if polling {
+                let linger = POLLING_LINGER.min(deadline.saturating_duration_since(Instant::now()) / 2);
+                tokio::time::sleep(linger).await;
+            }
             tracing::info!(connections = told, "shutting down: closing live connections");
             io.close().await;
         };
@@ -186,6 +194,11 @@ impl Application {
         }
     }
 }
+
+/// How long a shutdown waits for long-polling clients to collect their last
+/// packets before their sessions are closed. Polling clients poll again as
+/// soon as a poll returns, so this is many round trips.
+const POLLING_LINGER: Duration = Duration::from_millis(500);
 
 /// Bounds the readiness probe so a dead database answers "not ready" quickly
 /// instead of after the driver's server-selection timeout.

@@ -103,6 +103,9 @@ pub(crate) async fn next_seq(heads: &Collection<Document>, key: &str) -> Result<
                 let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 return u64::try_from(seq).map(Seq).map_err(|_| StoreError::Corrupt("negative head".into()));
             }
+            // Some MongoDB-compatible servers answer a lost upsert race with
+            // no document instead of a duplicate key: the same race, retried.
+            Ok(None) if !retried => retried = true,
             Ok(None) => return Err(StoreError::Corrupt("upsert returned nothing".into())),
             Err(err) if !retried && is_duplicate_key(&err) => retried = true,
             Err(err) => return Err(err.into()),

@@ -216,3 +216,38 @@ async fn marking_read_is_stored_and_reaches_the_users_other_connections() {
     let bobs = bob.call("mark_read", &json!({"all": true})).await;
     assert_eq!(bobs["ok"]["unread"], 0);
 }
+
+#[tokio::test]
+async fn a_publish_retried_with_the_same_idempotency_key_is_stored_once() {
+    let app = spawn_app().await;
+    let send = |body: Value, key: &'static str| {
+        let request = app.http.post(app.url("/api/publish")).bearer_auth(API_KEY).header("idempotency-key", key);
+        async move {
+            let response = request.json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let user = json!({"user": "63", "data": {"n": 1}});
+    let (status, first) = send(user.clone(), "order-42-shipped").await;
+    assert_eq!(status, 200, "{first}");
+    let (_, again) = send(user, "order-42-shipped").await;
+    assert_eq!((&again["id"], &again["seq"]), (&first["id"], &first["seq"]), "the retry answers with the first copy");
+    let (_, other) = send(json!({"user": "63", "data": {"n": 2}}), "order-43-shipped").await;
+    assert_ne!(other["id"], first["id"]);
+    assert_eq!(notifications(&app).await, 2);
+
+    let users = json!({"users": ["a1", "a2"], "message": "hi"});
+    send(users.clone(), "batch-1").await;
+    send(users, "batch-1").await;
+    assert_eq!(notifications(&app).await, 4, "one per user, once");
+
+    let room = json!({"room": "lobby", "message": "deploy done"});
+    let (_, posted) = send(room.clone(), "deploy-7").await;
+    let (_, reposted) = send(room, "deploy-7").await;
+    assert_eq!(posted["seq"], reposted["seq"]);
+    assert_eq!(app.count_all().await, 1);
+
+    let (status, bad) = send(json!({"broadcast": true, "message": "x"}), "not a key!").await;
+    assert_eq!(status, 400);
+    assert_eq!(bad["error"]["code"], "invalid_idempotency_key");
+}
