@@ -129,6 +129,7 @@ struct PublishJson {
 
 /// The classic form body: `message=…` broadcasts, `id=…` addresses a user.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PublishForm {
     message: Option<String>,
     id: Option<String>,
@@ -209,6 +210,9 @@ impl PublishJson {
         };
         let data = match (self.data, self.message) {
             (Some(data), None) => data,
+            (None, Some(message)) if message.trim().is_empty() => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", "message is empty"));
+            }
             (None, Some(message)) => Value::String(message),
             _ => {
                 return Err(ApiError::new(
@@ -295,10 +299,13 @@ async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> R
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body is larger than {body_max} bytes"))
     })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let request: PublishJson = if content_type.starts_with("application/json") {
+    // The media type exactly (parameters such as charset aside): a prefix
+    // match would take `application/jsonx` for JSON.
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let request: PublishJson = if media_type == "application/json" {
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("malformed JSON: {e}")))?
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+    } else if media_type == "application/x-www-form-urlencoded" {
         serde_urlencoded::from_bytes::<PublishForm>(&bytes)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("malformed form: {e}")))?
             .into()

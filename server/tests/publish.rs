@@ -108,8 +108,15 @@ async fn bad_requests_are_refused_with_a_reason_and_store_nothing() {
     };
     assert_eq!(raw("application/json", b"{not json".to_vec()).await.unwrap().status(), 400);
     assert_eq!(raw("text/plain", b"hello".to_vec()).await.unwrap().status(), 415);
+    let valid = br#"{"broadcast": true, "message": "x"}"#.to_vec();
+    assert_eq!(raw("application/jsonx", valid.clone()).await.unwrap().status(), 415, "the exact media type");
+    assert_eq!(raw("application/x-www-form-urlencodedx", b"message=x".to_vec()).await.unwrap().status(), 415);
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(raw(form, b"message=".to_vec()).await.unwrap().status(), 400, "an empty message");
+    assert_eq!(raw(form, b"message=x&surprise=1".to_vec()).await.unwrap().status(), 400, "an unknown field");
     assert_eq!(raw("application/json", vec![b' '; 70_000]).await.unwrap().status(), 413);
     assert_eq!(notifications(&app).await, 0);
+    assert_eq!(raw("application/json; charset=utf-8", valid).await.unwrap().status(), 200, "parameters are fine");
 }
 
 #[tokio::test]
