@@ -4,7 +4,7 @@
 
 import { test as base, expect, type Browser, type BrowserContext, type Page } from '@playwright/test';
 import { MongoClient, type Db } from 'mongodb';
-import { HeraldServer } from './support/herald-server';
+import { HeraldServer, type Termination } from './support/herald-server';
 import { RoomPage } from './pages/room';
 import { token } from './support/token';
 import { AUTH_ENV } from './support/auth';
@@ -24,8 +24,29 @@ export interface Herald {
   /** `kill -9` only (start it again with `start`). */
   kill(): Promise<void>;
   start(): Promise<void>;
+  /**
+   * Graceful stop, measured: SIGTERM and the wait for the exit (SIGKILL after
+   * `deadlineMs`, reported as `killed`). Start it again with `start`.
+   */
+  terminate(deadlineMs?: number): Promise<Termination>;
   /** Herald's output so far. */
   log(): string;
+}
+
+/**
+ * What a test may change about its Herald: `test.use({ heraldSetup: {…} })`,
+ * or a fixture that overrides `heraldSetup` (say, to point at a database
+ * server the test starts itself).
+ */
+export interface HeraldSetup {
+  /**
+   * Another MongoDB-compatible server for this Herald (default:
+   * HERALD_TEST_MONGO_URI). The test's database on it is not dropped
+   * afterwards: it goes with that server.
+   */
+  mongoUri?: string;
+  /** More environment for Herald, e.g. `HERALD_SHUTDOWN_TIMEOUT`. */
+  env?: Record<string, string>;
 }
 
 export interface VisitorOptions {
@@ -54,7 +75,10 @@ function mongoUri(): string {
   return uri;
 }
 
-export const test = base.extend<{ herald: Herald; visitors: Visitors; clients: Clients }, { mongo: MongoClient }>({
+export const test = base.extend<
+  { heraldSetup: HeraldSetup; herald: Herald; visitors: Visitors; clients: Clients },
+  { mongo: MongoClient }
+>({
   mongo: [
     async ({}, use) => {
       const client = new MongoClient(mongoUri());
@@ -65,16 +89,20 @@ export const test = base.extend<{ herald: Herald; visitors: Visitors; clients: C
     { scope: 'worker' },
   ],
 
-  herald: async ({ mongo }, use, testInfo) => {
+  heraldSetup: [{}, { option: true }],
+
+  herald: async ({ mongo, heraldSetup }, use, testInfo) => {
     const dbName = `e2e_${token()}`;
     // Fixed test secrets (support/auth.ts): tokens from `herald token` and the
     // publish API work; visitors without a token may still chat.
     const server = new HeraldServer({
-      mongoUri: mongoUri(),
+      mongoUri: heraldSetup.mongoUri ?? mongoUri(),
       dbName,
-      env: { ...AUTH_ENV, HERALD_ALLOW_ANONYMOUS: 'true' },
+      env: { ...AUTH_ENV, HERALD_ALLOW_ANONYMOUS: 'true', ...heraldSetup.env },
     });
-    const db = mongo.db(dbName);
+    // A server of the test's own is read through a client of its own.
+    const ownMongo = heraldSetup.mongoUri === undefined ? undefined : new MongoClient(heraldSetup.mongoUri);
+    const db = (ownMongo ?? mongo).db(dbName);
     try {
       await server.start();
       await use({
@@ -86,6 +114,7 @@ export const test = base.extend<{ herald: Herald; visitors: Visitors; clients: C
         restart: () => server.restart(),
         kill: () => server.kill(),
         start: () => server.start(),
+        terminate: (deadlineMs) => server.terminate(deadlineMs),
         log: () => server.log,
       });
     } finally {
@@ -93,7 +122,11 @@ export const test = base.extend<{ herald: Herald; visitors: Visitors; clients: C
       if (testInfo.status !== testInfo.expectedStatus) {
         await testInfo.attach('herald.log', { body: server.log, contentType: 'text/plain' });
       }
-      await db.dropDatabase();
+      if (ownMongo) {
+        await ownMongo.close(true);
+      } else {
+        await db.dropDatabase();
+      }
     }
   },
 

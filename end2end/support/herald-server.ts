@@ -26,6 +26,20 @@ const LISTENING = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
 // tracing colours its output; the log is matched and attached as plain text.
 const ANSI = /\u001b\[[0-9;]*m/g;
 
+/** How a Herald process ended. */
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** The outcome of a graceful stop (`terminate`): how, and how soon, Herald exited. */
+export interface Termination extends ExitStatus {
+  /** Milliseconds from SIGTERM to the process's exit. */
+  ms: number;
+  /** True when Herald outlived the deadline and was killed with SIGKILL. */
+  killed: boolean;
+}
+
 export interface HeraldOptions {
   mongoUri: string;
   dbName: string;
@@ -36,7 +50,7 @@ export interface HeraldOptions {
 /** One Herald process at a time, restartable on the same port and database. */
 export class HeraldServer {
   private child: ChildProcess | undefined;
-  private exited: Promise<void> = Promise.resolve();
+  private exited: Promise<ExitStatus> = Promise.resolve({ code: null, signal: null });
   private readonly lines: string[] = [];
   private port = 0;
   /** Kept across restarts, as in production, so form tokens stay valid. */
@@ -68,7 +82,7 @@ export class HeraldServer {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child = child;
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
 
     const port = await this.waitListening(child);
     if (this.port !== 0 && port !== this.port) {
@@ -111,6 +125,38 @@ export class HeraldServer {
     }
     await this.exited;
     this.child = undefined;
+  }
+
+  /**
+   * Graceful stop, measured: SIGTERM, then waits for the exit; SIGKILL once
+   * `deadlineMs` has passed (reported as `killed`). Start it again with `start`.
+   */
+  async terminate(deadlineMs = STOP_TIMEOUT_MS): Promise<Termination> {
+    const child = this.child;
+    if (!child) throw new Error('Herald is not running');
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`Herald already exited (code ${child.exitCode}, signal ${child.signalCode})`);
+    }
+    const sent = performance.now();
+    this.lines.push('--- SIGTERM ---');
+    child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), deadlineMs);
+    });
+    const first = await Promise.race([this.exited, late]);
+    clearTimeout(timer);
+    let killed = false;
+    if (first === 'late') {
+      this.lines.push(`--- no exit ${deadlineMs} ms after SIGTERM; killing ---`);
+      child.kill('SIGKILL');
+      killed = true;
+    }
+    const status = await this.exited;
+    const ms = Math.round(performance.now() - sent);
+    this.child = undefined;
+    this.lines.push(`--- exited after ${ms} ms: code ${status.code}, signal ${status.signal} ---`);
+    return { ...status, ms, killed };
   }
 
   private env(addr: string): NodeJS.ProcessEnv {
