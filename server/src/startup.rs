@@ -110,7 +110,12 @@ impl Application {
             drain: drain.clone(),
             metrics: metrics.clone(),
         };
-        let guard = TransportGuard { origins: Arc::new(config.allowed_origins.clone()), upgrades, metrics };
+        let guard = TransportGuard {
+            origins: Arc::new(config.allowed_origins.clone()),
+            upgrades,
+            metrics,
+            drain: drain.clone(),
+        };
         let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn_with_state(guard, transport::guard));
@@ -129,38 +134,34 @@ impl Application {
     /// Serves until `shutdown` completes, then shuts down gracefully within
     /// the configured deadline:
     ///
-    /// 1. stops accepting connections, refuses new Socket.IO handshakes and
-    ///    new sends and publishes (`shutting_down`);
+    /// 1. refuses new Socket.IO sessions (`transport::guard`) and new sends
+    ///    and publishes (`shutting_down`); `/readyz` turns not-ready;
     /// 2. waits for sends and publishes in flight to be stored and answered;
     /// 3. tells every socket why it is being closed (`closing`, reason
-    ///    `shutting_down`) and closes it: axum's graceful shutdown does not
-    ///    reach upgraded WebSockets, and long-polling requests would hold it
-    ///    up until their poll ends;
-    /// 4. lets in-flight HTTP requests finish.
+    ///    `shutting_down`), lets long-polling clients collect that, and
+    ///    closes every socket: axum's graceful shutdown does not reach
+    ///    upgraded WebSockets, and long-polling requests would hold it up
+    ///    until their poll ends;
+    /// 4. stops accepting TCP connections and lets in-flight HTTP requests
+    ///    finish. (The listener stays open until then because a long-polling
+    ///    client needs a new request to collect its last packets.)
     ///
     /// Whatever is still open at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self { listener, router, io, fanout, drain, shutdown_timeout } = self;
-        let (began, shutting_down) = tokio::sync::oneshot::channel::<()>();
-        let signal = {
-            let drain = drain.clone();
-            async move {
-                shutdown.await;
-                drain.begin();
-                let _ = began.send(());
-            }
-        };
+        let (sockets_closed, stop_http) = tokio::sync::oneshot::channel::<()>();
         let service = router.into_make_service_with_connect_info::<PeerConn>();
-        let server = axum::serve(KillableListener(listener), service).with_graceful_shutdown(signal).into_future();
+        let server = axum::serve(KillableListener(listener), service)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.await;
+            })
+            .into_future();
         tokio::pin!(server);
-        // Biased: once the signal has fired, axum may finish at once (it
-        // does not track upgraded WebSockets), and the sockets must still be
-        // told and closed.
         tokio::select! {
-            biased;
-            Ok(()) = shutting_down => {}
             result = &mut server => return result,
+            () = shutdown => {}
         }
+        drain.begin();
         let deadline = Instant::now() + shutdown_timeout;
         tracing::info!(?shutdown_timeout, "shutting down: finishing work in flight");
         let close_live = async {
@@ -184,6 +185,7 @@ impl Application {
             }
             tracing::info!(connections = told, "shutting down: closing live connections");
             io.close().await;
+            let _ = sockets_closed.send(());
         };
         match tokio::time::timeout_at(deadline, async { tokio::join!(server, close_live).0 }).await {
             Ok(result) => result,

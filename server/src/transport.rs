@@ -7,6 +7,8 @@
 //!   Herald's own nor listed in `HERALD_ALLOWED_ORIGINS` get 403 with the
 //!   reason. Requests without `Origin` come from programs, not browsers, and
 //!   carry no ambient credentials; they pass.
+//! - **No new sessions while shutting down** (503); existing long-polling
+//!   sessions may still poll, to collect their goodbye.
 //! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
 //!   socket in `sid`; its TCP connection is recorded so a slow consumer can
 //!   be cut (see [`crate::fanout`]).
@@ -22,6 +24,7 @@ use socketioxide::socket::Sid;
 use crate::config::Origins;
 use crate::conn::PeerConn;
 use crate::fanout::Upgrades;
+use crate::lifecycle::Drain;
 use crate::metrics::{Metrics, Rejection};
 
 /// The path prefix socketioxide serves.
@@ -32,6 +35,7 @@ pub struct TransportGuard {
     pub origins: Arc<Origins>,
     pub upgrades: Upgrades,
     pub metrics: Arc<Metrics>,
+    pub drain: Drain,
 }
 
 /// Whether a request with these headers may use the transport.
@@ -67,6 +71,11 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     let query = request.uri().query().unwrap_or_default();
     let upgrade = query.split('&').any(|pair| pair == "transport=websocket");
     let sid = query.split('&').find_map(|pair| pair.strip_prefix("sid=")).and_then(|sid| sid.parse::<Sid>().ok());
+    // While shutting down, sessions that exist may still poll (to collect
+    // their goodbye), but no new session starts.
+    if sid.is_none() && guard.drain.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; reconnect in a moment").into_response();
+    }
     let conn = request.extensions().get::<ConnectInfo<PeerConn>>();
     if let (true, Some(sid), Some(ConnectInfo(conn))) = (upgrade, sid, conn) {
         guard.upgrades.insert(sid, conn.kill.clone());
