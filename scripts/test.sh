@@ -35,4 +35,9 @@ herald_step "5/6 cargo leptos build --release"
 cargo leptos build --release
 
 herald_step "6/6 playwright (end2end/)"
+# A fresh SecantusDB: its operations slow down as databases pile up, and the
+# fault tests (a thousand messages through a crash) are timing-sensitive.
+herald_stop_mongo
+herald_start_mongo :memory: 0
+export HERALD_TEST_MONGO_URI="$HERALD_MONGO_URL"
 (cd end2end && npx --no-install playwright test)

@@ -19,6 +19,7 @@ export async function publish(
   baseUrl: string,
   request: Record<string, unknown> | URLSearchParams,
   key: string = API_KEY,
+  idempotencyKey?: string,
 ): Promise<Published> {
   const form = request instanceof URLSearchParams;
   const response = await fetch(`${baseUrl}/api/publish`, {
@@ -26,6 +27,7 @@ export async function publish(
     headers: {
       Authorization: `Bearer ${key}`,
       'Content-Type': form ? 'application/x-www-form-urlencoded' : 'application/json',
+      ...(idempotencyKey === undefined ? {} : { 'Idempotency-Key': idempotencyKey }),
     },
     body: form ? request.toString() : JSON.stringify(request),
     signal: AbortSignal.timeout(PUBLISH_TIMEOUT_MS),

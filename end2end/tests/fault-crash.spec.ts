@@ -26,6 +26,10 @@ interface Publication {
   outcome: PublishOutcome;
 }
 
+// A thousand acknowledged round trips through a crash: 10–20 s here, more
+// on a slower machine or a SecantusDB that has served many tests.
+test.setTimeout(120_000);
+
 test('kill -9 under load: every acknowledged message and notification survives, once', async ({
   herald,
   chatters,
@@ -109,12 +113,12 @@ test('kill -9 under load: every acknowledged message and notification survives, 
       if (times !== 1) notificationProblems.push(`${sub}: ${p.outcome.id} listed ${times} times`);
       if (user.notifications.has(p.outcome.id)) notificationsDelivered += 1;
       else notificationProblems.push(`${sub}: ${p.outcome.id} never reached the user (${user.describe()})`);
-      // A retry after a request that was stored but not answered stores the
-      // payload again (the publish API has no idempotency key): counted.
+      // Retries carry the same Idempotency-Key: even a retry of a request
+      // that was stored but not answered stores nothing more.
       const copies = inbox.filter((n) => (n.data as { nonce?: string }).nonce === p.nonce).length;
       if (copies > 1) {
         duplicatedByRetry += copies - 1;
-        if (p.outcome.requests === 1) notificationProblems.push(`${sub}: ${p.nonce} stored ${copies} times, never retried`);
+        notificationProblems.push(`${sub}: ${p.nonce} stored ${copies} times (${p.outcome.requests} requests)`);
       }
     }
     const unknown = inbox.filter((n) => !mine.some((p) => p.nonce === (n.data as { nonce?: string }).nonce));
@@ -124,7 +128,7 @@ test('kill -9 under load: every acknowledged message and notification survives, 
   const notificationsStored = await herald.db
     .collection('notifications')
     .countDocuments({ key: { $in: subs.map((sub) => `inbox:${sub}`) } });
-  expect(notificationsStored).toBe(PUBLISHES + duplicatedByRetry);
+  expect(notificationsStored).toBe(PUBLISHES);
 
   const resends = ledger.attempts - ledger.sent;
   const errorCodes = countOutcomes(users);

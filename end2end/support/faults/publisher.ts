@@ -1,8 +1,9 @@
 // A backend publishing through `POST /api/publish` while Herald fails: a
 // request that fails with a connection error or a 5xx is retried with the
-// same payload (the API has no idempotency key, so a retry of a request that
-// was in fact stored may store it twice: such retries are counted).
+// same payload and the same `Idempotency-Key`, so a retry of a request that
+// was in fact stored is not stored twice.
 
+import { randomUUID } from 'node:crypto';
 import { publish, type Published } from '../publish';
 
 /** How long one publish keeps being retried before the test fails. */
@@ -28,12 +29,13 @@ export async function publishUntilStored(
   deadline = PUBLISH_DEADLINE_MS,
 ): Promise<PublishOutcome> {
   const giveUp = performance.now() + deadline;
+  const idempotencyKey = randomUUID();
   const failures: string[] = [];
   let backoff = BACKOFF_MS.first;
   for (;;) {
     let response: Published | undefined;
     try {
-      response = await publish(baseUrl, request);
+      response = await publish(baseUrl, request, undefined, idempotencyKey);
     } catch (err) {
       failures.push(err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err));
     }
