@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use rand::RngCore;
 
@@ -37,6 +37,19 @@ pub fn content_security_policy(nonce: &str) -> String {
          img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
          frame-ancestors 'none'"
     )
+}
+
+/// The longest path segment served: file systems refuse longer names, and
+/// the static file service would log each such request as an error.
+const SEGMENT_MAX: usize = 255;
+
+/// Answers `404` to paths no route or file can match (a segment longer than
+/// any file name), before they reach the file service.
+pub async fn reject_impossible_paths(request: Request, next: Next) -> Response {
+    if request.uri().path().split('/').any(|segment| segment.len() > SEGMENT_MAX) {
+        return (axum::http::StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    next.run(request).await
 }
 
 /// Adds the security headers; see the module docs.

@@ -250,6 +250,7 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
         .leptos_routes_with_context(&state, routes, state.page_context(), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(state.page_context(), shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), visitor::identify))
+        .layer(axum::middleware::from_fn(headers::reject_impossible_paths))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(DefaultBodyLimit::max(body_max))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))

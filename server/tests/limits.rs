@@ -181,6 +181,10 @@ async fn pages_carry_a_nonce_csp_and_security_headers() {
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin");
 
+    let long = app.http.get(app.url(&format!("/pkg/{}.js", "a".repeat(300)))).send().await.unwrap();
+    assert_eq!(long.status(), 404);
+    assert_eq!(long.headers()["x-content-type-options"], "nosniff");
+
     let again = app.http.get(app.url("/")).send().await.unwrap();
     assert!(!again.headers()["content-security-policy"].to_str().unwrap().contains(nonce), "a fresh nonce each time");
 }
