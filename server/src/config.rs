@@ -8,9 +8,10 @@
 //! A value that can't be used stops start-up with an error naming the key.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
-use std::{env, fmt, net::SocketAddr};
+use std::{env, fmt};
 /// A value that must never be printed: `Debug` shows `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -52,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_SOCKET_PAYLOAD_MAX_BYTES",
     "HERALD_OUTBOUND_BUFFER_PACKETS",
     "HERALD_CONNECTIONS_PER_IP",
+    "HERALD_TRUSTED_PROXIES",
     "HERALD_SEND_RATE",
     "HERALD_SEND_BURST",
     "HERALD_PUBLISH_RATE",
@@ -127,6 +129,63 @@ pub enum Origins {
     Any,
 }
 
+/// The load balancers and proxies whose `X-Forwarded-For` is believed, as
+/// addresses or CIDR ranges. Empty: the TCP peer is the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut ranges = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (addr, prefix) = entry.split_once('/').map_or((entry.as_str(), None), |(a, p)| (a, Some(p)));
+            let invalid = || format!("{entry:?} is not an IP address or a CIDR range like 10.0.0.0/8");
+            let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => max,
+                Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(invalid)?,
+            };
+            ranges.push((addr, prefix));
+        }
+        Ok(Self(ranges))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|(net, prefix)| match (net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                u32::from(*net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
+                u128::from(*net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        })
+    }
+
+    /// The client's address: the TCP peer, unless that is a trusted proxy;
+    /// then the nearest `X-Forwarded-For` hop that isn't one (a client can
+    /// put anything on the left of that header, so it is read from the
+    /// right).
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let hops = forwarded_for.unwrap_or_default().split(',').map(str::trim).rev();
+        let mut client = peer;
+        for hop in hops {
+            let Ok(ip) = hop.parse::<IpAddr>() else { break };
+            client = ip;
+            if !self.contains(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
 /// Herald's configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -139,6 +198,7 @@ pub struct Config {
     pub api_keys: Vec<Secret>,
     pub allow_anonymous: bool,
     pub allowed_origins: Origins,
+    pub trusted_proxies: TrustedProxies,
     pub retention: Duration,
     pub log_format: LogFormat,
     pub limits: Limits,
@@ -399,6 +459,8 @@ impl Config {
             api_keys: src.secrets("HERALD_API_KEYS", 16)?,
             allow_anonymous: src.flag("HERALD_ALLOW_ANONYMOUS", true)?,
             allowed_origins,
+            trusted_proxies: TrustedProxies::parse(&src.list("HERALD_TRUSTED_PROXIES"))
+                .map_err(|reason| ConfigError::new("HERALD_TRUSTED_PROXIES", reason))?,
             retention: Duration::from_secs(src.number("HERALD_RETENTION_DAYS", 1..=3650, 30)? * 86_400),
             log_format,
             limits,
@@ -531,5 +593,25 @@ mod tests {
         for key in documented {
             assert!(KEYS.contains(&format!("HERALD_{key}").as_str()), "docs/CONFIG.md lists unknown HERALD_{key}");
         }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(proxies.client_ip(ip("203.0.113.9"), Some("1.2.3.4")), ip("203.0.113.9"), "untrusted peer");
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), Some("1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(
+            proxies.client_ip(ip("10.1.2.3"), Some("6.6.6.6, 1.2.3.4, 10.9.9.9")),
+            ip("1.2.3.4"),
+            "from the right"
+        );
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), None), ip("10.1.2.3"));
+        assert_eq!(proxies.client_ip(ip("10.1.2.3"), Some("garbage")), ip("10.1.2.3"));
+        assert_eq!(proxies.client_ip(ip("::1"), Some("2001:db8::1")), ip("2001:db8::1"));
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["proxy.local".into()]).is_err());
+        assert_eq!(config(&[("HERALD_TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err().key, "HERALD_TRUSTED_PROXIES");
+        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()]).unwrap().contains(ip("8.8.8.8")));
     }
 }

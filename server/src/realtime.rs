@@ -21,7 +21,7 @@ use tracing::{Instrument, Span};
 
 use crate::auth::{TokenError, Tokens};
 use crate::chat::{Chat, PostError, room_key};
-use crate::config::Rate;
+use crate::config::{Rate, TrustedProxies};
 use crate::conn::PeerConn;
 use crate::fanout::{Audience, Fanout, Upgrades};
 use crate::inbox::Inbox;
@@ -52,6 +52,7 @@ pub struct Gate {
     pub tokens: Tokens,
     pub allow_anonymous: bool,
     pub caps: ConnectionCaps,
+    pub trusted_proxies: TrustedProxies,
     pub send_rate: Rate,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
@@ -122,7 +123,9 @@ async fn authenticate(
         },
     };
     let conn = socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.clone());
-    let slot = match conn.as_ref().map(|c| gate.caps.admit(c.addr.ip())) {
+    let forwarded_for = socket.req_parts().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let client_ip = conn.as_ref().map(|c| gate.trusted_proxies.client_ip(c.addr.ip(), forwarded_for));
+    let slot = match client_ip.map(|ip| gate.caps.admit(ip)) {
         Some(None) => {
             gate.metrics.rejected(Rejection::ConnectionsPerIp);
             tracing::info!(sid = %socket.id, "refused a socket: too many connections from its address");

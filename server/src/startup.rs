@@ -74,6 +74,7 @@ impl Application {
             tokens: tokens.clone(),
             allow_anonymous: config.allow_anonymous,
             caps: ConnectionCaps::new(limits.connections_per_ip),
+            trusted_proxies: config.trusted_proxies.clone(),
             send_rate: limits.send_rate,
             drain: drain.clone(),
             metrics: metrics.clone(),

@@ -143,6 +143,20 @@ async fn connections_beyond_the_per_ip_cap_are_refused_with_a_reason() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_cap_counts_forwarded_clients() {
+    let app = spawn_app_with(&[("HERALD_CONNECTIONS_PER_IP", "1"), ("HERALD_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let via = |client: &'static str| async move {
+        SioClient::try_connect_with(app.addr, None, &[("x-forwarded-for", client)]).await
+    };
+    let _a = via("198.51.100.1").await.expect("first client");
+    let _b = via("198.51.100.2").await.expect("another client behind the same proxy");
+    assert!(via("198.51.100.1").await.is_err(), "the first client's second connection is over its cap");
+    // A client can't dodge the cap by prepending addresses: the proxy appends
+    // the real one, and the header is read from the right.
+    assert!(via("203.0.113.7, 198.51.100.2").await.is_err());
+}
+
+#[tokio::test]
 async fn handshakes_from_other_origins_are_refused_on_both_transports() {
     let app = spawn_app_with(&[("HERALD_ALLOWED_ORIGINS", "https://app.example")]).await;
     let polling = app.url("/socket.io/?EIO=4&transport=polling");

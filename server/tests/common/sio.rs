@@ -35,11 +35,22 @@ impl SioClient {
     /// Connects with handshake `auth` data and a `Cookie` header; a refusal
     /// returns the server's `connect_error` data.
     pub async fn try_connect(addr: SocketAddr, auth: Option<Value>, cookie: Option<&str>) -> Result<Self, Value> {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+        Self::try_connect_with(addr, auth, &headers).await
+    }
+
+    /// Like [`Self::try_connect`], with any request headers.
+    pub async fn try_connect_with(
+        addr: SocketAddr,
+        auth: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Self, Value> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::HeaderName;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let mut request = url.into_client_request().unwrap();
-        if let Some(cookie) = cookie {
-            request.headers_mut().insert("cookie", cookie.parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connects");
         let (mut sink, mut stream) = ws.split();
