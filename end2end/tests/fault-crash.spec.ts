@@ -8,7 +8,7 @@ import { test, expect } from '../support/faults/fixtures';
 import { token } from '../fixtures';
 import { userToken } from '../support/auth';
 import type { Chatter } from '../support/faults/chatter';
-import { checkDelivered, checkStored, Ledger, sample, summarize } from '../support/faults/ledger';
+import { expectNothingLost, Ledger, sample, summarize } from '../support/faults/ledger';
 import { publishUntilStored, type PublishOutcome } from '../support/faults/publisher';
 
 const USERS = 10;
@@ -85,15 +85,7 @@ test('kill -9 under load: every acknowledged message and notification survives, 
   const sent = USERS * MESSAGES_PER_USER;
   expect(ledger.sent).toBe(sent);
   expect(ledger.count, 'every message was acknowledged in the end').toBe(sent);
-  const store = await checkStored(herald.db, room, ledger);
-  expect(store.missing, `acknowledged but not stored: ${sample(store.missing)}`).toEqual([]);
-  expect(store.duplicated, `stored twice: ${sample(store.duplicated)}`).toEqual([]);
-  expect(store.mismatched, `stored otherwise than acknowledged: ${sample(store.mismatched)}`).toEqual([]);
-  expect(store.unacked, `stored but never acknowledged: ${sample(store.unacked)}`).toEqual([]);
-  expect(store.stored).toBe(sent);
-  const delivery = await checkDelivered(users, ledger);
-  expect(delivery.conflicts, `inconsistent deliveries: ${sample(delivery.conflicts)}`).toEqual([]);
-  expect(delivery.missing, `never delivered: ${sample(delivery.missing)}`).toEqual([]);
+  const { delivery, counts } = await expectNothingLost(herald.db, room, ledger, users);
   expect(delivery.delivered).toBe(sent * USERS);
 
   // Notifications: each published one (HTTP 200) is listed once in its
@@ -133,13 +125,7 @@ test('kill -9 under load: every acknowledged message and notification survives, 
   const resends = ledger.attempts - ledger.sent;
   const errorCodes = countOutcomes(users);
   summarize(testInfo, {
-    sent,
-    acked: ledger.count,
-    stored: store.stored,
-    delivered: `${delivery.delivered}/${delivery.expected}`,
-    lost: store.missing.length + delivery.missing.length,
-    duplicates: store.duplicated.length,
-    attempts: ledger.attempts,
+    ...counts,
     resends,
     outcomes: errorCodes,
     caught_up: delivery.catchUp,

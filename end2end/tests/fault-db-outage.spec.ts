@@ -13,7 +13,7 @@ import type { Chatter } from '../support/faults/chatter';
 import type { SecantusProcess } from '../support/faults/secantus';
 import { publish } from '../support/publish';
 import { storedMessages } from '../support/store';
-import { checkDelivered, checkStored, Ledger, sample, summarize } from '../support/faults/ledger';
+import { expectNothingLost, Ledger, summarize } from '../support/faults/ledger';
 
 /** Herald's bound on one store operation, as configured for these tests. */
 const STORE_TIMEOUT = '2s';
@@ -152,16 +152,7 @@ for (const scenario of SCENARIOS) {
     stop = true;
     await Promise.all(senders);
 
-    const everyone = [...users, probe];
-    const delivery = await checkDelivered(everyone, ledger);
-    expect(delivery.conflicts, `inconsistent deliveries: ${sample(delivery.conflicts)}`).toEqual([]);
-    expect(delivery.missing, `never delivered: ${sample(delivery.missing)}`).toEqual([]);
-    const store = await checkStored(herald.db, room, ledger);
-    expect(store.missing, `acknowledged but not stored: ${sample(store.missing)}`).toEqual([]);
-    expect(store.duplicated, `stored twice: ${sample(store.duplicated)}`).toEqual([]);
-    expect(store.mismatched, sample(store.mismatched)).toEqual([]);
-    expect(store.unacked, `stored but never acknowledged: ${sample(store.unacked)}`).toEqual([]);
-    expect(store.stored).toBe(ledger.count);
+    const { counts } = await expectNothingLost(herald.db, room, ledger, [...users, probe]);
 
     // The publish after recovery is in the probe user's inbox once, and reached it.
     const { inbox } = await probe.syncAll();
@@ -170,13 +161,7 @@ for (const scenario of SCENARIOS) {
     const refusedPublishStored = inbox.filter((n) => (n.data as { during?: boolean }).during === true).length;
 
     summarize(testInfo, {
-      sent: ledger.sent,
-      acked: ledger.count,
-      stored: store.stored,
-      delivered: `${delivery.delivered}/${delivery.expected}`,
-      lost: store.missing.length + delivery.missing.length,
-      duplicates: store.duplicated.length,
-      attempts: ledger.attempts,
+      ...counts,
       fault,
       outage_ms: Math.round(recoverAt - faultAt),
       send_unavailable_ms: measured.send,

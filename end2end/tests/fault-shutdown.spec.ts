@@ -12,7 +12,7 @@ import { token } from '../fixtures';
 import { userToken } from '../support/auth';
 import type { Chatter } from '../support/faults/chatter';
 import { storedMessages } from '../support/store';
-import { checkDelivered, checkStored, Ledger, sample, summarize } from '../support/faults/ledger';
+import { expectNothingLost, expectStoredOnce, Ledger, summarize } from '../support/faults/ledger';
 
 const SHUTDOWN_TIMEOUT_S = 5;
 /** The exit may come this much later than HERALD_SHUTDOWN_TIMEOUT (process start-up of the drain, exit). */
@@ -120,10 +120,7 @@ test('SIGTERM while sending: clients are told, drained, exit 0; they come back a
       .map((a) => `${a.label}: ${m.client_id}@${m.seq} emitted ${Math.round(a.at - sigtermAt)} ms after SIGTERM`),
   );
   expect.soft(storedUnanswered, 'sends stored during the drain whose acknowledgement never came').toEqual([]);
-  const atExit = await checkStored(herald.db, room, ledger);
-  expect(atExit.missing, `acknowledged before the exit but not stored: ${sample(atExit.missing)}`).toEqual([]);
-  expect(atExit.duplicated, `stored twice: ${sample(atExit.duplicated)}`).toEqual([]);
-  expect(atExit.mismatched, sample(atExit.mismatched)).toEqual([]);
+  await expectStoredOnce(herald.db, room, ledger);
   const ackedAtExit = ledger.count;
 
   // Start again; a newcomer sends while the others are still held away.
@@ -154,25 +151,10 @@ test('SIGTERM while sending: clients are told, drained, exit 0; they come back a
       expect(user.arrivedBy.get(seq), `${user.label} got seq ${seq} by its re-join`).toBe('catch-up');
     }
   }
-  const everyone = [...users, late];
-  const delivery = await checkDelivered(everyone, ledger);
-  expect(delivery.conflicts, `inconsistent deliveries: ${sample(delivery.conflicts)}`).toEqual([]);
-  expect(delivery.missing, `never delivered: ${sample(delivery.missing)}`).toEqual([]);
-  const store = await checkStored(herald.db, room, ledger);
-  expect(store.missing, `acknowledged but not stored: ${sample(store.missing)}`).toEqual([]);
-  expect(store.duplicated, `stored twice: ${sample(store.duplicated)}`).toEqual([]);
-  expect(store.mismatched, sample(store.mismatched)).toEqual([]);
-  expect(store.unacked, `stored but never acknowledged: ${sample(store.unacked)}`).toEqual([]);
-  expect(store.stored).toBe(ledger.count);
+  const { delivery, counts } = await expectNothingLost(herald.db, room, ledger, [...users, late]);
 
   summarize(testInfo, {
-    sent: ledger.sent,
-    acked: ledger.count,
-    stored: store.stored,
-    delivered: `${delivery.delivered}/${delivery.expected}`,
-    lost: store.missing.length + delivery.missing.length,
-    duplicates: store.duplicated.length,
-    attempts: ledger.attempts,
+    ...counts,
     acked_at_sigterm: ackedAtTerm,
     acked_at_exit: ackedAtExit,
     drain_sends: drained.length,

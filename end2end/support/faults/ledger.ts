@@ -2,7 +2,7 @@
 // nothing acknowledged was lost or stored twice: in MongoDB, and at every
 // client.
 
-import type { TestInfo } from '@playwright/test';
+import { expect, type TestInfo } from '@playwright/test';
 import type { Db } from 'mongodb';
 import { storedMessages } from '../store';
 import type { ChatMessage, Chatter } from './chatter';
@@ -165,6 +165,40 @@ export async function checkDelivered(chatters: Chatter[], ledger: Ledger, timeou
     result.repeats += chatter.repeats;
   }
   return result;
+}
+
+/**
+ * The check every fault test ends with: each acknowledged message is stored
+ * exactly once, as acknowledged, nothing unacknowledged is stored, and every
+ * chatter got each message once. Returns the checks and the counts every
+ * summary line starts with.
+ */
+export async function expectNothingLost(db: Db, room: string, ledger: Ledger, chatters: Chatter[]) {
+  const delivery = await checkDelivered(chatters, ledger);
+  expect(delivery.conflicts, `inconsistent deliveries: ${sample(delivery.conflicts)}`).toEqual([]);
+  expect(delivery.missing, `never delivered: ${sample(delivery.missing)}`).toEqual([]);
+  const store = await expectStoredOnce(db, room, ledger);
+  expect(store.unacked, `stored but never acknowledged: ${sample(store.unacked)}`).toEqual([]);
+  expect(store.stored).toBe(ledger.count);
+  const counts = {
+    sent: ledger.sent,
+    acked: ledger.count,
+    stored: store.stored,
+    delivered: `${delivery.delivered}/${delivery.expected}`,
+    lost: store.missing.length + delivery.missing.length,
+    duplicates: store.duplicated.length,
+    attempts: ledger.attempts,
+  };
+  return { delivery, store, counts };
+}
+
+/** Every acknowledged message is stored exactly once, as acknowledged. */
+export async function expectStoredOnce(db: Db, room: string, ledger: Ledger): Promise<StoredCheck> {
+  const store = await checkStored(db, room, ledger);
+  expect(store.missing, `acknowledged but not stored: ${sample(store.missing)}`).toEqual([]);
+  expect(store.duplicated, `stored twice: ${sample(store.duplicated)}`).toEqual([]);
+  expect(store.mismatched, `stored otherwise than acknowledged: ${sample(store.mismatched)}`).toEqual([]);
+  return store;
 }
 
 /** Prints one summary line and attaches it to the test as an annotation. */
