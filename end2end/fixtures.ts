@@ -98,7 +98,15 @@ export const test = base.extend<
     const server = new HeraldServer({
       mongoUri: heraldSetup.mongoUri ?? mongoUri(),
       dbName,
-      env: { ...AUTH_ENV, HERALD_ALLOW_ANONYMOUS: 'true', ...heraldSetup.env },
+      env: {
+        ...AUTH_ENV,
+        HERALD_ALLOW_ANONYMOUS: 'true',
+        // SecantusDB (a Python stand-in for MongoDB) can stall for seconds on
+        // a loaded machine; only the outage tests want the production bound.
+        HERALD_STORE_TIMEOUT: '30s',
+        HERALD_REQUEST_TIMEOUT: '60s',
+        ...heraldSetup.env,
+      },
     });
     // A server of the test's own is read through a client of its own.
     const ownMongo = heraldSetup.mongoUri === undefined ? undefined : new MongoClient(heraldSetup.mongoUri);

@@ -72,6 +72,7 @@ impl Running {
                 ("HERALD_API_KEYS", API_KEY),
                 ("HERALD_LOG_FORMAT", "json"),
                 ("HERALD_SHUTDOWN_TIMEOUT", "3s"),
+                ("HERALD_STORE_TIMEOUT", "30s"),
                 ("RUST_LOG", "debug"),
                 ("LEPTOS_OUTPUT_NAME", "herald"),
             ])

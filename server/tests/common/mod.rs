@@ -53,6 +53,11 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             // Tests send as fast as acks come back; the rate limits have
             // their own tests, which set them.
             "HERALD_SEND_RATE" | "HERALD_PUBLISH_RATE" => Some("0".into()),
+            // SecantusDB (a Python stand-in for MongoDB) can stall for
+            // seconds on a loaded machine, most of all when cold; these tests
+            // are not about the store bound (the Playwright outage tests are).
+            "HERALD_STORE_TIMEOUT" => Some("30s".into()),
+            "HERALD_REQUEST_TIMEOUT" => Some("60s".into()),
             _ => None,
         }
     })
