@@ -90,6 +90,7 @@ impl Inbox {
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.give_legacy_notifications_a_key().await?;
         let named = |name: &str| IndexOptions::builder().name(name.to_owned());
         self.notifications
             .create_indexes([
@@ -107,6 +108,25 @@ impl Inbox {
                     .build(),
             ])
             .await?;
+        Ok(())
+    }
+
+    /// Notifications stored before idempotency keys existed have no `idem`;
+    /// the unique `(key, idem)` index would see them all as `null` and refuse
+    /// to build. Each gets a key of its own, once.
+    async fn give_legacy_notifications_a_key(&self) -> Result<(), StoreError> {
+        let raw = self.notifications.clone_with_type::<Document>();
+        let mut legacy = raw.find(doc! {"idem": {"$exists": false}}).projection(doc! {"_id": 1}).await?;
+        let mut migrated = 0_u64;
+        while let Some(doc) = legacy.try_next().await? {
+            let Some(id) = doc.get("_id") else { continue };
+            let key = format!("legacy-{}", random_hex::<12>());
+            raw.update_one(doc! {"_id": id.clone()}, doc! {"$set": {"idem": key}}).await?;
+            migrated += 1;
+        }
+        if migrated > 0 {
+            tracing::info!(migrated, "gave stored notifications an idempotency key");
+        }
         Ok(())
     }
 

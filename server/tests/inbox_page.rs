@@ -68,3 +68,24 @@ async fn the_inbox_page_lists_notifications_and_marks_them_read_by_form() {
     let (_, anonymous, _) = app.get_page("/notifications", None).await;
     assert!(anonymous.contains("Log in to see your notifications"));
 }
+
+#[tokio::test]
+async fn notifications_stored_before_idempotency_keys_still_let_herald_start() {
+    let uri = std::env::var("HERALD_TEST_MONGO_URI").expect("HERALD_TEST_MONGO_URI");
+    let name = format!("test_legacy_{}", server::visitor::random_hex::<8>());
+    let db = mongodb::Client::with_uri_str(&uri).await.unwrap().database(&name);
+    let legacy = |seq: i64| {
+        doc! {
+            "key": "inbox:63", "seq": seq, "event": "notification", "data": "\"old\"",
+            "at": mongodb::bson::DateTime::now(), "read": false,
+            "expires_at": mongodb::bson::DateTime::from_millis(4_102_444_800_000), // 2100
+        }
+    };
+    let notifications = db.collection::<Document>("notifications");
+    notifications.insert_many([legacy(1), legacy(2)]).await.unwrap();
+
+    let _app = common::spawn_app_with(&[("HERALD_MONGO_DB", &name)]).await;
+    let without_key = notifications.count_documents(doc! {"idem": {"$exists": false}}).await.unwrap();
+    assert_eq!(without_key, 0, "every old notification got a key, and the unique index was built");
+    assert_eq!(notifications.count_documents(doc! {}).await.unwrap(), 2);
+}
