@@ -14,7 +14,8 @@ import { algNoneToken, API_KEY, expiredToken, forgedToken, userToken } from '../
 import { composerFields } from '../support/form';
 import { storedMessages, type StoredMessage } from '../support/store';
 import { flood, type FloodPlan } from '../support/abuse/flood';
-import { GoodTraffic, type ChatMessage } from '../support/abuse/good-traffic';
+import { GoodTraffic } from '../support/abuse/good-traffic';
+import type { ChatMessage } from '../support/protocol';
 import { Random } from '../support/abuse/random';
 import { Tally } from '../support/abuse/tally';
 import type { Target } from '../support/abuse/target';

@@ -6,27 +6,8 @@
 import { test, expect, token } from '../fixtures';
 import { algNoneToken, expiredToken, forgedToken, nowSecs, signToken, TOKEN_SECRETS, userToken } from '../support/auth';
 import type { Client } from '../support/clients';
+import type { ChatMessage, Notification } from '../support/protocol';
 import { publish, published } from '../support/publish';
-
-interface Notification {
-  id: string;
-  stream: 'inbox' | 'broadcast';
-  seq: number;
-  event: string;
-  data: unknown;
-  at_ms: number;
-  read: boolean;
-}
-
-interface StoredMessage {
-  room: string;
-  seq: number;
-  client_id: string;
-  name: string;
-  body: string;
-  at_ms: number;
-  system?: boolean;
-}
 
 /** A user id no other test uses. */
 const userId = (who: string) => `${who}-${token(3)}`;
@@ -78,7 +59,7 @@ test('a room publish and a second client’s chat message reach a room member', 
     transports: ['websocket'],
   });
   for (const client of [alice, bob]) {
-    const joined = await client.ok<{ room: string; head: number; messages: StoredMessage[] }>('join', {
+    const joined = await client.ok<{ room: string; head: number; messages: ChatMessage[] }>('join', {
       room,
       since: 0,
     });
@@ -89,14 +70,14 @@ test('a room publish and a second client’s chat message reach a room member', 
   const sent = await published(herald.url, { room, message: announcement });
   expect(sent.online, 'both members were online').toBe(2);
   for (const client of [alice, bob]) {
-    const message = await client.waitFor<StoredMessage>('message', (m) => m.room === room && m.seq === sent.seq);
+    const message = await client.waitFor<ChatMessage>('message', (m) => m.room === room && m.seq === sent.seq);
     expect(message).toMatchObject({ room, seq: sent.seq, body: announcement, system: true });
     expectRecent(message.at_ms);
   }
 
   // Bob chats: he is signed in, so the token's name wins over the payload's.
   const body = `hi alice ${token()}`;
-  const stored = await bob.ok<StoredMessage>('send', {
+  const stored = await bob.ok<ChatMessage>('send', {
     room,
     client_id: `bob-${token(8)}`,
     name: 'Mallory',
@@ -105,7 +86,7 @@ test('a room publish and a second client’s chat message reach a room member', 
   expect(stored).toMatchObject({ room, body, name: 'Bob' });
   expect(stored.seq).toBeGreaterThan(sent.seq as number);
   expect(stored.system ?? false, 'a person’s message is not a system one').toBe(false);
-  const atAlice = await alice.waitFor<StoredMessage>('message', (m) => m.client_id === stored.client_id);
+  const atAlice = await alice.waitFor<ChatMessage>('message', (m) => m.client_id === stored.client_id);
   expect(atAlice).toEqual(stored);
 });
 

@@ -3,17 +3,8 @@
 // so that deliveries and storage can be checked against it.
 
 import type { Client } from '../clients';
+import type { ChatMessage } from '../protocol';
 import { token } from '../token';
-
-export interface ChatMessage {
-  room: string;
-  seq: number;
-  client_id: string;
-  name: string;
-  body: string;
-  at_ms: number;
-  system?: boolean;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -8,27 +8,7 @@
 // with a timestamp, so a test can count and order them.
 
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client';
-
-/** A stored chat message, as clients receive it. */
-export interface ChatMessage {
-  room: string;
-  seq: number;
-  client_id: string;
-  name: string;
-  body: string;
-  at_ms: number;
-  system?: boolean;
-}
-
-export interface Notification {
-  id: string;
-  stream: 'inbox' | 'broadcast';
-  seq: number;
-  event: string;
-  data: unknown;
-  at_ms: number;
-  read: boolean;
-}
+import type { ChatMessage, Notification } from '../protocol';
 
 /** An error reply: `{"error": {code, reason, retry_after_ms?}}`. */
 export interface ErrorBody {

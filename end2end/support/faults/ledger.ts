@@ -5,7 +5,8 @@
 import { expect, type TestInfo } from '@playwright/test';
 import type { Db } from 'mongodb';
 import { storedMessages } from '../store';
-import type { ChatMessage, Chatter } from './chatter';
+import type { ChatMessage } from '../protocol';
+import type { Chatter } from './chatter';
 
 /** Every message acknowledged `{ok}`, by `client_id`; counts acks as they come. */
 export class Ledger {
