@@ -61,12 +61,12 @@ pub struct Gate {
 
 /// What a connection carries for its lifetime (in the socket's extensions):
 /// its span, its send-rate bucket and its place in the per-IP count, which
-/// is given back when the socket is dropped.
+/// the disconnect handler gives back.
 #[derive(Clone)]
 struct Connection {
     span: Span,
     send_rate: Arc<TokenBucket>,
-    _slot: Option<Arc<ConnectionSlot>>,
+    slot: Arc<std::sync::Mutex<Option<ConnectionSlot>>>,
 }
 
 /// The connection's span, for its handlers.
@@ -131,7 +131,7 @@ async fn authenticate(
             tracing::info!(sid = %socket.id, "refused a socket: too many connections from its address");
             return Err(Refused::TooManyConnections);
         }
-        Some(Some(slot)) => Some(Arc::new(slot)),
+        Some(Some(slot)) => Some(slot),
         // Only in-process callers without a listener (none in production).
         None => None,
     };
@@ -141,7 +141,11 @@ async fn authenticate(
         ),
         Peer::Anonymous => tracing::info_span!("conn", sid = %socket.id, transport = ?socket.transport_type()),
     };
-    socket.extensions.insert(Connection { span, send_rate: Arc::new(TokenBucket::new(gate.send_rate)), _slot: slot });
+    socket.extensions.insert(Connection {
+        span,
+        send_rate: Arc::new(TokenBucket::new(gate.send_rate)),
+        slot: Arc::new(std::sync::Mutex::new(slot)),
+    });
     admit(&socket, &peer);
     socket.extensions.insert(peer);
     Ok(())
@@ -180,6 +184,11 @@ fn admit(socket: &SocketRef, peer: &Peer) {
                State(fanout): State<Fanout>| {
             span_of(&socket).in_scope(|| tracing::debug!(%reason, "socket disconnected"));
             gate.upgrades.remove(&socket.id);
+            // Give the per-IP slot back now, before the others hear this
+            // connection left, rather than whenever the socket is dropped.
+            if let Some(conn) = socket.extensions.get::<Connection>() {
+                conn.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            }
             for snapshot in presence.leave_all(&socket.id.to_string()) {
                 announce(&io, &fanout, &snapshot);
             }

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::sio::{SioClient, WAIT};
 use common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, spawn_app_with, token};
 use futures::{SinkExt, StreamExt};
@@ -123,23 +121,21 @@ async fn publishing_faster_than_the_rate_gets_429_with_retry_after() {
 #[tokio::test]
 async fn connections_beyond_the_per_ip_cap_are_refused_with_a_reason() {
     let app = spawn_app_with(&[("HERALD_CONNECTIONS_PER_IP", "2")]).await;
-    let first = SioClient::connect(app.addr).await;
-    let _second = SioClient::connect(app.addr).await;
+    let mut first = SioClient::connect(app.addr).await;
+    let mut second = SioClient::connect(app.addr).await;
     let refused = SioClient::try_connect(app.addr, None, None).await.err().expect("a third is refused");
     assert_eq!(refused["message"], "too many connections from this address", "{refused}");
 
-    // A slot frees up when a connection goes away. The server notices the
-    // close asynchronously: retry a bounded number of times.
-    first.disconnect();
-    let mut admitted = false;
-    for _ in 0..50 {
-        if SioClient::try_connect(app.addr, None, None).await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // A slot frees up when a connection goes away. The server gives it back
+    // before it tells the room the connection left, so the second client's
+    // presence update is the moment to try again.
+    for client in [&mut first, &mut second] {
+        assert!(client.call("join", &json!({"room": "caps", "since": 0})).await.get("ok").is_some());
     }
-    assert!(admitted, "a freed slot admits a new connection");
+    while second.next_event("presence").await["anonymous"] != 2 {}
+    first.disconnect();
+    while second.next_event("presence").await["anonymous"] != 1 {}
+    SioClient::try_connect(app.addr, None, None).await.expect("a freed slot admits a new connection");
 }
 
 #[tokio::test]
