@@ -1,10 +1,8 @@
 //! Load and abuse: slow consumers, rate limits, connection caps, the Origin
 //! allow-list, security headers, `/metrics`, and many users at once.
 
-mod common;
-
-use common::sio::{SioClient, WAIT};
-use common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, spawn_app_with, token};
+use crate::common::sio::{SioClient, WAIT};
+use crate::common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, spawn_app_with, token};
 use futures::{SinkExt, StreamExt};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};

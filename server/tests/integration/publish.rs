@@ -1,10 +1,8 @@
 //! The publish API, delivery to users/rooms/everyone, and notification
 //! recovery.
 
-mod common;
-
-use common::sio::SioClient;
-use common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, token};
+use crate::common::sio::SioClient;
+use crate::common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, token};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 

@@ -1,10 +1,8 @@
 //! Socket.IO behaviour against the real server and a real MongoDB-compatible
 //! database.
 
-mod common;
-
-use common::sio::SioClient;
-use common::spawn_app;
+use crate::common::sio::SioClient;
+use crate::common::spawn_app;
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 

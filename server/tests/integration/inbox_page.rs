@@ -1,8 +1,6 @@
 //! The notifications page, without JavaScript.
 
-mod common;
-
-use common::{API_KEY, TOKEN_SECRET, form_field, spawn_app, token};
+use crate::common::{API_KEY, TOKEN_SECRET, form_field, spawn_app, token};
 use mongodb::bson::{Document, doc};
 use serde_json::json;
 
@@ -39,7 +37,7 @@ async fn the_inbox_page_lists_notifications_and_marks_them_read_by_form() {
         .await
         .unwrap();
     assert_eq!(response.status(), 303);
-    let unread = |app: &common::TestApp| {
+    let unread = |app: &crate::common::TestApp| {
         let notes = app.db.collection::<Document>("notifications");
         async move { notes.count_documents(doc! {"read": false}).await.unwrap() }
     };
@@ -84,7 +82,7 @@ async fn notifications_stored_before_idempotency_keys_still_let_herald_start() {
     let notifications = db.collection::<Document>("notifications");
     notifications.insert_many([legacy(1), legacy(2)]).await.unwrap();
 
-    let _app = common::spawn_app_with(&[("HERALD_MONGO_DB", &name)]).await;
+    let _app = crate::common::spawn_app_with(&[("HERALD_MONGO_DB", &name)]).await;
     let without_key = notifications.count_documents(doc! {"idem": {"$exists": false}}).await.unwrap();
     assert_eq!(without_key, 0, "every old notification got a key, and the unique index was built");
     assert_eq!(notifications.count_documents(doc! {}).await.unwrap(), 2);

@@ -158,9 +158,4 @@ impl SioClient {
     pub async fn closed(&mut self) {
         tokio::time::timeout(WAIT, &mut self.closed).await.expect("closed in time").ok();
     }
-
-    /// Whether the server has closed the connection.
-    pub fn is_closed(&mut self) -> bool {
-        !matches!(self.closed.try_recv(), Err(oneshot::error::TryRecvError::Empty))
-    }
 }

@@ -1,8 +1,6 @@
 //! Test helpers: start the real server on port 0 against a MongoDB-compatible
 //! server, with a fresh database per test.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 pub mod sio;
 
 use std::net::SocketAddr;

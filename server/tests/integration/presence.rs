@@ -1,9 +1,7 @@
 //! Presence: who is in a room, live and through the API.
 
-mod common;
-
-use common::sio::SioClient;
-use common::{API_KEY, TOKEN_SECRET, spawn_app, token};
+use crate::common::sio::SioClient;
+use crate::common::{API_KEY, TOKEN_SECRET, spawn_app, token};
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -1,13 +1,11 @@
 //! Server-rendered pages and the no-JavaScript form.
 
-mod common;
-
-use common::sio::SioClient;
-use common::{form_field, spawn_app};
+use crate::common::sio::SioClient;
+use crate::common::{form_field, spawn_app};
 use mongodb::bson::doc;
 use serde_json::json;
 
-async fn seed(app: &common::TestApp, room: &str, bodies: impl IntoIterator<Item = String>) {
+async fn seed(app: &crate::common::TestApp, room: &str, bodies: impl IntoIterator<Item = String>) {
     let mut client = SioClient::connect(app.addr).await;
     for (i, body) in bodies.into_iter().enumerate() {
         let reply = client
@@ -62,7 +60,7 @@ async fn markup_in_messages_is_escaped() {
 
 /// Loads a page as a browser would: returns the cookie header and the form's
 /// CSRF token.
-async fn visit(app: &common::TestApp, path: &str) -> (String, String, String) {
+async fn visit(app: &crate::common::TestApp, path: &str) -> (String, String, String) {
     let (_, html, cookies) = app.get_page(path, None).await;
     let cookie = cookies.iter().find(|c| c.starts_with("herald_vid=")).expect("visitor cookie issued").clone();
     (cookie, form_field(&html, "csrf"), form_field(&html, "client_id"))

@@ -1,9 +1,7 @@
 //! Who a client is: tokens in the Socket.IO handshake, browser sessions.
 
-mod common;
-
-use common::sio::SioClient;
-use common::{TOKEN_SECRET, spawn_app, spawn_app_with, token};
+use crate::common::sio::SioClient;
+use crate::common::{TOKEN_SECRET, spawn_app, spawn_app_with, token};
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 

@@ -2,13 +2,11 @@
 //! that name the key, JSON logs without secrets, and a graceful shutdown on
 //! SIGTERM that tells clients why and exits within its deadline.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::sio::{SioClient, WAIT};
-use common::{API_KEY, TOKEN_SECRET, token};
+use crate::common::sio::{SioClient, WAIT};
+use crate::common::{API_KEY, TOKEN_SECRET, token};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
