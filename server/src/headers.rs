@@ -9,12 +9,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use cookie::Cookie;
 use rand::RngCore;
+
+use crate::config::TrustedProxies;
+use crate::conn::PeerConn;
 
 /// This response's CSP nonce.
 #[derive(Clone)]
@@ -67,4 +71,101 @@ pub async fn security_headers(mut request: Request, next: Next) -> Response {
         headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     }
     response
+}
+
+/// When Herald's cookies carry `Secure`.
+#[derive(Debug, Clone)]
+pub struct CookiePolicy {
+    /// `HERALD_COOKIE_SECURE`: on every response, for a TLS proxy that
+    /// doesn't say which scheme a request came over.
+    pub always_secure: bool,
+    /// The proxies whose `X-Forwarded-Proto` is believed.
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl CookiePolicy {
+    /// Whether the browser reached Herald over HTTPS. Herald itself speaks
+    /// plain HTTP, so only a trusted proxy can say so, with
+    /// `X-Forwarded-Proto: https` (the first value of a list is the scheme
+    /// the browser used).
+    pub fn is_https(&self, peer: Option<std::net::IpAddr>, headers: &HeaderMap) -> bool {
+        if !peer.is_some_and(|ip| self.trusted_proxies.contains(ip)) {
+            return false;
+        }
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|scheme| scheme.trim().eq_ignore_ascii_case("https"))
+    }
+}
+
+/// Marks every cookie a response sets `Secure` when its request came over
+/// HTTPS (or `HERALD_COOKIE_SECURE` is on), so a session cookie set over TLS
+/// is never sent in the clear.
+pub async fn secure_cookies(State(policy): State<CookiePolicy>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.addr.ip());
+    let secure = policy.always_secure || policy.is_https(peer, request.headers());
+    let mut response = next.run(request).await;
+    if secure {
+        mark_cookies_secure(response.headers_mut());
+    }
+    response
+}
+
+fn mark_cookies_secure(headers: &mut HeaderMap) {
+    let set: Vec<HeaderValue> = match headers.entry(header::SET_COOKIE) {
+        header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        header::Entry::Vacant(_) => return,
+    };
+    for value in set {
+        let already = value.to_str().ok().and_then(|v| Cookie::parse(v).ok()).is_some_and(|c| c.secure() == Some(true));
+        let value = if already {
+            value
+        } else {
+            let mut bytes = value.as_bytes().to_vec();
+            bytes.extend_from_slice(b"; Secure");
+            HeaderValue::from_bytes(&bytes).expect("a header value with an ASCII suffix is a header value")
+        };
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CookiePolicy {
+        CookiePolicy { always_secure: false, trusted_proxies: TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap() }
+    }
+
+    fn forwarded(proto: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-proto", HeaderValue::from_str(proto).unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_says_a_request_came_over_https() {
+        let proxy = Some("10.1.2.3".parse().unwrap());
+        let stranger = Some("203.0.113.9".parse().unwrap());
+        assert!(policy().is_https(proxy, &forwarded("https")));
+        assert!(policy().is_https(proxy, &forwarded("HTTPS, http")), "the browser's scheme comes first");
+        assert!(!policy().is_https(proxy, &forwarded("http")));
+        assert!(!policy().is_https(proxy, &HeaderMap::new()));
+        assert!(!policy().is_https(stranger, &forwarded("https")), "anyone can send the header");
+        assert!(!policy().is_https(None, &forwarded("https")));
+    }
+
+    #[test]
+    fn every_cookie_is_marked_secure_once() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("a=1; Path=/; HttpOnly"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("b=2; Secure"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        mark_cookies_secure(&mut headers);
+        let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(cookies, ["a=1; Path=/; HttpOnly; Secure", "b=2; Secure"]);
+        assert_eq!(headers[header::CONTENT_TYPE], "text/plain");
+    }
 }

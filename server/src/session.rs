@@ -46,7 +46,6 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery
                 .max_age(cookie::time::Duration::seconds(lifetime))
                 .http_only(true)
                 .same_site(SameSite::Lax)
-                .secure(state.keys.secure_cookies())
                 .build();
             tracing::info!(user = %identity.user, "logged in");
             let next = query.next.filter(|n| is_local_path(n)).unwrap_or_else(|| "/".to_owned());
@@ -71,7 +70,12 @@ pub async fn logout(
     if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
         return expired_form("Log out");
     }
-    let cookie = Cookie::build((SESSION_COOKIE, "")).path("/").max_age(cookie::time::Duration::ZERO).build();
+    let cookie = Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .max_age(cookie::time::Duration::ZERO)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .build();
     redirect_with_cookie("/", &cookie)
 }
 

@@ -26,6 +26,7 @@ use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
 use crate::conn::{KillableListener, PeerConn};
 use crate::fanout::{Audience, Fanout, Upgrades};
+use crate::headers::CookiePolicy;
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::{ConnectionCaps, TokenBucket};
@@ -97,7 +98,11 @@ impl Application {
             leptos_options,
             chat,
             io: io.clone(),
-            keys: VisitorKeys::new(config.secret.as_ref(), config.cookie_secure),
+            keys: VisitorKeys::new(config.secret.as_ref()),
+            cookies: CookiePolicy {
+                always_secure: config.cookie_secure,
+                trusted_proxies: config.trusted_proxies.clone(),
+            },
             tokens,
             inbox,
             api_keys,
@@ -251,6 +256,7 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
         .leptos_routes_with_context(&state, routes, state.page_context(), move || shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(state.page_context(), shell))
         .layer(axum::middleware::from_fn_with_state(state.clone(), visitor::identify))
+        .layer(axum::middleware::from_fn_with_state(state.cookies.clone(), headers::secure_cookies))
         .layer(axum::middleware::from_fn(headers::reject_impossible_paths))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(DefaultBodyLimit::max(body_max))

@@ -15,7 +15,7 @@ use socketioxide::SocketIo;
 use crate::auth::Tokens;
 use crate::chat::Chat;
 use crate::fanout::Fanout;
-use crate::headers::CspNonce;
+use crate::headers::{CookiePolicy, CspNonce};
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::TokenBucket;
@@ -40,6 +40,7 @@ pub struct AppState {
     /// The Socket.IO server, to broadcast from HTTP handlers.
     pub io: SocketIo,
     pub keys: VisitorKeys,
+    pub cookies: CookiePolicy,
     pub tokens: Tokens,
     pub inbox: Inbox,
     pub api_keys: ApiKeys,

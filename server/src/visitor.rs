@@ -31,17 +31,17 @@ const COOKIE_MAX_AGE_DAYS: i64 = 365;
 #[derive(Debug, Clone)]
 pub struct VisitorId(pub String);
 
-/// The key behind CSRF tokens, and cookie settings.
+/// The key behind CSRF tokens. (Whether cookies are `Secure` is decided for
+/// every response at once, by [`crate::headers::secure_cookies`].)
 #[derive(Clone)]
 pub struct VisitorKeys {
     key: Arc<[u8; 32]>,
-    secure_cookies: bool,
 }
 
 impl VisitorKeys {
     /// Derives the key from the configured secret, or makes a random one
     /// (tokens then stop being valid when the server restarts).
-    pub fn new(secret: Option<&Secret>, secure_cookies: bool) -> Self {
+    pub fn new(secret: Option<&Secret>) -> Self {
         let key: [u8; 32] = match secret {
             Some(secret) => Sha256::digest(secret.expose().as_bytes()).into(),
             None => {
@@ -49,7 +49,7 @@ impl VisitorKeys {
                 random_bytes()
             }
         };
-        Self { key: Arc::new(key), secure_cookies }
+        Self { key: Arc::new(key) }
     }
 
     fn mac(&self, visitor_id: &str) -> Hmac<Sha256> {
@@ -71,17 +71,12 @@ impl VisitorKeys {
         }
     }
 
-    pub fn secure_cookies(&self) -> bool {
-        self.secure_cookies
-    }
-
     fn cookie<'a>(&self, name: &'a str, value: String, http_only: bool) -> Cookie<'a> {
         Cookie::build((name, value))
             .path("/")
             .max_age(cookie::time::Duration::days(COOKIE_MAX_AGE_DAYS))
             .same_site(SameSite::Lax)
             .http_only(http_only)
-            .secure(self.secure_cookies)
             .build()
     }
 
@@ -159,7 +154,7 @@ mod tests {
     use super::*;
 
     fn keys() -> VisitorKeys {
-        VisitorKeys::new(Some(&Secret::new("x".repeat(32))), false)
+        VisitorKeys::new(Some(&Secret::new("x".repeat(32))))
     }
 
     #[test]
@@ -170,7 +165,7 @@ mod tests {
         assert!(!keys.verify_csrf(&"b".repeat(32), &token));
         assert!(!keys.verify_csrf(&"a".repeat(32), "zz"));
         assert!(!keys.verify_csrf(&"a".repeat(32), ""));
-        let other = VisitorKeys::new(Some(&Secret::new("y".repeat(32))), false);
+        let other = VisitorKeys::new(Some(&Secret::new("y".repeat(32))));
         assert!(!other.verify_csrf(&"a".repeat(32), &token));
     }
 

@@ -61,7 +61,7 @@ proptest! {
 
     #[test]
     fn csrf_tokens_verify_only_for_their_visitor(visitor in "[a-f0-9]{16}", other in "[a-f0-9]{16}", junk in any::<String>()) {
-        let keys = VisitorKeys::new(Some(&Secret::new("fuzz-csrf-secret-fuzz-csrf-secret-0001")), false);
+        let keys = VisitorKeys::new(Some(&Secret::new("fuzz-csrf-secret-fuzz-csrf-secret-0001")));
         let token = keys.csrf_token(&visitor);
         prop_assert!(keys.verify_csrf(&visitor, &token));
         prop_assert!(visitor == other || !keys.verify_csrf(&other, &token));

@@ -101,6 +101,48 @@ async fn login_sets_a_session_cookie_that_pages_and_sockets_honour() {
     assert_eq!(offsite.headers()["location"], "/", "never redirect off-site");
 }
 
+/// Every cookie a response sets, each as its `Set-Cookie` value.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+}
+
+fn is_secure(cookie: &str) -> bool {
+    cookie.split(';').any(|attribute| attribute.trim().eq_ignore_ascii_case("secure"))
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_a_trusted_proxy_says_the_browser_used_https() {
+    let behind_tls = spawn_app_with(&[("HERALD_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let alice = token(TOKEN_SECRET, "63", Some("Alice"), 600);
+    let login = format!("/login?token={alice}");
+    let get = |app: &crate::common::TestApp, path: &str, proto: Option<&str>| {
+        let mut request = app.http.get(app.url(path));
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        request.send()
+    };
+
+    for path in ["/", login.as_str()] {
+        let over_tls = set_cookies(&get(&behind_tls, path, Some("https")).await.unwrap());
+        assert!(!over_tls.is_empty(), "{path} sets a cookie");
+        assert!(over_tls.iter().all(|c| is_secure(c)), "{path} over HTTPS: {over_tls:?}");
+
+        let plain = set_cookies(&get(&behind_tls, path, Some("http")).await.unwrap());
+        assert!(!plain.is_empty() && !plain.iter().any(|c| is_secure(c)), "{path} over HTTP: {plain:?}");
+    }
+
+    // Without trusted proxies, anyone could send the header: it is ignored.
+    let direct = spawn_app().await;
+    let cookies = set_cookies(&get(&direct, &login, Some("https")).await.unwrap());
+    assert!(!cookies.is_empty() && !cookies.iter().any(|c| is_secure(c)), "{cookies:?}");
+
+    // HERALD_COOKIE_SECURE marks them whatever the request says.
+    let forced = spawn_app_with(&[("HERALD_COOKIE_SECURE", "true")]).await;
+    let cookies = set_cookies(&get(&forced, &login, None).await.unwrap());
+    assert!(!cookies.is_empty() && cookies.iter().all(|c| is_secure(c)), "{cookies:?}");
+}
+
 #[tokio::test]
 async fn a_stale_session_cookie_connects_as_anonymous_not_locked_out() {
     let app = spawn_app().await;
