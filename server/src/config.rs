@@ -58,6 +58,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_SEND_BURST",
     "HERALD_PUBLISH_RATE",
     "HERALD_PUBLISH_BURST",
+    "HERALD_HEAD_TIMEOUT",
     "HERALD_REQUEST_TIMEOUT",
     "HERALD_STORE_TIMEOUT",
     "HERALD_SHUTDOWN_TIMEOUT",
@@ -94,6 +95,8 @@ pub struct Limits {
     pub connections_per_ip: u32,
     pub send_rate: Rate,
     pub publish_rate: Rate,
+    /// How long a connection may take to send a request's head.
+    pub head_timeout: Duration,
     pub request_timeout: Duration,
     pub store_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -111,6 +114,7 @@ impl Default for Limits {
             connections_per_ip: 256,
             send_rate: Rate { per_sec: 10, burst: 20 },
             publish_rate: Rate { per_sec: 1000, burst: 2000 },
+            head_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(15),
             store_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
@@ -435,6 +439,7 @@ impl Config {
                 per_sec: src.number("HERALD_PUBLISH_RATE", 0..=1_000_000, defaults.publish_rate.per_sec)?,
                 burst: src.number("HERALD_PUBLISH_BURST", 1..=1_000_000, defaults.publish_rate.burst)?,
             },
+            head_timeout: src.duration("HERALD_HEAD_TIMEOUT", secs(1)..=secs(600), defaults.head_timeout)?,
             request_timeout: src.duration("HERALD_REQUEST_TIMEOUT", secs(1)..=secs(600), defaults.request_timeout)?,
             store_timeout: src.duration(
                 "HERALD_STORE_TIMEOUT",

@@ -42,6 +42,7 @@ pub mod conn;
 pub mod fanout;
 pub mod form;
 pub mod headers;
+pub mod http;
 pub mod inbox;
 pub mod inbox_form;
 pub mod lifecycle;

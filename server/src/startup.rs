@@ -1,6 +1,6 @@
 //! Building and running the application.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Tokens;
 use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
-use crate::conn::{KillableListener, PeerConn};
+use crate::conn::KillableListener;
 use crate::fanout::{Audience, Fanout, Upgrades};
 use crate::headers::CookiePolicy;
 use crate::inbox::Inbox;
@@ -38,7 +38,7 @@ use crate::state::{AppState, HttpLimits};
 use crate::store::{Bounds, Store};
 use crate::transport::TransportGuard;
 use crate::visitor::{self, VisitorKeys};
-use crate::{form, headers, inbox_form, publish, realtime, session, transport};
+use crate::{form, headers, http, inbox_form, publish, realtime, session, transport};
 
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
@@ -48,6 +48,7 @@ pub struct Application {
     fanout: Fanout,
     drain: Drain,
     shutdown_timeout: Duration,
+    head_timeout: Duration,
 }
 
 impl Application {
@@ -126,7 +127,15 @@ impl Application {
             .layer(socket_layer)
             .layer(axum::middleware::from_fn_with_state(guard, transport::guard));
         let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-        Ok(Self { listener, router, io, fanout, drain, shutdown_timeout: limits.shutdown_timeout })
+        Ok(Self {
+            listener,
+            router,
+            io,
+            fanout,
+            drain,
+            shutdown_timeout: limits.shutdown_timeout,
+            head_timeout: limits.head_timeout,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -145,7 +154,7 @@ impl Application {
     /// 2. waits for sends and publishes in flight to be stored and answered;
     /// 3. tells every socket why it is being closed (`closing`, reason
     ///    `shutting_down`), lets long-polling clients collect that, and
-    ///    closes every socket: axum's graceful shutdown does not reach
+    ///    closes every socket: HTTP's graceful shutdown does not reach
     ///    upgraded WebSockets, and long-polling requests would hold it up
     ///    until their poll ends;
     /// 4. stops accepting TCP connections and lets in-flight HTTP requests
@@ -154,14 +163,11 @@ impl Application {
     ///
     /// Whatever is still open at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, router, io, fanout, drain, shutdown_timeout } = self;
+        let Self { listener, router, io, fanout, drain, shutdown_timeout, head_timeout } = self;
         let (sockets_closed, stop_http) = tokio::sync::oneshot::channel::<()>();
-        let service = router.into_make_service_with_connect_info::<PeerConn>();
-        let server = axum::serve(KillableListener(listener), service)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.await;
-            })
-            .into_future();
+        let server = http::serve(KillableListener(listener), router, head_timeout, async move {
+            let _ = stop_http.await;
+        });
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => return result,

@@ -253,3 +253,60 @@ async fn among_many_users_each_publish_reaches_only_its_user() {
         assert_eq!(mine, vec![json!(i)], "user u{i} got exactly its own notification");
     }
 }
+
+/// Reads from a raw connection until the server closes it, or fails the test
+/// after [`WAIT`]. Returns everything read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.expect("the server closes the connection");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn connections_that_trickle_headers_or_sit_idle_are_cut_at_the_head_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&[("HERALD_HEAD_TIMEOUT", "1s")]).await;
+
+    // Slowloris: a head that never ends.
+    let mut trickling = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    trickling.write_all(b"GET / HTTP/1.1\r\nHost: herald\r\nX-Slow: ").await.unwrap();
+    read_until_closed(&mut trickling).await;
+
+    // A kept-alive connection after its request: answered, then closed.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n").await.unwrap();
+    let answered = read_until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200") && answered.ends_with("ok"), "{answered}");
+
+    // A connection that never says anything.
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    read_until_closed(&mut silent).await;
+
+    let healthz = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "everyone else is served");
+}
+
+#[tokio::test]
+async fn a_request_whose_body_stops_arriving_gets_408() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(&[("HERALD_REQUEST_TIMEOUT", "1s")]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: herald\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"room\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(app.count_all().await, 0, "nothing half-read is stored");
+}
