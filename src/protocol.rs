@@ -5,7 +5,11 @@
 //! success or `{"error": {"code": …, "reason": …}}` on failure.
 //! `docs/PROTOCOL.md` is the prose version of this file.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::message::{ClientMsgId, DisplayName, MessageBody, MessageError, NewMessage, Seq, StoredMessage};
 use crate::notification::Notification;
@@ -287,5 +291,47 @@ mod tests {
     fn join_since_defaults_to_zero() {
         let req: JoinRequest = serde_json::from_str(r#"{"room":"lobby"}"#).unwrap();
         assert_eq!(req.since, 0);
+    }
+}
+
+/// An event payload, which is one JSON object. serde's derived structs also
+/// take an array of their fields in order (`["lobby", 3]` for a join); this
+/// refuses that, so the wire format stays the one PROTOCOL.md documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer.deserialize_map(ObjectOnly(PhantomData)).map(Object)
+    }
+}
+
+#[cfg(test)]
+mod object_tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_objects_only() {
+        let join: Object<JoinRequest> = serde_json::from_str(r#"{"room": "lobby", "since": 3}"#).unwrap();
+        assert_eq!(join.0.room, "lobby");
+        let array = serde_json::from_str::<Object<JoinRequest>>(r#"["lobby", 3]"#).unwrap_err();
+        assert!(array.to_string().contains("expected a JSON object"), "{array}");
+        assert!(serde_json::from_str::<JoinRequest>(r#"["lobby", 3]"#).is_ok(), "what the wrapper is for");
+        assert!(serde_json::from_str::<Object<JoinRequest>>(r#""lobby""#).is_err());
+        assert!(serde_json::from_str::<Object<JoinRequest>>("null").is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use herald::protocol::{
     EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined,
-    LeaveRequest, MARK_READ_MAX, MarkReadRequest, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
+    LeaveRequest, MARK_READ_MAX, MarkReadRequest, Object, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
     SendRequest, SyncRequest, Synced,
 };
 use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
@@ -211,12 +211,13 @@ fn announce(io: &SocketIo, fanout: &Fanout, snapshot: &PresenceSnapshot) {
 async fn on_join(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<JoinRequest>,
+    TryData(request): TryData<Object<JoinRequest>>,
     State(chat): State<Chat>,
     State(presence): State<SharedPresence>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
+    let request = request.map(|Object(request)| request);
     let result = match request {
         Ok(request) => join(&socket, &chat, request).instrument(span_of(&socket)).await,
         Err(err) => Err(ErrorReply::malformed(err)),
@@ -268,11 +269,12 @@ async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<J
 async fn on_leave(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<LeaveRequest>,
+    TryData(request): TryData<Object<LeaveRequest>>,
     State(presence): State<SharedPresence>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
+    let request = request.map(|Object(request)| request);
     let result = request.map_err(ErrorReply::malformed).and_then(|request| {
         let room = RoomName::parse(&request.room)?;
         socket.leave(room_key(&room));
@@ -288,11 +290,12 @@ async fn on_leave(
 async fn on_send(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<SendRequest>,
+    TryData(request): TryData<Object<SendRequest>>,
     State(chat): State<Chat>,
     State(gate): State<Gate>,
     ack: AckSender,
 ) {
+    let request = request.map(|Object(request)| request);
     let result = match admit_send(&socket, &gate) {
         Err(refusal) => Err(refusal),
         Ok(_work) => match request {
@@ -348,10 +351,11 @@ fn user_of(socket: &SocketRef) -> Option<Identity> {
 
 async fn on_sync(
     socket: SocketRef,
-    TryData(request): TryData<SyncRequest>,
+    TryData(request): TryData<Object<SyncRequest>>,
     State(inbox): State<Inbox>,
     ack: AckSender,
 ) {
+    let request = request.map(|Object(request)| request);
     let user = user_of(&socket);
     let result: Result<Synced, ErrorReply> = match request {
         Ok(request) => inbox
@@ -369,11 +373,12 @@ async fn on_sync(
 async fn on_mark_read(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<MarkReadRequest>,
+    TryData(request): TryData<Object<MarkReadRequest>>,
     State(inbox): State<Inbox>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
+    let request = request.map(|Object(request)| request);
     let result = match (request, user_of(&socket)) {
         (Err(err), _) => Err(ErrorReply::malformed(err)),
         (Ok(_), None) => Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")),

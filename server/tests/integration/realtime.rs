@@ -86,6 +86,11 @@ async fn bad_payloads_get_an_error_ack_and_the_connection_survives() {
     assert_eq!(reply["error"]["code"], "malformed", "{reply}");
     let reply = client.call("join", &json!({"room": "../etc"})).await;
     assert_eq!(reply["error"]["code"], "invalid_room", "{reply}");
+    // A payload is one object, not its fields in an array.
+    for (event, fields) in [("join", json!(["lobby", 0])), ("send", json!(["lobby", "abcdefgh", "A", "hi"]))] {
+        let reply = client.call(event, &fields).await;
+        assert_eq!(reply["error"]["code"], "malformed", "{event} {fields} -> {reply}");
+    }
     // An event with no payload at all.
     let reply = client.call_raw("4277[\"send\"]".into(), 77).await;
     assert_eq!(reply["error"]["code"], "malformed", "{reply}");
