@@ -52,6 +52,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_HTTP_BODY_MAX_BYTES",
     "HERALD_SOCKET_PAYLOAD_MAX_BYTES",
     "HERALD_OUTBOUND_BUFFER_PACKETS",
+    "HERALD_OUTBOUND_BUFFER_BYTES",
     "HERALD_CONNECTIONS_PER_IP",
     "HERALD_TRUSTED_PROXIES",
     "HERALD_SEND_RATE",
@@ -91,6 +92,8 @@ pub struct Limits {
     pub http_body_max_bytes: usize,
     pub socket_payload_max_bytes: u64,
     pub outbound_buffer_packets: usize,
+    /// Unsent bytes a WebSocket may owe before it is a slow consumer.
+    pub outbound_buffer_bytes: u64,
     /// 0: no limit.
     pub connections_per_ip: u32,
     pub send_rate: Rate,
@@ -110,7 +113,8 @@ impl Default for Limits {
             publish_data_max_bytes: 16 * 1024,
             http_body_max_bytes: 64 * 1024,
             socket_payload_max_bytes: 32 * 1024,
-            outbound_buffer_packets: 512,
+            outbound_buffer_packets: 1024,
+            outbound_buffer_bytes: 128 * 1024,
             connections_per_ip: 256,
             send_rate: Rate { per_sec: 10, burst: 20 },
             publish_rate: Rate { per_sec: 1000, burst: 2000 },
@@ -429,6 +433,11 @@ impl Config {
                 "HERALD_OUTBOUND_BUFFER_PACKETS",
                 16..=65_536,
                 defaults.outbound_buffer_packets,
+            )?,
+            outbound_buffer_bytes: src.number(
+                "HERALD_OUTBOUND_BUFFER_BYTES",
+                16 * 1024..=256 * 1024 * 1024,
+                defaults.outbound_buffer_bytes,
             )?,
             connections_per_ip: src.number("HERALD_CONNECTIONS_PER_IP", 0..=1_000_000, defaults.connections_per_ip)?,
             send_rate: Rate {

@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::serve::Listener;
@@ -26,9 +26,15 @@ struct KillState {
     killed: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
+    /// Bytes handed to the connection's writer for sending (as counted by
+    /// whoever queues them: see [`KillSwitch::queued`]).
+    queued: AtomicU64,
+    /// Bytes the kernel has accepted from the connection.
+    written: AtomicU64,
 }
 
-/// Cuts one TCP connection. Cheap to clone.
+/// Cuts one TCP connection, and measures how far its writes lag behind
+/// what was queued for it. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct KillSwitch(Arc<KillState>);
 
@@ -43,6 +49,18 @@ impl KillSwitch {
 
     pub fn is_tripped(&self) -> bool {
         self.0.killed.load(Ordering::Acquire)
+    }
+
+    /// Records `bytes` queued for sending on this connection.
+    pub fn queued(&self, bytes: u64) {
+        self.0.queued.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes queued and not yet taken by the kernel: the memory a client
+    /// that doesn't read makes Herald hold. Writes the queuer did not count
+    /// (HTTP heads, acks, frame headers) only make this smaller.
+    pub fn backlog(&self) -> u64 {
+        self.0.queued.load(Ordering::Relaxed).saturating_sub(self.0.written.load(Ordering::Relaxed))
     }
 }
 
@@ -72,7 +90,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
         if self.kill.is_tripped() {
             return Poll::Ready(Err(cut()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.kill.0.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,5 +176,22 @@ mod tests {
         assert_eq!(read, Err(io::ErrorKind::ConnectionAborted));
         assert_eq!(stream.write_all(b"x").await.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionAborted));
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn the_backlog_is_what_was_queued_and_not_yet_written() {
+        let (_client, server) = tokio::io::duplex(64);
+        let kill = KillSwitch::default();
+        let mut stream = Killable { inner: server, kill: kill.clone() };
+        kill.queued(10);
+        assert_eq!(kill.backlog(), 10);
+        stream.write_all(b"0123").await.unwrap();
+        assert_eq!(kill.backlog(), 6);
+        stream.write_all(b"456789").await.unwrap();
+        assert_eq!(kill.backlog(), 0);
+        // Writes nobody counted (a frame header, say) never make it negative.
+        stream.write_all(b"head").await.unwrap();
+        kill.queued(3);
+        assert_eq!(kill.backlog(), 0);
     }
 }

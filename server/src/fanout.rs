@@ -1,29 +1,46 @@
-//! Delivering one event to many connections on this node, and cutting off
-//! connections that can't keep up.
+//! Delivering one event to many connections on this node, and letting go
+//! of connections that can't keep up.
 //!
-//! Each connection has a bounded outbound buffer
-//! (`HERALD_OUTBOUND_BUFFER_PACKETS`). socketioxide's own broadcast skips a
-//! socket whose buffer is full and doesn't say which one, so the skipped
-//! client would silently miss messages and keep its full buffer. Here the
-//! payload is serialised once into raw JSON, emitted to each socket in turn,
-//! and a socket whose buffer is full is a slow consumer: its connection is
-//! cut (see [`crate::conn`]) so it can't hold memory or miss messages
-//! unnoticed; its client reconnects and catches up from history, like after
-//! any dropped connection. Nobody else waits: an emit never blocks.
+//! socketioxide's own broadcast skips a socket whose buffer is full and
+//! doesn't say which one, so the skipped client would silently miss
+//! messages and keep its full buffer. Here the payload is serialised once
+//! into raw JSON and emitted to each socket in turn; nobody waits, an emit
+//! never blocks. A socket that falls behind is a **slow consumer**:
+//!
+//! - A WebSocket whose unsent bytes (counted on its TCP connection, see
+//!   [`crate::conn`]) pass `HERALD_OUTBOUND_BUFFER_BYTES` is sent nothing
+//!   more but `closing` (reason `slow_consumer`), and its connection is cut
+//!   [`SLOW_CONSUMER_GRACE`] later: a client that is reading, only slowly,
+//!   learns why; one that isn't holds no more than its budget meanwhile.
+//! - A socket whose packet queue (`HERALD_OUTBOUND_BUFFER_PACKETS`) is full
+//!   has no room left for a goodbye. A WebSocket is cut at once; a
+//!   long-polling session is dismissed: its next poll is answered with
+//!   `closing` and an Engine.IO close (see [`crate::transport`]).
+//!
+//! Either way its client reconnects and catches up from history, as after
+//! any dropped connection; nothing it missed is lost.
 //!
 //! With several nodes, each node will run this for its own sockets when the
 //! event arrives from Redis.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use herald::protocol::{Closing, EV_CLOSING};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 
 use crate::conn::{KillSwitch, PeerConn};
 use crate::metrics::Metrics;
+
+/// How long a slow WebSocket has, after `closing` is queued behind its
+/// backlog, before its connection is cut: a budget's worth of backlog
+/// drains in a few seconds even on a poor mobile link.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(5);
 
 /// Who an event goes to.
 pub enum Audience<'a> {
@@ -33,36 +50,93 @@ pub enum Audience<'a> {
     Everyone,
 }
 
-/// The TCP connections of WebSockets that were upgraded from long-polling,
-/// by socket id. The handshake's `ConnectInfo` belongs to the first polling
-/// request, not to the WebSocket that replaced it.
-#[derive(Clone, Default)]
-pub struct Upgrades(Arc<Mutex<HashMap<Sid, KillSwitch>>>);
+/// A map from socket id, shared between the HTTP layer and the fan-out.
+struct BySid<T>(Arc<Mutex<HashMap<Sid, T>>>);
 
-impl Upgrades {
-    pub fn insert(&self, sid: Sid, kill: KillSwitch) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(sid, kill);
-    }
-
-    pub fn remove(&self, sid: &Sid) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(sid);
-    }
-
-    fn get(&self, sid: &Sid) -> Option<KillSwitch> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(sid).cloned()
+impl<T> Clone for BySid<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
     }
 }
+
+impl<T> Default for BySid<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T: Clone> BySid<T> {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<Sid, T>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// What the transport layer and the fan-out know about sockets' transports.
+#[derive(Clone, Default)]
+pub struct Transports {
+    /// The TCP connections of WebSockets that were upgraded from
+    /// long-polling. (The handshake's `ConnectInfo` belongs to the first
+    /// polling request, not to the WebSocket that replaced it.)
+    upgraded: BySid<KillSwitch>,
+    /// Long-polling sessions let go as slow consumers.
+    dismissed: BySid<()>,
+}
+
+impl Transports {
+    /// Records the TCP connection a socket's WebSocket upgrade came over.
+    pub fn upgrading(&self, sid: Sid, kill: KillSwitch) {
+        self.upgraded.with(|m| m.insert(sid, kill));
+    }
+
+    fn upgraded(&self, sid: &Sid) -> Option<KillSwitch> {
+        self.upgraded.with(|m| m.get(sid).cloned())
+    }
+
+    fn dismiss(&self, sid: Sid) {
+        self.dismissed.with(|m| m.insert(sid, ()));
+    }
+
+    /// Whether this long-polling session was let go (its next poll gets the
+    /// goodbye instead of its queue).
+    pub fn is_dismissed(&self, sid: &Sid) -> bool {
+        self.dismissed.with(|m| m.contains_key(sid))
+    }
+
+    /// Forgets a socket that has disconnected.
+    pub fn forget(&self, sid: &Sid) {
+        self.upgraded.with(|m| m.remove(sid));
+        self.dismissed.with(|m| m.remove(sid));
+    }
+}
+
+/// The `closing` a slow consumer gets.
+pub fn slow_consumer_closing() -> Closing {
+    Closing {
+        reason: "slow_consumer".to_owned(),
+        detail: "this connection fell too far behind what it was sent; reconnect to catch up".to_owned(),
+    }
+}
+
+/// Marks a socket that was let go: it is sent nothing more.
+#[derive(Clone)]
+struct LetGo;
+
+/// A WebSocket's TCP connection, cached on the socket.
+#[derive(Clone)]
+struct Line(KillSwitch);
 
 /// Fan-out with slow-consumer handling. Cheap to clone.
 #[derive(Clone)]
 pub struct Fanout {
     metrics: Arc<Metrics>,
-    upgrades: Upgrades,
+    transports: Transports,
+    /// `HERALD_OUTBOUND_BUFFER_BYTES`.
+    backlog_max: u64,
 }
 
 impl Fanout {
-    pub fn new(metrics: Arc<Metrics>, upgrades: Upgrades) -> Self {
-        Self { metrics, upgrades }
+    pub fn new(metrics: Arc<Metrics>, transports: Transports, backlog_max: u64) -> Self {
+        Self { metrics, transports, backlog_max }
     }
 
     /// Emits `event` with `data` to `audience`; returns how many sockets it
@@ -104,11 +178,24 @@ impl Fanout {
         }
     }
 
-    fn emit_raw(&self, socket: &SocketRef, event: &str, payload: &serde_json::value::RawValue) -> bool {
+    fn emit_raw(&self, socket: &SocketRef, event: &str, payload: &RawValue) -> bool {
+        if socket.extensions.get::<LetGo>().is_some() {
+            return false;
+        }
         match socket.emit(event, payload) {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some(line) = self.websocket_line(socket) {
+                    // `42["event",payload]`: close enough to what is written.
+                    line.queued((event.len() + payload.get().len() + 8) as u64);
+                    if line.backlog() > self.backlog_max {
+                        self.let_go(socket, Some(line), true);
+                    }
+                }
+                true
+            }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                self.cut_slow_consumer(socket);
+                let line = self.websocket_line(socket);
+                self.let_go(socket, line, false);
                 false
             }
             // Closed meanwhile: it is leaving anyway.
@@ -116,24 +203,47 @@ impl Fanout {
         }
     }
 
-    fn cut_slow_consumer(&self, socket: &SocketRef) {
+    /// The TCP connection a WebSocket socket writes to; `None` on
+    /// long-polling (whose requests come over any number of connections).
+    fn websocket_line(&self, socket: &SocketRef) -> Option<KillSwitch> {
+        if socket.transport_type() != TransportType::Websocket {
+            return None;
+        }
+        if let Some(Line(kill)) = socket.extensions.get::<Line>() {
+            return Some(kill);
+        }
+        let kill = self.transports.upgraded(&socket.id).or_else(|| {
+            socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.kill.clone())
+        })?;
+        socket.extensions.insert(Line(kill.clone()));
+        Some(kill)
+    }
+
+    /// Lets a slow consumer go; see the module docs. `room` says whether its
+    /// queue can still take the `closing`.
+    fn let_go(&self, socket: &SocketRef, line: Option<KillSwitch>, room: bool) {
+        socket.extensions.insert(LetGo);
         self.metrics.slow_consumer_disconnected();
-        let kill = match socket.transport_type() {
-            TransportType::Websocket => self.upgrades.get(&socket.id).or_else(|| {
-                socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.kill.clone())
-            }),
-            // A long-polling client that stops polling also stops answering
-            // pings: the heartbeat closes it within its timeout, and its
-            // buffer is bounded meanwhile.
-            TransportType::Polling => None,
-        };
-        match kill {
-            Some(kill) if !kill.is_tripped() => {
-                tracing::warn!(sid = %socket.id, "slow consumer: outbound buffer full, closing its connection");
-                kill.trip();
+        match line {
+            Some(line) if room => {
+                tracing::warn!(sid = %socket.id, backlog = line.backlog(), "slow consumer: over its outbound budget; \
+                     telling it why, then closing its connection");
+                if let Ok(closing) = serde_json::value::to_raw_value(&slow_consumer_closing()) {
+                    let _ = socket.emit(EV_CLOSING, &closing);
+                }
+                tokio::spawn(async move {
+                    tokio::time::sleep(SLOW_CONSUMER_GRACE).await;
+                    line.trip();
+                });
             }
-            Some(_) => {}
-            None => tracing::warn!(sid = %socket.id, "slow consumer on long-polling: left to the heartbeat"),
+            Some(line) => {
+                tracing::warn!(sid = %socket.id, "slow consumer: outbound queue full, closing its connection");
+                line.trip();
+            }
+            None => {
+                tracing::warn!(sid = %socket.id, "slow consumer on long-polling: its next poll gets the goodbye");
+                self.transports.dismiss(socket.id);
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::auth::{TokenError, Tokens};
 use crate::chat::{Chat, PostError, room_key};
 use crate::config::{Rate, TrustedProxies};
 use crate::conn::PeerConn;
-use crate::fanout::{Audience, Fanout, Upgrades};
+use crate::fanout::{Audience, Fanout, Transports};
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket};
@@ -56,7 +56,7 @@ pub struct Gate {
     pub send_rate: Rate,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
-    pub upgrades: Upgrades,
+    pub transports: Transports,
 }
 
 /// What a connection carries for its lifetime (in the socket's extensions):
@@ -183,7 +183,7 @@ fn admit(socket: &SocketRef, peer: &Peer) {
                State(gate): State<Gate>,
                State(fanout): State<Fanout>| {
             span_of(&socket).in_scope(|| tracing::debug!(%reason, "socket disconnected"));
-            gate.upgrades.remove(&socket.id);
+            gate.transports.forget(&socket.id);
             // Give the per-IP slot back now, before the others hear this
             // connection left, rather than whenever the socket is dropped.
             if let Some(conn) = socket.extensions.get::<Connection>() {

@@ -25,7 +25,7 @@ use crate::auth::Tokens;
 use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
 use crate::conn::KillableListener;
-use crate::fanout::{Audience, Fanout, Upgrades};
+use crate::fanout::{Audience, Fanout, Transports};
 use crate::headers::CookiePolicy;
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
@@ -63,8 +63,8 @@ impl Application {
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
         let inbox = Inbox::new(store.database(), config.retention, bounds);
         inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
-        let upgrades = Upgrades::default();
-        let fanout = Fanout::new(metrics.clone(), upgrades.clone());
+        let transports = Transports::default();
+        let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
         let message_limits =
             MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
         let chat = Chat::new(store, fanout.clone(), metrics.clone(), message_limits);
@@ -80,7 +80,7 @@ impl Application {
             send_rate: limits.send_rate,
             drain: drain.clone(),
             metrics: metrics.clone(),
-            upgrades: upgrades.clone(),
+            transports: transports.clone(),
         };
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
@@ -119,7 +119,7 @@ impl Application {
         };
         let guard = TransportGuard {
             origins: Arc::new(config.allowed_origins.clone()),
-            upgrades,
+            transports,
             metrics,
             drain: drain.clone(),
         };

@@ -12,18 +12,22 @@
 //! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
 //!   socket in `sid`; its TCP connection is recorded so a slow consumer can
 //!   be cut (see [`crate::fanout`]).
+//! - **Goodbye to dismissed long-polling sessions.** A long-polling slow
+//!   consumer's next poll is answered with `closing` (reason
+//!   `slow_consumer`) and an Engine.IO close, so its client learns why and
+//!   reconnects; the session itself ends with its heartbeat.
 
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use socketioxide::socket::Sid;
 
 use crate::config::Origins;
 use crate::conn::PeerConn;
-use crate::fanout::Upgrades;
+use crate::fanout::{Transports, slow_consumer_closing};
 use crate::lifecycle::Drain;
 use crate::metrics::{Metrics, Rejection};
 
@@ -33,7 +37,7 @@ pub const SOCKET_PATH: &str = "/socket.io";
 #[derive(Clone)]
 pub struct TransportGuard {
     pub origins: Arc<Origins>,
-    pub upgrades: Upgrades,
+    pub transports: Transports,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
 }
@@ -76,11 +80,26 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     if sid.is_none() && guard.drain.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; reconnect in a moment").into_response();
     }
+    if let Some(sid) = sid
+        && !upgrade
+        && request.method() == Method::GET
+        && guard.transports.is_dismissed(&sid)
+    {
+        return goodbye_poll();
+    }
     let conn = request.extensions().get::<ConnectInfo<PeerConn>>();
     if let (true, Some(sid), Some(ConnectInfo(conn))) = (upgrade, sid, conn) {
-        guard.upgrades.insert(sid, conn.kill.clone());
+        guard.transports.upgrading(sid, conn.kill.clone());
     }
     next.run(request).await
+}
+
+/// A long-polling response (Engine.IO v4) carrying the Socket.IO event
+/// `closing` for a slow consumer, then an Engine.IO close.
+fn goodbye_poll() -> Response {
+    let closing = serde_json::to_string(&slow_consumer_closing()).expect("a Closing serialises");
+    let payload = format!("42[\"closing\",{closing}]\u{1e}1");
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], payload).into_response()
 }
 
 #[cfg(test)]

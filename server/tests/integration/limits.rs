@@ -27,25 +27,12 @@ async fn a_client_that_stops_reading_is_cut_off_and_everyone_else_gets_everythin
 
     // The slow consumer: a Socket.IO connection over a TCP socket with a
     // tiny receive buffer, which connects and then never reads again.
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let stream = tcp.connect(app.addr).await.unwrap();
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr).into_client_request().unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let open = slow.next().await.unwrap().unwrap();
-    assert!(open.to_text().unwrap().starts_with('0'), "{open:?}");
-    slow.send(Message::text("40")).await.unwrap();
-    loop {
-        let frame = slow.next().await.unwrap().unwrap();
-        match frame.to_text().unwrap() {
-            "2" => slow.send(Message::text("3")).await.unwrap(),
-            text if text.starts_with("40") => break,
-            other => panic!("unexpected {other}"),
-        }
-    }
+    let mut slow = raw_websocket(&app).await;
 
     let mut fast = [SioClient::connect(app.addr).await, SioClient::connect(app.addr).await];
-    let data = "x".repeat(8 * 1024);
+    // 6 MB in all: more than the kernel buffers for one connection on
+    // loopback (at most 4 MB by default) before Herald's own bounds.
+    let data = "x".repeat(15 * 1024);
     for n in 0..PUBLISHES {
         let response = publish(&app, &json!({"broadcast": true, "data": {"n": n, "pad": data}})).await;
         assert_eq!(response.status(), 200);
@@ -309,4 +296,96 @@ async fn a_request_whose_body_stops_arriving_gets_408() {
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(app.count_all().await, 0, "nothing half-read is stored");
+}
+
+/// Opens a raw Socket.IO WebSocket over a TCP socket with a small receive
+/// buffer, connected to the default namespace, and returns it unread.
+async fn raw_websocket(
+    app: &TestApp,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(app.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr).into_client_request().unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().starts_with('0'));
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        match ws.next().await.unwrap().unwrap().to_text().unwrap() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            text if text.starts_with("40") => return ws,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_over_its_byte_budget_is_told_why_then_cut() {
+    let app = spawn_app_with(&[("HERALD_OUTBOUND_BUFFER_BYTES", "16384")]).await;
+    let mut slow = raw_websocket(&app).await;
+    // Until the kernel's socket buffers are full (a few MB on loopback),
+    // nothing stays queued in Herald; then 16 KiB is over the budget.
+    let pad = "x".repeat(15 * 1024);
+    let mut published = 0;
+    while metric(&app, "herald_slow_consumer_disconnects_total").await == 0 {
+        assert!(published < 2_000, "never counted as a slow consumer");
+        for _ in 0..20 {
+            let response = publish(&app, &json!({"broadcast": true, "data": {"n": published, "pad": pad}})).await;
+            assert_eq!(response.status(), 200);
+            published += 1;
+        }
+    }
+    // What follows is not sent to it.
+    for n in 0..5 {
+        assert_eq!(publish(&app, &json!({"broadcast": true, "data": {"after": n}})).await.status(), 200);
+    }
+    // It reads again (slowly enough to have fallen behind, in time to hear
+    // why): what was queued before it was let go, in order and without
+    // gaps, then `closing`, then the end of the connection.
+    let mut received = Vec::new();
+    let mut closing = None;
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(message)) = slow.next().await {
+            let Some(event) = message.to_text().ok().and_then(|t| t.strip_prefix("42")) else { continue };
+            let event: Value = serde_json::from_str(event).unwrap();
+            assert!(closing.is_none(), "nothing is sent after `closing`: {event}");
+            match event[0].as_str() {
+                Some("notification") => received.push(event[1]["data"]["n"].as_u64().expect("sent before `closing`")),
+                _ => closing = Some(event),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection is cut after the grace period");
+    let closing = closing.expect("a `closing` event before the cut");
+    assert_eq!(closing[0], "closing");
+    assert_eq!(closing[1]["reason"], "slow_consumer", "{closing}");
+    assert!(received.iter().copied().eq(0..received.len() as u64), "no gaps: {received:?}");
+    assert!(!received.is_empty() && received.len() <= published, "{} of {published}", received.len());
+}
+
+#[tokio::test]
+async fn a_long_polling_session_that_stops_polling_gets_its_goodbye_on_the_next_poll() {
+    let app = spawn_app_with(&[("HERALD_OUTBOUND_BUFFER_PACKETS", "16")]).await;
+    let base = app.url("/socket.io/?EIO=4&transport=polling");
+    let open = app.http.get(&base).send().await.unwrap().text().await.unwrap();
+    let open: Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    let session = format!("{base}&sid={}", open["sid"].as_str().unwrap());
+    assert_eq!(app.http.post(&session).body("40").send().await.unwrap().status(), 200);
+    let connected = app.http.get(&session).send().await.unwrap().text().await.unwrap();
+    assert!(connected.split('\u{1e}').any(|packet| packet.starts_with("40")), "{connected}");
+
+    // It stops polling while more is published than its queue holds.
+    for n in 0..20 {
+        assert_eq!(publish(&app, &json!({"broadcast": true, "data": n})).await.status(), 200);
+    }
+    assert_eq!(metric(&app, "herald_slow_consumer_disconnects_total").await, 1);
+
+    let goodbye = app.http.get(&session).send().await.unwrap().text().await.unwrap();
+    let (event, close) = goodbye.split_once('\u{1e}').unwrap_or_else(|| panic!("{goodbye}"));
+    assert_eq!(close, "1", "an Engine.IO close follows: {goodbye}");
+    let event: Value = serde_json::from_str(event.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(event[0], "closing");
+    assert_eq!(event[1]["reason"], "slow_consumer");
 }
