@@ -54,6 +54,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_OUTBOUND_BUFFER_PACKETS",
     "HERALD_OUTBOUND_BUFFER_BYTES",
     "HERALD_CONNECTIONS_PER_IP",
+    "HERALD_TCP_CONNECTIONS_PER_IP",
     "HERALD_TRUSTED_PROXIES",
     "HERALD_SEND_RATE",
     "HERALD_SEND_BURST",
@@ -94,8 +95,10 @@ pub struct Limits {
     pub outbound_buffer_packets: usize,
     /// Unsent bytes a WebSocket may owe before it is a slow consumer.
     pub outbound_buffer_bytes: u64,
-    /// 0: no limit.
+    /// Socket.IO connections; 0: no limit.
     pub connections_per_ip: u32,
+    /// TCP connections, whatever they carry; 0: no limit.
+    pub tcp_connections_per_ip: u32,
     pub send_rate: Rate,
     pub publish_rate: Rate,
     /// How long a connection may take to send a request's head.
@@ -116,6 +119,7 @@ impl Default for Limits {
             outbound_buffer_packets: 1024,
             outbound_buffer_bytes: 128 * 1024,
             connections_per_ip: 256,
+            tcp_connections_per_ip: 1024,
             send_rate: Rate { per_sec: 10, burst: 20 },
             publish_rate: Rate { per_sec: 1000, burst: 2000 },
             head_timeout: Duration::from_secs(30),
@@ -440,6 +444,11 @@ impl Config {
                 defaults.outbound_buffer_bytes,
             )?,
             connections_per_ip: src.number("HERALD_CONNECTIONS_PER_IP", 0..=1_000_000, defaults.connections_per_ip)?,
+            tcp_connections_per_ip: src.number(
+                "HERALD_TCP_CONNECTIONS_PER_IP",
+                0..=1_000_000,
+                defaults.tcp_connections_per_ip,
+            )?,
             send_rate: Rate {
                 per_sec: src.number("HERALD_SEND_RATE", 0..=1_000_000, defaults.send_rate.per_sec)?,
                 burst: src.number("HERALD_SEND_BURST", 1..=1_000_000, defaults.send_rate.burst)?,

@@ -21,6 +21,10 @@ use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::TrustedProxies;
+use crate::limits::{ConnectionCaps, ConnectionSlot};
+use crate::metrics::{Metrics, Rejection};
+
 #[derive(Default)]
 struct KillState {
     killed: AtomicBool,
@@ -66,6 +70,10 @@ impl KillSwitch {
 
 /// A stream that fails once its [`KillSwitch`] is tripped.
 pub struct Killable<S> {
+    /// Its place under the per-IP cap, given back when the connection
+    /// closes. (Declared first, so it is dropped before the stream: once a
+    /// client sees the connection closed, the place is free.)
+    _slot: Option<ConnectionSlot>,
     inner: S,
     kill: KillSwitch,
 }
@@ -124,8 +132,20 @@ impl std::fmt::Debug for PeerConn {
     }
 }
 
-/// A TCP listener whose connections are [`Killable`].
-pub struct KillableListener(pub TcpListener);
+/// A TCP listener whose connections are [`Killable`], at most
+/// `HERALD_TCP_CONNECTIONS_PER_IP` at a time from one address (trusted
+/// proxies excepted): each connection costs a file descriptor and memory
+/// whether or not it ever sends a request.
+pub struct KillableListener {
+    pub listener: TcpListener,
+    pub caps: ConnectionCaps,
+    pub trusted_proxies: TrustedProxies,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What a connection over the per-IP cap is told before it is closed.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n\
+Content-Length: 39\r\nConnection: close\r\n\r\ntoo many connections from your address\n";
 
 impl Listener for KillableListener {
     type Io = Killable<TcpStream>;
@@ -133,12 +153,23 @@ impl Listener for KillableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
+            match self.listener.accept().await {
                 Ok((stream, addr)) => {
+                    let slot = if self.trusted_proxies.contains(addr.ip()) {
+                        None
+                    } else if let Some(slot) = self.caps.admit(addr.ip()) {
+                        Some(slot)
+                    } else {
+                        self.metrics.rejected(Rejection::TcpConnectionsPerIp);
+                        tracing::debug!(peer = %addr.ip(), "refused a TCP connection: too many from its address");
+                        // Best effort: a fresh socket's send buffer is empty.
+                        let _ = stream.try_write(TOO_MANY);
+                        continue;
+                    };
                     // Small frames (acks, messages) must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     let kill = KillSwitch::default();
-                    return (Killable { inner: stream, kill: kill.clone() }, PeerConn { addr, kill });
+                    return (Killable { _slot: slot, inner: stream, kill: kill.clone() }, PeerConn { addr, kill });
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off rather
@@ -151,7 +182,7 @@ impl Listener for KillableListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(PeerConn { addr: self.0.local_addr()?, kill: KillSwitch::default() })
+        Ok(PeerConn { addr: self.listener.local_addr()?, kill: KillSwitch::default() })
     }
 }
 
@@ -164,7 +195,7 @@ mod tests {
     async fn tripping_wakes_a_blocked_reader_and_fails_writes() {
         let (client, server) = tokio::io::duplex(64);
         let kill = KillSwitch::default();
-        let mut stream = Killable { inner: server, kill: kill.clone() };
+        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             let read = stream.read(&mut buf).await;
@@ -178,11 +209,19 @@ mod tests {
         drop(client);
     }
 
+    #[test]
+    fn the_refusal_is_one_well_formed_response() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    }
+
     #[tokio::test]
     async fn the_backlog_is_what_was_queued_and_not_yet_written() {
         let (_client, server) = tokio::io::duplex(64);
         let kill = KillSwitch::default();
-        let mut stream = Killable { inner: server, kill: kill.clone() };
+        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
         kill.queued(10);
         assert_eq!(kill.backlog(), 10);
         stream.write_all(b"0123").await.unwrap();

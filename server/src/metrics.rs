@@ -44,20 +44,24 @@ pub enum Rejection {
     SendRate,
     /// A publish request over its API key's rate.
     PublishRate,
-    /// A connection over the per-IP limit.
+    /// A Socket.IO connection over the per-IP limit.
     ConnectionsPerIp,
+    /// A TCP connection over the per-IP limit.
+    TcpConnectionsPerIp,
     /// A handshake from an origin that is not allowed.
     Origin,
 }
 
 impl Rejection {
-    const ALL: [Self; 4] = [Self::SendRate, Self::PublishRate, Self::ConnectionsPerIp, Self::Origin];
+    const ALL: [Self; 5] =
+        [Self::SendRate, Self::PublishRate, Self::ConnectionsPerIp, Self::TcpConnectionsPerIp, Self::Origin];
 
     fn label(self) -> &'static str {
         match self {
             Self::SendRate => "send_rate",
             Self::PublishRate => "publish_rate",
             Self::ConnectionsPerIp => "connections_per_ip",
+            Self::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Self::Origin => "origin",
         }
     }

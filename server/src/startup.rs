@@ -42,7 +42,7 @@ use crate::{form, headers, http, inbox_form, publish, realtime, session, transpo
 
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
-    listener: TcpListener,
+    listener: KillableListener,
     router: Router,
     io: SocketIo,
     fanout: Fanout,
@@ -120,13 +120,18 @@ impl Application {
         let guard = TransportGuard {
             origins: Arc::new(config.allowed_origins.clone()),
             transports,
-            metrics,
+            metrics: metrics.clone(),
             drain: drain.clone(),
         };
         let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn_with_state(guard, transport::guard));
-        let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+        let listener = KillableListener {
+            listener: TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?,
+            caps: ConnectionCaps::new(limits.tcp_connections_per_ip),
+            trusted_proxies: config.trusted_proxies.clone(),
+            metrics,
+        };
         Ok(Self {
             listener,
             router,
@@ -139,7 +144,7 @@ impl Application {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn port(&self) -> u16 {
@@ -165,7 +170,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self { listener, router, io, fanout, drain, shutdown_timeout, head_timeout } = self;
         let (sockets_closed, stop_http) = tokio::sync::oneshot::channel::<()>();
-        let server = http::serve(KillableListener(listener), router, head_timeout, async move {
+        let server = http::serve(listener, router, head_timeout, async move {
             let _ = stop_http.await;
         });
         tokio::pin!(server);

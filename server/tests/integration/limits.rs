@@ -389,3 +389,24 @@ async fn a_long_polling_session_that_stops_polling_gets_its_goodbye_on_the_next_
     assert_eq!(event[0], "closing");
     assert_eq!(event[1]["reason"], "slow_consumer");
 }
+
+#[tokio::test]
+async fn tcp_connections_beyond_the_per_ip_cap_get_503_and_are_closed() {
+    let app = spawn_app_with(&[("HERALD_TCP_CONNECTIONS_PER_IP", "2"), ("HERALD_HEAD_TIMEOUT", "1s")]).await;
+    let mut idle = [
+        tokio::net::TcpStream::connect(app.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(app.addr).await.unwrap(),
+    ];
+    let mut third = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let refused = read_until_closed(&mut third).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.ends_with("too many connections from your address\n"), "{refused}");
+
+    // The idle two are closed at the head deadline, which frees their places.
+    for stream in &mut idle {
+        read_until_closed(stream).await;
+    }
+    let healthz = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    assert_eq!(metric(&app, "herald_rate_limited_total{limit=\"tcp_connections_per_ip\"}").await, 1);
+}
