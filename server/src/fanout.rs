@@ -24,7 +24,8 @@
 //! event arrives from Redis.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald::protocol::{Closing, EV_CLOSING};
@@ -117,13 +118,15 @@ pub fn slow_consumer_closing() -> Closing {
     }
 }
 
-/// Marks a socket that was let go: it is sent nothing more.
-#[derive(Clone)]
-struct LetGo;
-
-/// A WebSocket's TCP connection, cached on the socket.
-#[derive(Clone)]
-struct Line(KillSwitch);
+/// What the fan-out keeps on each socket: read once per delivery, so it is
+/// one extension rather than several.
+#[derive(Default)]
+struct Outbound {
+    /// Set once the socket is let go: it is sent nothing more.
+    let_go: AtomicBool,
+    /// Its WebSocket's TCP connection, once it is on WebSocket.
+    line: OnceLock<KillSwitch>,
+}
 
 /// Fan-out with slow-consumer handling. Cheap to clone.
 #[derive(Clone)]
@@ -179,23 +182,24 @@ impl Fanout {
     }
 
     fn emit_raw(&self, socket: &SocketRef, event: &str, payload: &RawValue) -> bool {
-        if socket.extensions.get::<LetGo>().is_some() {
+        let outbound = Self::outbound(socket);
+        if outbound.let_go.load(Ordering::Relaxed) {
             return false;
         }
         match socket.emit(event, payload) {
             Ok(()) => {
-                if let Some(line) = self.websocket_line(socket) {
+                if let Some(line) = self.websocket_line(socket, &outbound) {
                     // `42["event",payload]`: close enough to what is written.
                     line.queued((event.len() + payload.get().len() + 8) as u64);
                     if line.backlog() > self.backlog_max {
-                        self.let_go(socket, Some(line), true);
+                        self.let_go(socket, &outbound, Some(line), true);
                     }
                 }
                 true
             }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                let line = self.websocket_line(socket);
-                self.let_go(socket, line, false);
+                let line = self.websocket_line(socket, &outbound);
+                self.let_go(socket, &outbound, line, false);
                 false
             }
             // Closed meanwhile: it is leaving anyway.
@@ -203,26 +207,35 @@ impl Fanout {
         }
     }
 
+    fn outbound(socket: &SocketRef) -> Arc<Outbound> {
+        socket.extensions.get::<Arc<Outbound>>().unwrap_or_else(|| {
+            let outbound = Arc::<Outbound>::default();
+            socket.extensions.insert(outbound.clone());
+            outbound
+        })
+    }
+
     /// The TCP connection a WebSocket socket writes to; `None` on
     /// long-polling (whose requests come over any number of connections).
-    fn websocket_line(&self, socket: &SocketRef) -> Option<KillSwitch> {
+    fn websocket_line<'a>(&self, socket: &SocketRef, outbound: &'a Outbound) -> Option<&'a KillSwitch> {
         if socket.transport_type() != TransportType::Websocket {
             return None;
         }
-        if let Some(Line(kill)) = socket.extensions.get::<Line>() {
-            return Some(kill);
+        if let Some(line) = outbound.line.get() {
+            return Some(line);
         }
         let kill = self.transports.upgraded(&socket.id).or_else(|| {
             socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.kill.clone())
         })?;
-        socket.extensions.insert(Line(kill.clone()));
-        Some(kill)
+        Some(outbound.line.get_or_init(|| kill))
     }
 
     /// Lets a slow consumer go; see the module docs. `room` says whether its
     /// queue can still take the `closing`.
-    fn let_go(&self, socket: &SocketRef, line: Option<KillSwitch>, room: bool) {
-        socket.extensions.insert(LetGo);
+    fn let_go(&self, socket: &SocketRef, outbound: &Outbound, line: Option<&KillSwitch>, room: bool) {
+        if outbound.let_go.swap(true, Ordering::Relaxed) {
+            return; // another delivery got here first
+        }
         self.metrics.slow_consumer_disconnected();
         match line {
             Some(line) if room => {
@@ -231,6 +244,7 @@ impl Fanout {
                 if let Ok(closing) = serde_json::value::to_raw_value(&slow_consumer_closing()) {
                     let _ = socket.emit(EV_CLOSING, &closing);
                 }
+                let line = line.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(SLOW_CONSUMER_GRACE).await;
                     line.trip();
