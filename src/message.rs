@@ -28,6 +28,8 @@ pub enum MessageError {
     NameTooLong,
     #[error("text contains control characters")]
     ControlCharacter,
+    #[error("name contains invisible or text-direction characters")]
+    InvisibleCharacter,
     #[error("client message id must be {CLIENT_ID_MIN}-{CLIENT_ID_MAX} characters of A-Z, a-z, 0-9, '_' or '-'")]
     BadClientId,
 }
@@ -41,6 +43,7 @@ impl MessageError {
             Self::NameEmpty => "name_empty",
             Self::NameTooLong => "name_too_long",
             Self::ControlCharacter => "control_character",
+            Self::InvisibleCharacter => "invisible_character",
             Self::BadClientId => "bad_client_id",
         }
     }
@@ -62,6 +65,24 @@ fn check_controls(text: &str, allow_newlines: bool) -> Result<(), MessageError> 
         }
     };
     if text.chars().any(bad) { Err(MessageError::ControlCharacter) } else { Ok(()) }
+}
+
+/// Characters that change how the text around them reads without showing
+/// themselves: zero-width spaces and joiners, word joiners, byte-order marks
+/// and the bidirectional embeddings, overrides and isolates (which can make
+/// `Alice\u{202E}` read as someone else). A name carrying one can pass for a
+/// different name, so names refuse them.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}'   // zero-width space, non-joiner, joiner; LRM, RLM
+        | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}' // bidi isolates
+        | '\u{061C}'              // Arabic letter mark
+        | '\u{180E}'              // Mongolian vowel separator
+        | '\u{FEFF}'              // zero-width no-break space (BOM)
+        | '\u{00AD}'              // soft hyphen
+    )
 }
 
 /// The text of a message: 1 to 2,000 characters once trimmed, newlines
@@ -90,7 +111,7 @@ impl MessageBody {
 }
 
 /// The name a message is shown under: 1 to 32 characters once trimmed, on
-/// one line.
+/// one line, with no invisible or text-direction characters ([`is_invisible`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct DisplayName(String);
@@ -105,6 +126,9 @@ impl DisplayName {
             return Err(MessageError::NameTooLong);
         }
         check_controls(name, false)?;
+        if name.chars().any(is_invisible) {
+            return Err(MessageError::InvisibleCharacter);
+        }
         Ok(Self(name.to_owned()))
     }
 
@@ -126,7 +150,17 @@ impl DisplayName {
 #[serde(transparent)]
 pub struct ClientMsgId(String);
 
+/// Client ids starting with this are the server's own (messages published
+/// through the API); a client may not send one.
+pub const SYSTEM_CLIENT_ID_PREFIX: &str = "api-";
+
 impl ClientMsgId {
+    /// Whether this id is one only the server makes
+    /// ([`SYSTEM_CLIENT_ID_PREFIX`]).
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(SYSTEM_CLIENT_ID_PREFIX)
+    }
+
     pub fn parse(raw: &str) -> Result<Self, MessageError> {
         let ok_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
         if (CLIENT_ID_MIN..=CLIENT_ID_MAX).contains(&raw.len()) && raw.bytes().all(ok_char) {
@@ -173,6 +207,9 @@ pub struct NewMessage {
     pub body: MessageBody,
     /// Published through the API by a backend, not typed by a person.
     pub system: bool,
+    /// The signed-in sender (from a verified token); `None` for anonymous
+    /// senders and the system.
+    pub user: Option<crate::UserId>,
 }
 
 /// A message as stored and as every client receives it.
@@ -189,6 +226,12 @@ pub struct StoredMessage {
     /// Published through the API by a backend, not typed by a person.
     #[serde(default, skip_serializing_if = "is_false")]
     pub system: bool,
+    /// Sent by a signed-in user: the name is the one their token carries.
+    /// (Which user is kept on the server; clients see only that it was
+    /// one.) Anonymous senders choose their names freely, so only this
+    /// tells a real "Alice" from someone calling themselves Alice.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verified: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -230,6 +273,10 @@ mod tests {
         assert_eq!(DisplayName::parse(&"n".repeat(NAME_MAX_CHARS + 1)), Err(MessageError::NameTooLong));
         assert_eq!(DisplayName::parse("a\nb"), Err(MessageError::ControlCharacter));
         assert_eq!(DisplayName::parse("a\u{2028}b"), Err(MessageError::ControlCharacter));
+        for sneaky in ["Alice\u{202E}", "Al\u{200B}ice", "\u{2066}Bob", "Ev\u{FEFF}e", "Mal\u{00AD}lory"] {
+            assert_eq!(DisplayName::parse(sneaky), Err(MessageError::InvisibleCharacter), "{sneaky:?}");
+        }
+        assert!(DisplayName::parse("Zoë 李 🙂").is_ok(), "visible characters of any script pass");
     }
 
     #[test]
@@ -257,9 +304,12 @@ mod tests {
             body: MessageBody::parse("hello").unwrap(),
             at_ms: 1_700_000_000_000,
             system: false,
+            verified: true,
         };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(serde_json::from_str::<StoredMessage>(&json).unwrap(), msg);
-        assert!(json.contains("\"seq\":3"), "{json}");
+        assert!(json.contains("\"seq\":3") && json.contains("\"verified\":true"), "{json}");
+        assert!(ClientMsgId::parse("api-idem-x").unwrap().is_reserved());
+        assert!(!ClientMsgId::parse("apiary-1").unwrap().is_reserved());
     }
 }

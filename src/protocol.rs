@@ -11,7 +11,9 @@ use std::marker::PhantomData;
 use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::message::{ClientMsgId, DisplayName, MessageBody, MessageError, NewMessage, Seq, StoredMessage};
+use crate::message::{
+    ClientMsgId, DisplayName, MessageBody, MessageError, NewMessage, SYSTEM_CLIENT_ID_PREFIX, Seq, StoredMessage,
+};
 use crate::notification::Notification;
 use crate::room::{RoomName, RoomNameError};
 
@@ -63,6 +65,9 @@ pub const PRESENCE_NAMES_MAX: usize = 100;
 pub const CATCH_UP_MAX: u64 = 500;
 /// The most rooms one socket may be in at once.
 pub const ROOMS_PER_SOCKET_MAX: usize = 16;
+/// The most requests (events with an ack) of one connection that may wait
+/// for their answer at once; one more is answered `rate_limited` at once.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 8;
 
 /// Payload of [`EV_JOIN`]. Fields are raw strings so that a bad value gets a
 /// precise error code instead of a generic parse failure.
@@ -110,14 +115,25 @@ pub struct SendRequest {
 }
 
 impl SendRequest {
-    /// Checks every field, reporting the first that breaks its rule.
+    /// Checks every field, reporting the first that breaks its rule. Client
+    /// ids the server reserves for itself ([`ClientMsgId::is_reserved`]) are
+    /// refused as `bad_client_id`.
     pub fn validate(&self) -> Result<NewMessage, ErrorReply> {
+        let room = RoomName::parse(&self.room)?;
+        let client_id = ClientMsgId::parse(&self.client_id)?;
+        if client_id.is_reserved() {
+            return Err(ErrorReply::new(
+                MessageError::BadClientId.code(),
+                format!("client message ids starting with {SYSTEM_CLIENT_ID_PREFIX:?} are reserved for the server"),
+            ));
+        }
         Ok(NewMessage {
-            room: RoomName::parse(&self.room)?,
-            client_id: ClientMsgId::parse(&self.client_id)?,
+            room,
+            client_id,
             name: DisplayName::parse(&self.name)?,
             body: MessageBody::parse(&self.body)?,
             system: false,
+            user: None,
         })
     }
 }
@@ -166,12 +182,16 @@ pub struct ReadUpdate {
     pub unread: u64,
 }
 
-/// Who is in a room: signed-in users by name (each once, however many
-/// connections they have) and a count of anonymous connections.
+/// Who is in a room: signed-in users by the name their token gives (each
+/// once, however many connections they have) and a count of anonymous
+/// connections. It never carries user ids (which may be e-mail addresses):
+/// everyone in a room gets it, anonymous visitors included. Backends get the
+/// ids from `GET /api/presence/{room}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceSnapshot {
     pub room: String,
-    /// At most [`PRESENCE_NAMES_MAX`], ordered by name.
+    /// Signed-in users whose token names them, at most
+    /// [`PRESENCE_NAMES_MAX`], ordered by name.
     pub users: Vec<PresentUser>,
     /// All signed-in users present, named or not.
     pub user_count: u64,
@@ -180,7 +200,6 @@ pub struct PresenceSnapshot {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresentUser {
-    pub id: String,
     pub name: String,
 }
 
@@ -283,6 +302,9 @@ mod tests {
         assert_eq!(req.validate().unwrap().body.as_str(), "hi");
         req.body = " ".into();
         assert_eq!(req.validate().unwrap_err().code, "body_empty");
+        req.body = "hi".into();
+        req.client_id = "api-idem-order-43".into();
+        assert_eq!(req.validate().unwrap_err().code, "bad_client_id", "the server's own ids are reserved");
         req.room = "No Such".into();
         assert_eq!(req.validate().unwrap_err().code, "invalid_room");
     }

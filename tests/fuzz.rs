@@ -139,7 +139,9 @@ fn visible_char() -> impl Strategy<Value = char> {
         2 => 0xa1u32..0xd800,
         1 => 0xe000u32..0x11_0000,
     ]
-    .prop_filter_map("whitespace", |n| char::from_u32(n).filter(|c| !c.is_whitespace()))
+    .prop_filter_map("whitespace", |n| {
+        char::from_u32(n).filter(|c| !c.is_whitespace() && !herald::message::is_invisible(*c))
+    })
 }
 
 /// A valid display name, already trimmed: one visible character, or two
@@ -181,8 +183,8 @@ fn padding() -> impl Strategy<Value = String> {
 }
 
 fn stored_message() -> impl Strategy<Value = StoredMessage> {
-    (room_name(), any::<u64>(), client_id(), display_name(), body(), any::<i64>(), any::<bool>()).prop_map(
-        |(room, seq, client_id, name, body, at_ms, system)| StoredMessage {
+    (room_name(), any::<u64>(), client_id(), display_name(), body(), any::<i64>(), any::<(bool, bool)>()).prop_map(
+        |(room, seq, client_id, name, body, at_ms, (system, verified))| StoredMessage {
             room: RoomName::parse(&room).unwrap(),
             seq: Seq(seq),
             client_id: ClientMsgId::parse(&client_id).unwrap(),
@@ -190,6 +192,7 @@ fn stored_message() -> impl Strategy<Value = StoredMessage> {
             body: MessageBody::parse(&body).unwrap(),
             at_ms,
             system,
+            verified,
         },
     )
 }
@@ -283,13 +286,14 @@ fn check_name(name: &DisplayName) -> Result<(), TestCaseError> {
     prop_assert_eq!(text.trim(), text, "not trimmed");
     prop_assert!(!text.contains('\n') && !text.contains(OTHER_LINE_BREAKS), "not one line: {text:?}");
     prop_assert!(!text.chars().any(char::is_control), "control in {text:?}");
+    prop_assert!(!text.chars().any(herald::message::is_invisible), "invisible character in {text:?}");
     is_its_string(name, text, DisplayName::parse)
 }
 
 /// A `send`'s error code is one `docs/PROTOCOL.md` lists for it.
 fn check_send_error(error: &ErrorReply) -> Result<(), TestCaseError> {
     const CODES: &str = "malformed invalid_room bad_client_id name_empty name_too_long body_empty body_too_long \
-                         control_character";
+                         control_character invisible_character";
     prop_assert!(CODES.split_whitespace().any(|c| c == error.code), "undocumented code {}", error.code);
     prop_assert!(!error.reason.is_empty());
     Ok(())
@@ -435,11 +439,20 @@ proptest! {
             Ok(name) => check_name(&name)?,
             Err(err) => {
                 prop_assert!(
-                    matches!(err, MessageError::NameEmpty | MessageError::NameTooLong | MessageError::ControlCharacter),
+                    matches!(
+                        err,
+                        MessageError::NameEmpty
+                            | MessageError::NameTooLong
+                            | MessageError::ControlCharacter
+                            | MessageError::InvisibleCharacter
+                    ),
                     "{:?}", err
                 );
                 if err == MessageError::NameEmpty {
                     prop_assert!(raw.trim().is_empty());
+                }
+                if err == MessageError::InvisibleCharacter {
+                    prop_assert!(raw.chars().any(herald::message::is_invisible));
                 }
             }
         }

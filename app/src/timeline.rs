@@ -98,6 +98,7 @@ mod tests {
             body: MessageBody::parse(&format!("message {seq}")).unwrap(),
             at_ms: 0,
             system: false,
+            verified: false,
         }
     }
 

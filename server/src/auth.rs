@@ -1,7 +1,9 @@
 //! Identity: HS256 tokens signed by the customer's backend.
 //!
-//! A token's claims are `sub` (the user id, required), `exp` (required) and
-//! `name` (optional display name). The algorithm is pinned to HS256: a
+//! A token's claims are `sub` (the user id, required), `exp` (required),
+//! `name` (optional display name), `nbf` (optional: not valid before) and
+//! `aud` (required to name `HERALD_TOKEN_AUDIENCE` when that is set; refused
+//! when it is not, since the token is then meant for someone else). The algorithm is pinned to HS256: a
 //! token whose header names anything else — `none` included — is refused
 //! before its signature is even looked at. Several secrets can be configured
 //! at once so a secret can be rotated without downtime: tokens are signed
@@ -18,7 +20,7 @@ use crate::config::Secret;
 
 /// Seconds of clock difference between Herald and the token's issuer that
 /// are forgiven when checking `exp`.
-const LEEWAY_SECS: u64 = 30;
+pub const LEEWAY_SECS: u64 = 30;
 /// Tokens longer than this are refused unread.
 pub const TOKEN_MAX_LEN: usize = 4096;
 
@@ -34,6 +36,10 @@ struct Claims {
     name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    /// Checked by the library against the configured audience; written by
+    /// [`Tokens::issue`] when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
 }
 
 /// Why a token was refused. The text is safe to show the client.
@@ -51,6 +57,10 @@ pub enum TokenError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token is meant for another audience (aud)")]
+    WrongAudience,
     #[error("token has no {0} claim")]
     MissingClaim(String),
     #[error("token subject is not a valid user id")]
@@ -65,17 +75,28 @@ pub struct Tokens {
     decoding: Vec<DecodingKey>,
     encoding: Option<EncodingKey>,
     validation: Validation,
+    audience: Option<String>,
 }
 
 impl Tokens {
-    pub fn new(secrets: &[Secret]) -> Self {
+    /// Tokens signed with any of `secrets`; with an `audience`, their `aud`
+    /// must name it.
+    pub fn new(secrets: &[Secret], audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        match audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+            }
+            None => validation.set_required_spec_claims(&["exp", "sub"]),
+        }
         Self {
             decoding: secrets.iter().map(|s| DecodingKey::from_secret(s.expose().as_bytes())).collect(),
             encoding: secrets.first().map(|s| EncodingKey::from_secret(s.expose().as_bytes())),
             validation,
+            audience: audience.map(str::to_owned),
         }
     }
 
@@ -123,6 +144,7 @@ impl Tokens {
             exp: Some(now + ttl.as_secs()),
             name: name.map(ToString::to_string),
             iat: Some(now),
+            aud: self.audience.clone().map(serde_json::Value::String),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).map_err(|_| TokenError::Malformed)
     }
@@ -147,6 +169,8 @@ fn map_error(kind: &ErrorKind) -> TokenError {
     match kind {
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
             TokenError::WrongAlgorithm
         }
@@ -178,7 +202,7 @@ mod tests {
     const NEW: &str = "new-secret-new-secret-new-secret-0002";
 
     fn tokens(secrets: &[&str]) -> Tokens {
-        Tokens::new(&secrets.iter().map(|s| Secret::new(*s)).collect::<Vec<_>>())
+        Tokens::new(&secrets.iter().map(|s| Secret::new(*s)).collect::<Vec<_>>(), None)
     }
 
     fn user(id: &str) -> UserId {
@@ -208,6 +232,31 @@ mod tests {
     fn expired_tokens_are_refused() {
         let token = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() - LEEWAY_SECS - 10}));
         assert_eq!(tokens(&[NEW]).verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn nbf_is_honoured() {
+        let later = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 600, "nbf": now() + 300}));
+        assert_eq!(tokens(&[NEW]).verify(&later), Err(TokenError::NotYetValid));
+        let now_valid = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 600, "nbf": now() - 1}));
+        assert!(tokens(&[NEW]).verify(&now_valid).is_ok());
+    }
+
+    #[test]
+    fn aud_must_name_the_configured_audience() {
+        let for_chat = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 60, "aud": "chat"}));
+        let for_other = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 60, "aud": "billing"}));
+        let without = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 60}));
+        let chat = Tokens::new(&[Secret::new(NEW)], Some("chat"));
+        assert_eq!(chat.verify(&for_chat).unwrap().user, user("63"));
+        assert_eq!(chat.verify(&for_other), Err(TokenError::WrongAudience));
+        assert_eq!(chat.verify(&without), Err(TokenError::MissingClaim("aud".into())));
+        // Without a configured audience a token meant for someone is refused,
+        // and said so (not "malformed").
+        assert_eq!(tokens(&[NEW]).verify(&for_chat), Err(TokenError::WrongAudience));
+        assert!(tokens(&[NEW]).verify(&without).is_ok());
+        let issued = chat.issue(&user("64"), None, Duration::from_secs(60)).unwrap();
+        assert_eq!(chat.verify(&issued).unwrap().user, user("64"), "herald token writes the audience");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_SECRET",
     "HERALD_COOKIE_SECURE",
     "HERALD_TOKEN_SECRETS",
+    "HERALD_TOKEN_AUDIENCE",
     "HERALD_API_KEYS",
     "HERALD_ALLOW_ANONYMOUS",
     "HERALD_ALLOWED_ORIGINS",
@@ -55,11 +56,17 @@ pub const KEYS: &[&str] = &[
     "HERALD_OUTBOUND_BUFFER_BYTES",
     "HERALD_CONNECTIONS_PER_IP",
     "HERALD_TCP_CONNECTIONS_PER_IP",
+    "HERALD_HANDSHAKES_PER_IP",
     "HERALD_TRUSTED_PROXIES",
     "HERALD_SEND_RATE",
     "HERALD_SEND_BURST",
     "HERALD_PUBLISH_RATE",
     "HERALD_PUBLISH_BURST",
+    "HERALD_EVENT_RATE",
+    "HERALD_EVENT_BURST",
+    "HERALD_EVENT_STORE_CONCURRENCY",
+    "HERALD_PRESENCE_INTERVAL",
+    "HERALD_CONNECT_TIMEOUT",
     "HERALD_HEAD_TIMEOUT",
     "HERALD_REQUEST_TIMEOUT",
     "HERALD_STORE_TIMEOUT",
@@ -99,8 +106,21 @@ pub struct Limits {
     pub connections_per_ip: u32,
     /// TCP connections, whatever they carry; 0: no limit.
     pub tcp_connections_per_ip: u32,
+    /// Engine.IO handshakes per address within a connect timeout; 0: no
+    /// limit.
+    pub handshakes_per_ip: u32,
     pub send_rate: Rate,
     pub publish_rate: Rate,
+    /// Every client event's cost is taken from this (see
+    /// `realtime::EventCost`).
+    pub event_rate: Rate,
+    /// Store operations client events other than `send` may run at once,
+    /// server-wide.
+    pub event_store_concurrency: usize,
+    /// At most one presence snapshot per room per this.
+    pub presence_interval: Duration,
+    /// How long an Engine.IO session may take to connect to Socket.IO.
+    pub connect_timeout: Duration,
     /// How long a connection may take to send a request's head.
     pub head_timeout: Duration,
     pub request_timeout: Duration,
@@ -120,8 +140,13 @@ impl Default for Limits {
             outbound_buffer_bytes: 128 * 1024,
             connections_per_ip: 256,
             tcp_connections_per_ip: 1024,
+            handshakes_per_ip: 256,
             send_rate: Rate { per_sec: 10, burst: 20 },
             publish_rate: Rate { per_sec: 1000, burst: 2000 },
+            event_rate: Rate { per_sec: 20, burst: 60 },
+            event_store_concurrency: 4,
+            presence_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
             head_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(15),
             store_timeout: Duration::from_secs(5),
@@ -181,6 +206,21 @@ impl TrustedProxies {
     /// then the nearest `X-Forwarded-For` hop that isn't one (a client can
     /// put anything on the left of that header, so it is read from the
     /// right).
+    ///
+    /// Every `X-Forwarded-For` line of `headers` counts, in order, as one
+    /// list: a proxy that adds a line of its own (rather than appending to
+    /// the client's) must not leave the client's line to be read as the
+    /// nearest hop.
+    pub fn client_ip_of(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let lines: Vec<&str> =
+            headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
+        self.client_ip(peer, Some(&lines.join(",")))
+    }
+
+    /// [`Self::client_ip_of`] with the header's lines already joined.
     pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
         if !self.contains(peer) {
             return peer;
@@ -207,6 +247,8 @@ pub struct Config {
     pub secret: Option<Secret>,
     pub cookie_secure: bool,
     pub token_secrets: Vec<Secret>,
+    /// The `aud` tokens must name, when set; unset: tokens must carry none.
+    pub token_audience: Option<String>,
     pub api_keys: Vec<Secret>,
     pub allow_anonymous: bool,
     pub allowed_origins: Origins,
@@ -449,6 +491,26 @@ impl Config {
                 0..=1_000_000,
                 defaults.tcp_connections_per_ip,
             )?,
+            handshakes_per_ip: src.number("HERALD_HANDSHAKES_PER_IP", 0..=1_000_000, defaults.handshakes_per_ip)?,
+            event_rate: Rate {
+                per_sec: src.number("HERALD_EVENT_RATE", 0..=1_000_000, defaults.event_rate.per_sec)?,
+                burst: src.number("HERALD_EVENT_BURST", 1..=1_000_000, defaults.event_rate.burst)?,
+            },
+            event_store_concurrency: src.number(
+                "HERALD_EVENT_STORE_CONCURRENCY",
+                1..=1024,
+                defaults.event_store_concurrency,
+            )?,
+            presence_interval: src.duration(
+                "HERALD_PRESENCE_INTERVAL",
+                Duration::from_millis(50)..=secs(60),
+                defaults.presence_interval,
+            )?,
+            connect_timeout: src.duration(
+                "HERALD_CONNECT_TIMEOUT",
+                Duration::from_millis(500)..=secs(120),
+                defaults.connect_timeout,
+            )?,
             send_rate: Rate {
                 per_sec: src.number("HERALD_SEND_RATE", 0..=1_000_000, defaults.send_rate.per_sec)?,
                 burst: src.number("HERALD_SEND_BURST", 1..=1_000_000, defaults.send_rate.burst)?,
@@ -479,6 +541,12 @@ impl Config {
             secret,
             cookie_secure: src.flag("HERALD_COOKIE_SECURE", false)?,
             token_secrets: src.secrets("HERALD_TOKEN_SECRETS", 32)?,
+            token_audience: match src.get("HERALD_TOKEN_AUDIENCE").map(|a| a.trim().to_owned()) {
+                Some(aud) if aud.is_empty() || aud.len() > 256 => {
+                    return Err(err("HERALD_TOKEN_AUDIENCE", "1-256 characters"));
+                }
+                aud => aud,
+            },
             api_keys: src.secrets("HERALD_API_KEYS", 16)?,
             allow_anonymous: src.flag("HERALD_ALLOW_ANONYMOUS", true)?,
             allowed_origins,
@@ -636,5 +704,13 @@ mod tests {
         assert!(TrustedProxies::parse(&["proxy.local".into()]).is_err());
         assert_eq!(config(&[("HERALD_TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err().key, "HERALD_TRUSTED_PROXIES");
         assert!(TrustedProxies::parse(&["0.0.0.0/0".into()]).unwrap().contains(ip("8.8.8.8")));
+
+        // A proxy that adds its own header line: the client's own line
+        // (first) must not be taken for the nearest hop.
+        let mut headers = axum::http::HeaderMap::new();
+        headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        headers.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        assert_eq!(proxies.client_ip_of(ip("10.1.2.3"), &headers), ip("1.2.3.4"));
+        assert_eq!(proxies.client_ip_of(ip("203.0.113.9"), &headers), ip("203.0.113.9"));
     }
 }

@@ -35,6 +35,15 @@ struct KillState {
     queued: AtomicU64,
     /// Bytes the kernel has accepted from the connection.
     written: AtomicU64,
+    /// The stream is gone.
+    closed: AtomicBool,
+    /// The size of the last big reply queued, and the `queued` total once it
+    /// was: until `written` reaches that, the reply may still be in the
+    /// backlog, and the connection may owe that much more than its budget.
+    reply_bytes: AtomicU64,
+    reply_until: AtomicU64,
+    /// Run once when the connection closes (its stream is dropped).
+    on_close: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Cuts one TCP connection, and measures how far its writes lag behind
@@ -55,16 +64,57 @@ impl KillSwitch {
         self.0.killed.load(Ordering::Acquire)
     }
 
+    /// Whether both switch the same connection.
+    pub fn same(&self, other: &KillSwitch) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Runs `f` when the connection closes, however it closes (at once if
+    /// it has already).
+    pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
+        let mut hooks = self.0.on_close.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.0.closed.load(Ordering::Acquire) {
+            drop(hooks);
+            f();
+        } else {
+            hooks.push(Box::new(f));
+        }
+    }
+
     /// Records `bytes` queued for sending on this connection.
     pub fn queued(&self, bytes: u64) {
         self.0.queued.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Records a reply of `bytes` queued for sending. A reply answers a
+    /// request and may be bigger than the budget (a catch-up of hundreds of
+    /// messages), so while it is being written the connection may owe that
+    /// much more ([`Self::over`]); it can't ask for another meanwhile (the
+    /// caller checks the backlog first).
+    pub fn queued_reply(&self, bytes: u64) {
+        let total = self.0.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.0.reply_bytes.store(bytes, Ordering::Relaxed);
+        self.0.reply_until.store(total, Ordering::Relaxed);
+    }
+
     /// Bytes queued and not yet taken by the kernel: the memory a client
     /// that doesn't read makes Herald hold. Writes the queuer did not count
-    /// (HTTP heads, acks, frame headers) only make this smaller.
+    /// (HTTP heads, frame headers) only make this smaller.
     pub fn backlog(&self) -> u64 {
         self.0.queued.load(Ordering::Relaxed).saturating_sub(self.0.written.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection owes more than `budget`, plus the reply being
+    /// written if there is one.
+    pub fn over(&self, budget: u64) -> bool {
+        let written = self.0.written.load(Ordering::Relaxed);
+        let backlog = self.0.queued.load(Ordering::Relaxed).saturating_sub(written);
+        let allowance = if written < self.0.reply_until.load(Ordering::Relaxed) {
+            self.0.reply_bytes.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        backlog > budget.saturating_add(allowance)
     }
 }
 
@@ -76,6 +126,20 @@ pub struct Killable<S> {
     _slot: Option<ConnectionSlot>,
     inner: S,
     kill: KillSwitch,
+}
+
+impl<S> Drop for Killable<S> {
+    fn drop(&mut self) {
+        let state = &self.kill.0;
+        let hooks = {
+            let mut hooks = state.on_close.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *hooks)
+        };
+        for hook in hooks {
+            hook();
+        }
+    }
 }
 
 fn cut() -> io::Error {
@@ -210,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn close_hooks_run_once_when_the_stream_goes() {
+        let (_client, server) = tokio::io::duplex(64);
+        let kill = KillSwitch::default();
+        let runs = Arc::new(AtomicU64::new(0));
+        let stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        let counter = runs.clone();
+        kill.on_close(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(runs.load(Ordering::Relaxed), 0);
+        drop(stream);
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        let counter = runs.clone();
+        kill.on_close(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "a hook added after the close runs at once");
+    }
+
+    #[test]
     fn the_refusal_is_one_well_formed_response() {
         let text = std::str::from_utf8(TOO_MANY).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -232,5 +316,22 @@ mod tests {
         stream.write_all(b"head").await.unwrap();
         kill.queued(3);
         assert_eq!(kill.backlog(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reply_may_exceed_the_budget_until_it_is_written() {
+        let (_client, server) = tokio::io::duplex(1 << 20);
+        let kill = KillSwitch::default();
+        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        kill.queued_reply(1000);
+        assert!(!kill.over(100), "the reply's own size is allowed");
+        kill.queued(50);
+        assert!(!kill.over(100), "and events behind it, within the budget");
+        kill.queued(100);
+        assert!(kill.over(100), "but no more than the budget besides");
+        stream.write_all(&[0; 1000]).await.unwrap();
+        assert!(kill.over(100), "the reply is out; 150 are owed, over 100");
+        stream.write_all(&[0; 100]).await.unwrap();
+        assert!(!kill.over(100));
     }
 }

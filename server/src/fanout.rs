@@ -31,7 +31,7 @@ use std::time::Duration;
 use herald::protocol::{Closing, EV_CLOSING};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use socketioxide::extract::SocketRef;
+use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 
@@ -84,9 +84,37 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// Records the TCP connection a socket's WebSocket upgrade came over.
+    /// Records the TCP connection a socket's WebSocket upgrade came over,
+    /// once Socket.IO has accepted the upgrade (`transport::guard`). The
+    /// first accepted upgrade of a session wins: someone who learns a
+    /// session's id can't re-point it to their own connection. The entry
+    /// goes when that connection closes, whatever became of the upgrade
+    /// (an unknown session, a failed probe), and when the socket
+    /// disconnects.
     pub fn upgrading(&self, sid: Sid, kill: KillSwitch) {
-        self.upgraded.with(|m| m.insert(sid, kill));
+        let recorded = self.upgraded.with(|m| match m.entry(sid) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(kill.clone());
+                true
+            }
+        });
+        if recorded {
+            let upgraded = self.upgraded.clone();
+            let line = kill.clone();
+            kill.on_close(move || {
+                upgraded.with(|m| {
+                    if m.get(&sid).is_some_and(|recorded| recorded.same(&line)) {
+                        m.remove(&sid);
+                    }
+                });
+            });
+        }
+    }
+
+    /// How many upgrades are recorded (for `/metrics`).
+    pub fn upgrades_tracked(&self) -> usize {
+        self.upgraded.with(|m| m.len())
     }
 
     fn upgraded(&self, sid: &Sid) -> Option<KillSwitch> {
@@ -170,6 +198,98 @@ impl Fanout {
         delivered
     }
 
+    /// Answers a client's request. The reply is counted against the
+    /// socket's outbound budget like any event: a client that asks for
+    /// catch-ups and never reads them is a slow consumer too. A socket
+    /// already let go gets nothing.
+    pub fn reply<T: Serialize + ?Sized>(&self, socket: &SocketRef, ack: AckSender, reply: &T) {
+        let outbound = Self::outbound(socket);
+        if outbound.let_go.load(Ordering::Relaxed) {
+            return;
+        }
+        let payload = match serde_json::value::to_raw_value(reply) {
+            Ok(payload) => payload,
+            Err(err) => {
+                tracing::error!(%err, "could not encode a reply");
+                return;
+            }
+        };
+        let line = self.websocket_line(socket, &outbound);
+        // It asks for more while it owes more than its budget: a client
+        // that asks and never reads.
+        if let Some(line) = line
+            && line.backlog() > self.backlog_max
+        {
+            self.let_go(socket, &outbound, Some(line), true);
+            return;
+        }
+        match ack.send(&payload) {
+            // `43<id>[payload]`: close enough to what is written.
+            Ok(()) => {
+                if let Some(line) = line {
+                    line.queued_reply((payload.get().len() + 8) as u64);
+                }
+            }
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => self.let_go(socket, &outbound, line, false),
+            Err(err) => tracing::debug!(%err, "could not send a reply"),
+        }
+    }
+
+    /// Lets the socket go if it owes more than its budget already; true if
+    /// it is (or was already) let go. For requests about to be served: one
+    /// that asks while it owes that much does not read what it asks for.
+    pub fn let_go_if_behind(&self, socket: &SocketRef) -> bool {
+        let outbound = Self::outbound(socket);
+        if outbound.let_go.load(Ordering::Relaxed) {
+            return true;
+        }
+        match self.websocket_line(socket, &outbound) {
+            Some(line) if line.backlog() > self.backlog_max => {
+                self.let_go(socket, &outbound, Some(line), true);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this socket was let go as a slow consumer: its requests are
+    /// not served any more.
+    pub fn is_let_go(&self, socket: &SocketRef) -> bool {
+        socket.extensions.get::<Arc<Outbound>>().is_some_and(|o| o.let_go.load(Ordering::Relaxed))
+    }
+
+    /// Counts `bytes` queued for `socket` against its budget.
+    fn count(&self, socket: &SocketRef, outbound: &Outbound, bytes: usize) {
+        if let Some(line) = self.websocket_line(socket, outbound) {
+            line.queued(bytes as u64);
+            if line.over(self.backlog_max) {
+                self.let_go(socket, outbound, Some(line), true);
+            }
+        }
+    }
+
+    /// Closes one socket for `closing`'s reason: it is sent nothing more but
+    /// `closing`, is disconnected from the namespace, and its WebSocket's
+    /// connection is cut `grace` later (a client that ignores the
+    /// disconnect must not keep the connection).
+    pub fn close(&self, socket: SocketRef, closing: &Closing, grace: Duration) {
+        let outbound = Self::outbound(&socket);
+        let line = self.websocket_line(&socket, &outbound).cloned();
+        if outbound.let_go.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(closing) = serde_json::value::to_raw_value(closing) {
+            let _ = socket.emit(EV_CLOSING, &closing);
+        }
+        let _ = socket.disconnect();
+        if let Some(line) = line {
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                line.trip();
+            });
+        }
+    }
+
     /// Emits to one socket; false if it could not take it.
     pub fn emit<T: Serialize + ?Sized>(&self, socket: &SocketRef, event: &str, data: &T) -> bool {
         match serde_json::value::to_raw_value(data) {
@@ -188,13 +308,8 @@ impl Fanout {
         }
         match socket.emit(event, payload) {
             Ok(()) => {
-                if let Some(line) = self.websocket_line(socket, &outbound) {
-                    // `42["event",payload]`: close enough to what is written.
-                    line.queued((event.len() + payload.get().len() + 8) as u64);
-                    if line.backlog() > self.backlog_max {
-                        self.let_go(socket, &outbound, Some(line), true);
-                    }
-                }
+                // `42["event",payload]`: close enough to what is written.
+                self.count(socket, &outbound, event.len() + payload.get().len() + 8);
                 true
             }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {

@@ -4,13 +4,22 @@
 //! the room with `303 See Other`; on failure the room page is rendered again
 //! with the reason shown, the visitor's text kept, a 4xx/5xx status, and
 //! nothing stored.
+//!
+//! Posts share the limits of the socket's `send`: `HERALD_SEND_RATE` and
+//! `HERALD_SEND_BURST`, per visitor and per address ([`FormRate`]). Over
+//! either, the answer is a small 429 page with the reason and
+//! `Retry-After`, not the room page: a flood must not cost a history read
+//! per post.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use app::ssr::{FormRejection, Visitor};
 use axum::Form;
 use axum::body::Body;
 use axum::extract::rejection::FormRejection as FormBodyRejection;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::extract::{ConnectInfo, Extension, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald::RoomName;
 use herald::protocol::SendRequest;
@@ -18,9 +27,37 @@ use serde::Deserialize;
 use socketioxide::SocketIo;
 
 use crate::chat::PostError;
+use crate::config::Rate;
+use crate::conn::PeerConn;
 use crate::headers::CspNonce;
+use crate::limits::{IpKey, RateTable, retry_after_secs};
+use crate::metrics::Rejection;
 use crate::state::AppState;
 use crate::visitor::{VisitorId, random_hex};
+
+/// How many visitors and addresses the form's rate tables remember.
+const FORM_RATE_KEYS: usize = 65_536;
+
+/// The form's send rate, per visitor and per address.
+pub struct FormRate {
+    visitors: RateTable<String>,
+    addresses: RateTable<IpKey>,
+}
+
+impl FormRate {
+    pub fn new(rate: Rate) -> Self {
+        Self { visitors: RateTable::new(rate, FORM_RATE_KEYS), addresses: RateTable::new(rate, FORM_RATE_KEYS) }
+    }
+
+    /// Takes a post from the visitor's and the address's buckets.
+    fn take(&self, visitor: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.visitors.take(&visitor.to_owned())?;
+        match ip {
+            Some(ip) => self.addresses.take(&IpKey::of(ip)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// The form's fields. Missing fields read as empty, so that they are
 /// reported like any other invalid value.
@@ -34,12 +71,15 @@ pub struct AddMessageForm {
     client_id: String,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn add_message(
     State(state): State<AppState>,
     State(io): State<SocketIo>,
     Extension(visitor_id): Extension<VisitorId>,
     Extension(visitor): Extension<Visitor>,
     nonce: Option<Extension<CspNonce>>,
+    peer: Option<Extension<ConnectInfo<PeerConn>>>,
+    headers: HeaderMap,
     form: Result<Form<AddMessageForm>, FormBodyRejection>,
 ) -> Response {
     let form = match form {
@@ -55,6 +95,12 @@ pub async fn add_message(
     };
     if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
         return reject(StatusCode::FORBIDDEN, "This form has expired. Send your message again.".into()).await;
+    }
+    let ip =
+        peer.map(|Extension(ConnectInfo(peer))| state.cookies.trusted_proxies.client_ip_of(peer.addr.ip(), &headers));
+    if let Err(wait) = state.form_rate.take(&visitor_id.0, ip) {
+        state.metrics.rejected(Rejection::FormRate);
+        return too_fast(wait);
     }
     let Some(_work) = state.drain.start() else {
         return reject(StatusCode::SERVICE_UNAVAILABLE, "The server is restarting. Send your message again.".into())
@@ -73,6 +119,7 @@ pub async fn add_message(
         Ok(mut message) => {
             if let Some(identity) = &visitor.identity {
                 message.name = identity.display_name();
+                message.user = Some(identity.user.clone());
             }
             message
         }
@@ -91,6 +138,19 @@ pub async fn add_message(
             reject(StatusCode::SERVICE_UNAVAILABLE, "Your message could not be stored. Try again.".into()).await
         }
     }
+}
+
+/// The answer to a post over the rate: nothing stored, and when to try again.
+fn too_fast(wait: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    let text = format!(
+        "You are sending messages faster than this server allows. Nothing was stored: wait {secs} s, \
+         go back and send again."
+    );
+    let mut response = crate::session::page(StatusCode::TOO_MANY_REQUESTS, "Too many messages", &text);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Renders the room page for a rejected post, with `status`.

@@ -1,11 +1,39 @@
 //! Rate limits and connection caps.
+//!
+//! - [`TokenBucket`]: one rate (a connection's sends, its event budget, an
+//!   API key's publishes); takes weighted costs.
+//! - [`RateTable`]: a bucket per key (visitor, IP address) in a table of
+//!   bounded size, for callers that have no connection to hang a bucket on.
+//! - [`ConnectionCaps`]: open things (connections, handshakes) per address.
+//!
+//! Every per-address count keys on [`IpKey`]: an IPv4 address, or an IPv6
+//! address's /64 (one subscriber's allocation: anyone holding a /64 has
+//! 2^64 addresses to rotate through).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Rate;
+
+/// What per-address limits count by: the IPv4 address, or the /64 of an
+/// IPv6 one (an IPv4-mapped IPv6 address counts as its IPv4 address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpKey(IpAddr);
+
+impl IpKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(IpAddr::V4(v4)),
+                None => Self(IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX)))),
+            },
+        }
+    }
+}
 
 /// A token bucket: `rate.burst` tokens, refilled at `rate.per_sec`.
 pub struct TokenBucket {
@@ -25,38 +53,115 @@ impl TokenBucket {
 
     /// Takes a token, or says how long until one is there.
     pub fn take(&self) -> Result<(), Duration> {
-        self.take_at(Instant::now())
+        self.take_n_at(1, Instant::now())
     }
 
+    /// Takes `cost` tokens, or says how long until they are there. A cost
+    /// above the burst is charged as the whole burst, so it can pass once
+    /// the bucket is full.
+    pub fn take_n(&self, cost: u32) -> Result<(), Duration> {
+        self.take_n_at(cost, Instant::now())
+    }
+
+    #[cfg(test)]
     fn take_at(&self, now: Instant) -> Result<(), Duration> {
+        self.take_n_at(1, now)
+    }
+
+    fn take_n_at(&self, cost: u32, now: Instant) -> Result<(), Duration> {
         if self.rate.per_sec == 0 {
             return Ok(());
         }
-        let per_sec = f64::from(self.rate.per_sec);
         let mut bucket = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * per_sec;
-        bucket.tokens = (bucket.tokens + refill).min(f64::from(self.rate.burst));
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        bucket.take(self.rate, cost, now)
+    }
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: Instant) -> Self {
+        Self { tokens: f64::from(rate.burst), at: now }
+    }
+
+    fn refill(&mut self, rate: Rate, now: Instant) {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(rate.per_sec);
+        self.tokens = (self.tokens + refill).min(f64::from(rate.burst));
+        self.at = now;
+    }
+
+    fn take(&mut self, rate: Rate, cost: u32, now: Instant) -> Result<(), Duration> {
+        self.refill(rate, now);
+        let cost = f64::from(cost.min(rate.burst));
+        if self.tokens >= cost {
+            self.tokens -= cost;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
+            Err(Duration::from_secs_f64((cost - self.tokens) / f64::from(rate.per_sec)))
         }
     }
 }
 
-/// Counts open connections per IP address.
+/// A token bucket per key, for limits without a connection to keep one on
+/// (the no-JavaScript form, per visitor and per address).
+///
+/// The table holds at most `capacity` keys. A key whose bucket has refilled
+/// completely is the same as a key never seen, so when the table is full
+/// those are dropped first; if none has, the stalest entry goes (someone
+/// making up keys then only resets buckets they made up, while real users'
+/// recent buckets stay).
+pub struct RateTable<K> {
+    rate: Rate,
+    capacity: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Hash + Eq + Clone> RateTable<K> {
+    pub fn new(rate: Rate, capacity: usize) -> Self {
+        Self { rate, capacity: capacity.max(1), buckets: Mutex::default() }
+    }
+
+    /// Takes a token from `key`'s bucket, or says how long until one is there.
+    pub fn take(&self, key: &K) -> Result<(), Duration> {
+        self.take_at(key, Instant::now())
+    }
+
+    fn take_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        if self.rate.per_sec == 0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !buckets.contains_key(key) && buckets.len() >= self.capacity {
+            let rate = self.rate;
+            buckets.retain(|_, bucket| {
+                bucket.refill(rate, now);
+                bucket.tokens < f64::from(rate.burst)
+            });
+            if buckets.len() >= self.capacity
+                && let Some(stalest) = buckets.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| k.clone())
+            {
+                buckets.remove(&stalest);
+            }
+        }
+        buckets.entry(key.clone()).or_insert_with(|| Bucket::full(self.rate, now)).take(self.rate, 1, now)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().unwrap().len()
+    }
+}
+
+/// Counts open connections (or anything else held open) per address
+/// ([`IpKey`]).
 #[derive(Clone)]
 pub struct ConnectionCaps {
     max: u32,
-    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    open: Arc<Mutex<HashMap<IpKey, u32>>>,
 }
 
 /// One counted connection; the count drops when this does.
 pub struct ConnectionSlot {
-    ip: IpAddr,
-    open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    ip: IpKey,
+    open: Arc<Mutex<HashMap<IpKey, u32>>>,
 }
 
 impl ConnectionCaps {
@@ -67,6 +172,7 @@ impl ConnectionCaps {
 
     /// Counts a connection from `ip`, unless `ip` already has the maximum.
     pub fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let ip = IpKey::of(ip);
         let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(ip).or_insert(0);
         if self.max != 0 && *count >= self.max {
@@ -115,6 +221,51 @@ mod tests {
             assert!(bucket.take_at(later).is_ok());
         }
         assert!(bucket.take_at(later).is_err());
+    }
+
+    #[test]
+    fn costs_are_weighted_and_a_cost_above_the_burst_waits_for_a_full_bucket() {
+        let bucket = TokenBucket::new(Rate { per_sec: 10, burst: 20 });
+        let start = Instant::now();
+        assert!(bucket.take_n_at(5, start).is_ok());
+        assert!(bucket.take_n_at(15, start).is_ok());
+        let wait = bucket.take_n_at(5, start).unwrap_err();
+        assert!(wait > Duration::from_millis(490) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(bucket.take_n_at(1, start + Duration::from_millis(100)).is_ok());
+        assert!(bucket.take_n_at(100, start + Duration::from_secs(10)).is_ok(), "charged as the burst");
+        assert!(bucket.take_n_at(1, start + Duration::from_secs(10)).is_err());
+    }
+
+    #[test]
+    fn a_rate_table_limits_each_key_and_stays_within_its_capacity() {
+        let table = RateTable::new(Rate { per_sec: 1, burst: 2 }, 3);
+        let now = Instant::now();
+        assert!(table.take_at(&0, now).is_ok());
+        assert!(table.take_at(&0, now).is_ok());
+        assert!(table.take_at(&0, now).is_err(), "0's burst is spent");
+        assert!(table.take_at(&1, now).is_ok(), "1 has its own bucket");
+        for key in 2..6 {
+            assert!(table.take_at(&key, now).is_ok());
+            assert!(table.len() <= 3);
+        }
+        // Once refilled, a key is forgotten first; the table never grows.
+        let later = now + Duration::from_secs(10);
+        for key in 10..110 {
+            assert!(table.take_at(&key, later).is_ok());
+        }
+        assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(IpKey::of(ip("2001:db8:1:2::1")), IpKey::of(ip("2001:db8:1:2:ffff:eeee:dddd:cccc")));
+        assert_ne!(IpKey::of(ip("2001:db8:1:2::1")), IpKey::of(ip("2001:db8:1:3::1")));
+        assert_eq!(IpKey::of(ip("::ffff:10.0.0.1")), IpKey::of(ip("10.0.0.1")));
+        let caps = ConnectionCaps::new(1);
+        let _held = caps.admit(ip("2001:db8::1")).unwrap();
+        assert!(caps.admit(ip("2001:db8::2")).is_none(), "the same /64 shares the cap");
+        assert!(caps.admit(ip("2001:db8:0:1::1")).is_some());
     }
 
     #[test]

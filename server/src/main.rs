@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Token { sub, name, ttl } => {
-            let tokens = Tokens::new(&config.token_secrets);
+            let tokens = Tokens::new(&config.token_secrets, config.token_audience.as_deref());
             if !tokens.is_configured() {
                 bail!("HERALD_TOKEN_SECRETS is not set: there is no secret to sign with");
             }

@@ -50,11 +50,28 @@ pub enum Rejection {
     TcpConnectionsPerIp,
     /// A handshake from an origin that is not allowed.
     Origin,
+    /// A client event over its connection's event budget.
+    EventRate,
+    /// A client event while its connection had the most requests in flight.
+    InFlight,
+    /// An Engine.IO handshake over the per-IP limit.
+    HandshakesPerIp,
+    /// A no-JavaScript form post over its visitor's or address's rate.
+    FormRate,
 }
 
 impl Rejection {
-    const ALL: [Self; 5] =
-        [Self::SendRate, Self::PublishRate, Self::ConnectionsPerIp, Self::TcpConnectionsPerIp, Self::Origin];
+    const ALL: [Self; 9] = [
+        Self::SendRate,
+        Self::PublishRate,
+        Self::ConnectionsPerIp,
+        Self::TcpConnectionsPerIp,
+        Self::Origin,
+        Self::EventRate,
+        Self::InFlight,
+        Self::HandshakesPerIp,
+        Self::FormRate,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -63,6 +80,10 @@ impl Rejection {
             Self::ConnectionsPerIp => "connections_per_ip",
             Self::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Self::Origin => "origin",
+            Self::EventRate => "event_rate",
+            Self::InFlight => "requests_in_flight",
+            Self::HandshakesPerIp => "handshakes_per_ip",
+            Self::FormRate => "form_rate",
         }
     }
 }
@@ -95,6 +116,8 @@ pub struct Metrics {
     publish: [AtomicU64; PublishOutcome::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     slow_consumer_disconnects: AtomicU64,
+    presence_snapshots: AtomicU64,
+    token_expiries: AtomicU64,
     store_errors: AtomicU64,
     store_latency: Histogram,
 }
@@ -104,6 +127,9 @@ pub struct Live {
     pub websocket: usize,
     pub polling: usize,
     pub rooms: usize,
+    /// WebSocket upgrades whose TCP connection is tracked (see
+    /// `fanout::Transports`).
+    pub upgrades_tracked: usize,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -138,6 +164,16 @@ impl Metrics {
 
     pub fn slow_consumer_disconnected(&self) {
         inc(&self.slow_consumer_disconnects);
+    }
+
+    /// One presence snapshot sent to a room.
+    pub fn presence_snapshot(&self) {
+        inc(&self.presence_snapshots);
+    }
+
+    /// A connection closed because its token expired.
+    pub fn token_expired(&self) {
+        inc(&self.token_expiries);
     }
 
     /// One storage operation finished (or timed out) after `elapsed`.
@@ -203,6 +239,24 @@ impl Metrics {
             &[("", get(&self.slow_consumer_disconnects))],
         );
         family(
+            "herald_presence_snapshots_total",
+            "counter",
+            "Presence snapshots sent to rooms (coalesced: at most one per room per HERALD_PRESENCE_INTERVAL).",
+            &[("", get(&self.presence_snapshots))],
+        );
+        family(
+            "herald_token_expired_disconnects_total",
+            "counter",
+            "Connections closed because their token expired.",
+            &[("", get(&self.token_expiries))],
+        );
+        family(
+            "herald_upgrades_tracked",
+            "gauge",
+            "WebSocket upgrades whose TCP connection is tracked for slow-consumer cut-off.",
+            &[("", live.upgrades_tracked as u64)],
+        );
+        family(
             "herald_store_errors_total",
             "counter",
             "Storage operations that failed or timed out.",
@@ -238,7 +292,7 @@ mod tests {
         m.publish(PublishOutcome::RateLimited);
         m.store_op(Duration::from_micros(700), true);
         m.store_op(Duration::from_secs(10), false);
-        let text = m.render(&Live { websocket: 3, polling: 1, rooms: 2 });
+        let text = m.render(&Live { websocket: 3, polling: 1, rooms: 2, upgrades_tracked: 0 });
         assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
         assert!(text.contains("herald_messages_received_total 1\n"));
         assert!(text.contains("herald_publish_requests_total{outcome=\"rate_limited\"} 1\n"));

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
+use herald::message::SYSTEM_CLIENT_ID_PREFIX;
 use herald::notification::{EV_NOTIFICATION, EventName};
 use herald::protocol::ErrorReply;
 use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, UserId};
@@ -54,6 +55,17 @@ impl ApiKeys {
             position = u32::conditional_select(&position, &candidate, key.ct_eq(&presented));
         }
         (position as usize).checked_sub(1)
+    }
+
+    /// A short name for key `index` that says nothing about the key: it
+    /// scopes idempotency keys, so that two backends with keys of their own
+    /// that happen to use the same idempotency key (database ids, say) never
+    /// suppress each other's publishes.
+    pub fn scope(&self, index: usize) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(b"herald-idempotency-scope\0");
+        hasher.update(self.0[index]);
+        hex::encode(&hasher.finalize()[..6])
     }
 
     pub fn accepts(&self, presented: &str) -> bool {
@@ -156,9 +168,18 @@ struct Publish {
     target: Target,
     event: EventName,
     data: Value,
-    /// From the `Idempotency-Key` header: a retry with the same key is
-    /// stored once.
+    /// From the `Idempotency-Key` header, scoped to the API key
+    /// (`<scope>.<key>`, see [`ApiKeys::scope`]): a retry with the same key
+    /// is stored once.
     idempotency_key: Option<String>,
+}
+
+/// The client id of a room publish made with (scoped) idempotency key
+/// `scoped`: a digest, since the key can be longer than a client id may be,
+/// behind the prefix clients may not use.
+fn room_publish_client_id(scoped: &str) -> ClientMsgId {
+    let digest = Sha256::digest(scoped.as_bytes());
+    ClientMsgId::parse(&format!("{SYSTEM_CLIENT_ID_PREFIX}idem-{}", hex::encode(&digest[..20]))).expect("a valid id")
 }
 
 /// The longest `Idempotency-Key`: it becomes part of a room message's
@@ -273,7 +294,7 @@ pub async fn presence(
     require_api_key(&state.api_keys, &headers)?;
     let room =
         RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "invalid_room", e.to_string()))?;
-    Ok(axum::Json(state.presence.snapshot(&room)).into_response())
+    Ok(axum::Json(state.presence.roster(&room)).into_response())
 }
 
 /// `POST /api/publish`.
@@ -317,7 +338,7 @@ async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> R
         ));
     };
     let mut publish = request.validate(state.http_limits.publish_data_max)?;
-    publish.idempotency_key = idempotency_key(headers)?;
+    publish.idempotency_key = idempotency_key(headers)?.map(|idem| format!("{}.{idem}", state.api_keys.scope(key)));
     let response = deliver(state, publish).await?;
     Ok(axum::Json(response).into_response())
 }
@@ -350,14 +371,15 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let body = MessageBody::parse(&text).map_err(|e| ApiError::invalid(format!("room message: {e}")))?;
             let message = NewMessage {
                 room: room.clone(),
-                client_id: ClientMsgId::parse(&match idem {
-                    Some(key) => format!("api-idem-{key}"),
-                    None => format!("api-{}", random_hex::<12>()),
-                })
-                .expect("a valid id"),
+                client_id: match idem {
+                    Some(scoped) => room_publish_client_id(scoped),
+                    None => ClientMsgId::parse(&format!("{SYSTEM_CLIENT_ID_PREFIX}{}", random_hex::<12>()))
+                        .expect("a valid id"),
+                },
                 name: DisplayName::parse("Herald").expect("a valid name"),
                 body,
                 system: true,
+                user: None,
             };
             let stored = state.chat.post(io, &message, idem.is_some()).await.map_err(|err| match err {
                 PostError::Invalid(reply) => ApiError::invalid(format!("room message: {}", reply.reason)),

@@ -1,34 +1,55 @@
-//! The Socket.IO layer: events `join`, `leave` and `send` on namespace `/`.
+//! The Socket.IO layer: events `join`, `leave`, `send`, `sync` and
+//! `mark_read` on namespace `/`.
 //!
 //! Each handler parses its payload at the boundary and always answers the
 //! client's ack with a [`Reply`], so a malformed or invalid request gets a
 //! reason and the connection stays up. `docs/PROTOCOL.md` documents the
 //! events.
+//!
+//! ## What one connection may cost
+//!
+//! Every event is admitted first ([`admit`]): a connection has at most
+//! [`REQUESTS_IN_FLIGHT_MAX`] requests waiting for an answer, and each event
+//! takes its [`EventCost`] from the connection's event budget
+//! (`HERALD_EVENT_RATE` / `HERALD_EVENT_BURST`), reads costing more than a
+//! leave. Over either, the answer is `rate_limited` with `retry_after_ms`,
+//! at once and without touching the store. Events that read or write the
+//! store (other than `send`, which has its own rate) then wait for one of
+//! `HERALD_EVENT_STORE_CONCURRENCY` places server-wide, so however many
+//! sockets ask at once the rest of the database pool stays free for sends,
+//! publishes and pages. Every reply is counted against the socket's outbound
+//! byte budget ([`Fanout::reply`]), and a socket let go as a slow consumer
+//! is served nothing more. A `join` of a room the socket is already in is
+//! answered from memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald::protocol::{
-    EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined,
-    LeaveRequest, MARK_READ_MAX, MarkReadRequest, Object, PresenceSnapshot, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
+    Closing, EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined, LeaveRequest,
+    MARK_READ_MAX, MarkReadRequest, Object, REQUESTS_IN_FLIGHT_MAX, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
     SendRequest, SyncRequest, Synced,
 };
 use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use tokio::sync::Semaphore;
 use tracing::{Instrument, Span};
 
-use crate::auth::{TokenError, Tokens};
+use crate::auth::{LEEWAY_SECS, TokenError, Tokens};
 use crate::chat::{Chat, PostError, room_key};
 use crate::config::{Rate, TrustedProxies};
 use crate::conn::PeerConn;
 use crate::fanout::{Audience, Fanout, Transports};
 use crate::inbox::Inbox;
-use crate::lifecycle::Drain;
+use crate::lifecycle::{Drain, Work};
 use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket};
 use crate::metrics::{Metrics, Rejection};
-use crate::presence::{Member, SharedPresence};
+use crate::presence::{Announcer, Member};
 use crate::session::SESSION_COOKIE;
 use crate::visitor::read_cookie;
 
@@ -45,6 +66,27 @@ pub enum Peer {
     Anonymous,
 }
 
+/// What each client event takes from its connection's event budget: reads
+/// of the store cost most, a leave least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventCost {
+    Join,
+    Sync,
+    MarkRead,
+    Send,
+    Leave,
+}
+
+impl EventCost {
+    pub const fn tokens(self) -> u32 {
+        match self {
+            Self::Join | Self::Sync => 5,
+            Self::MarkRead => 2,
+            Self::Send | Self::Leave => 1,
+        }
+    }
+}
+
 /// The handshake's admission rules, and the per-connection limits it sets
 /// up.
 #[derive(Clone)]
@@ -54,24 +96,84 @@ pub struct Gate {
     pub caps: ConnectionCaps,
     pub trusted_proxies: TrustedProxies,
     pub send_rate: Rate,
+    pub event_rate: Rate,
+    /// Places for store operations of client events, server-wide
+    /// (`HERALD_EVENT_STORE_CONCURRENCY`).
+    pub store_ops: Arc<Semaphore>,
+    /// How long an event waits for such a place: `HERALD_STORE_TIMEOUT`.
+    pub store_timeout: Duration,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
     pub transports: Transports,
 }
 
-/// What a connection carries for its lifetime (in the socket's extensions):
-/// its span, its send-rate bucket and its place in the per-IP count, which
-/// the disconnect handler gives back.
+/// A connection's turn to run a store operation for one of its events: its
+/// own (one at a time per connection) and a place server-wide.
+struct ReadTurn<'a> {
+    _mine: tokio::sync::SemaphorePermit<'a>,
+    _place: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Gate {
+    /// Waits for `conn`'s turn to read (or write) the store for an event.
+    /// One at a time per connection, so that its answers are sent one by
+    /// one: a connection that owes more than its budget by its turn asked
+    /// for more than it reads, and is let go instead of served.
+    async fn read_turn<'a>(
+        &'a self,
+        conn: &'a ConnectionState,
+        socket: &SocketRef,
+        fanout: &Fanout,
+    ) -> Result<ReadTurn<'a>, Refusal> {
+        let busy =
+            || Refusal::Answer(ErrorReply::new("unavailable", "the server is too busy to read that now; try again"));
+        let deadline = tokio::time::Instant::now() + self.store_timeout;
+        let mine =
+            tokio::time::timeout_at(deadline, conn.reads.acquire()).await.map_err(|_| busy())?.map_err(|_| busy())?;
+        if fanout.let_go_if_behind(socket) {
+            return Err(Refusal::Ignore);
+        }
+        let place = tokio::time::timeout_at(deadline, self.store_ops.acquire())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
+        Ok(ReadTurn { _mine: mine, _place: place })
+    }
+}
+
+/// What a connection carries for its lifetime (in the socket's extensions,
+/// which hold clones: hence one `Arc`).
 #[derive(Clone)]
-struct Connection {
+struct Connection(Arc<ConnectionState>);
+
+struct ConnectionState {
     span: Span,
-    send_rate: Arc<TokenBucket>,
-    slot: Arc<std::sync::Mutex<Option<ConnectionSlot>>>,
+    send_rate: TokenBucket,
+    events: TokenBucket,
+    /// Requests admitted and not yet answered.
+    in_flight: AtomicUsize,
+    /// Its place in the per-IP count, which the disconnect handler gives
+    /// back.
+    slot: Mutex<Option<ConnectionSlot>>,
+    /// The chat rooms it joined, with each room's head when it did.
+    joined: Mutex<HashMap<RoomName, Seq>>,
+    /// Closes the connection when its token expires.
+    expiry: Mutex<Option<tokio::task::AbortHandle>>,
+    /// One store operation at a time (see [`Gate::read_turn`]).
+    reads: Semaphore,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn connection(socket: &SocketRef) -> Option<Arc<ConnectionState>> {
+    socket.extensions.get::<Connection>().map(|c| c.0)
 }
 
 /// The connection's span, for its handlers.
 fn span_of(socket: &SocketRef) -> Span {
-    socket.extensions.get::<Connection>().map(|c| c.span).unwrap_or_else(Span::none)
+    connection(socket).map(|c| c.span.clone()).unwrap_or_else(Span::none)
 }
 
 /// The handshake's `auth` payload: `{"token": "…"}`.
@@ -104,27 +206,33 @@ pub enum Refused {
 /// when that is allowed, rather than being locked out until it logs out.
 async fn authenticate(
     socket: SocketRef,
+    io: SocketIo,
     TryData(auth): TryData<HandshakeAuth>,
     State(gate): State<Gate>,
+    State(fanout): State<Fanout>,
 ) -> Result<(), Refused> {
     if gate.drain.is_draining() {
         return Err(Refused::ShuttingDown);
     }
     let presented = auth.ok().and_then(|auth| auth.token);
-    let peer = match presented {
-        Some(token) => Peer::User(gate.tokens.verify(&token).inspect_err(|err| {
-            tracing::info!(sid = %socket.id, %err, "refused a socket's token");
-        })?),
-        None => match read_cookie(&socket.req_parts().headers, SESSION_COOKIE).map(|t| gate.tokens.verify(&t)) {
-            Some(Ok(identity)) => Peer::User(identity),
-            Some(Err(err)) if !gate.allow_anonymous => return Err(Refused::Token(err)),
-            _ if gate.allow_anonymous => Peer::Anonymous,
-            _ => return Err(Refused::AuthRequired),
-        },
+    let (peer, expires) = match presented {
+        Some(token) => {
+            let (identity, exp) = gate.tokens.verify_with_expiry(&token).inspect_err(|err| {
+                tracing::info!(sid = %socket.id, %err, "refused a socket's token");
+            })?;
+            (Peer::User(identity), Some(exp))
+        }
+        None => {
+            match read_cookie(&socket.req_parts().headers, SESSION_COOKIE).map(|t| gate.tokens.verify_with_expiry(&t)) {
+                Some(Ok((identity, exp))) => (Peer::User(identity), Some(exp)),
+                Some(Err(err)) if !gate.allow_anonymous => return Err(Refused::Token(err)),
+                _ if gate.allow_anonymous => (Peer::Anonymous, None),
+                _ => return Err(Refused::AuthRequired),
+            }
+        }
     };
     let conn = socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.clone());
-    let forwarded_for = socket.req_parts().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    let client_ip = conn.as_ref().map(|c| gate.trusted_proxies.client_ip(c.addr.ip(), forwarded_for));
+    let client_ip = conn.as_ref().map(|c| gate.trusted_proxies.client_ip_of(c.addr.ip(), &socket.req_parts().headers));
     let slot = match client_ip.map(|ip| gate.caps.admit(ip)) {
         Some(None) => {
             gate.metrics.rejected(Rejection::ConnectionsPerIp);
@@ -141,14 +249,59 @@ async fn authenticate(
         ),
         Peer::Anonymous => tracing::info_span!("conn", sid = %socket.id, transport = ?socket.transport_type()),
     };
-    socket.extensions.insert(Connection {
+    let state = Arc::new(ConnectionState {
         span,
-        send_rate: Arc::new(TokenBucket::new(gate.send_rate)),
-        slot: Arc::new(std::sync::Mutex::new(slot)),
+        send_rate: TokenBucket::new(gate.send_rate),
+        events: TokenBucket::new(gate.event_rate),
+        in_flight: AtomicUsize::new(0),
+        slot: Mutex::new(slot),
+        joined: Mutex::default(),
+        expiry: Mutex::new(None),
+        reads: Semaphore::new(1),
     });
-    admit(&socket, &peer);
+    if let Some(exp) = expires {
+        *lock(&state.expiry) = Some(close_at_expiry(&socket, &io, &fanout, &gate.metrics, exp));
+    }
+    socket.extensions.insert(Connection(state));
+    admit_socket(&socket, &peer);
     socket.extensions.insert(peer);
     Ok(())
+}
+
+/// The `closing` a connection gets when its token expires.
+pub fn token_expired_closing() -> Closing {
+    Closing {
+        reason: "token_expired".to_owned(),
+        detail: "the token this connection was opened with has expired; reconnect with a new one".to_owned(),
+    }
+}
+
+/// How long a connection closed for its token has to read why.
+const EXPIRED_GRACE: Duration = Duration::from_secs(1);
+
+/// Closes the socket once its token `exp` (seconds since the Unix epoch)
+/// has passed, with the leeway tokens are checked with (and a second more,
+/// as they are checked in whole seconds): a reconnect with the same token is
+/// then refused as expired, rather than let in again.
+fn close_at_expiry(
+    socket: &SocketRef,
+    io: &SocketIo,
+    fanout: &Fanout,
+    metrics: &Arc<Metrics>,
+    exp: u64,
+) -> tokio::task::AbortHandle {
+    let deadline = UNIX_EPOCH + Duration::from_secs(exp.saturating_add(LEEWAY_SECS + 1));
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+    let (sid, io, fanout, metrics) = (socket.id, io.clone(), fanout.clone(), metrics.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(left).await;
+        if let Some(socket) = io.get_socket(sid) {
+            metrics.token_expired();
+            span_of(&socket).in_scope(|| tracing::info!("token expired: closing the connection"));
+            fanout.close(socket, &token_expired_closing(), EXPIRED_GRACE);
+        }
+    })
+    .abort_handle()
 }
 
 /// Registers Herald's handlers on the default namespace.
@@ -166,7 +319,7 @@ async fn on_connect(socket: SocketRef) {
 /// the connect handler, so a client that emits `join` the moment it is
 /// connected could otherwise beat the handlers' registration and have its
 /// event dropped without an ack.
-fn admit(socket: &SocketRef, peer: &Peer) {
+fn admit_socket(socket: &SocketRef, peer: &Peer) {
     if let Peer::User(identity) = peer {
         socket.join(user_key(&identity.user));
     }
@@ -179,89 +332,184 @@ fn admit(socket: &SocketRef, peer: &Peer) {
         async |socket: SocketRef,
                io: SocketIo,
                reason: socketioxide::socket::DisconnectReason,
-               State(presence): State<SharedPresence>,
-               State(gate): State<Gate>,
-               State(fanout): State<Fanout>| {
+               State(announcer): State<Announcer>,
+               State(gate): State<Gate>| {
             span_of(&socket).in_scope(|| tracing::debug!(%reason, "socket disconnected"));
             gate.transports.forget(&socket.id);
-            // Give the per-IP slot back now, before the others hear this
-            // connection left, rather than whenever the socket is dropped.
-            if let Some(conn) = socket.extensions.get::<Connection>() {
-                conn.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(conn) = connection(&socket) {
+                // Give the per-IP slot back now, before the others hear this
+                // connection left, rather than whenever the socket is dropped.
+                lock(&conn.slot).take();
+                if let Some(expiry) = lock(&conn.expiry).take() {
+                    expiry.abort();
+                }
             }
-            for snapshot in presence.leave_all(&socket.id.to_string()) {
-                announce(&io, &fanout, &snapshot);
+            for room in announcer.presence().leave_all(&socket.id.to_string()) {
+                announcer.changed(&io, &room);
             }
         },
     );
 }
 
-fn answer<T: Serialize>(ack: AckSender, reply: &Reply<T>) {
-    if let Err(err) = ack.send(reply) {
-        tracing::debug!(%err, "could not send ack");
+/// Why an event is not served.
+enum Refusal {
+    /// The socket was let go as a slow consumer: it is sent nothing more.
+    Ignore,
+    Answer(ErrorReply),
+}
+
+/// An admitted request: holds its place among the connection's requests in
+/// flight until it is answered (dropped).
+struct Admitted(Arc<ConnectionState>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Tells a room who is in it now.
-fn announce(io: &SocketIo, fanout: &Fanout, snapshot: &PresenceSnapshot) {
-    let Ok(room) = RoomName::parse(&snapshot.room) else { return };
-    fanout.deliver(io, Audience::Room(&room_key(&room)), EV_PRESENCE, snapshot);
+/// Admits an event costing `cost`; see the module docs.
+fn admit(socket: &SocketRef, gate: &Gate, fanout: &Fanout, cost: EventCost) -> Result<Admitted, Refusal> {
+    if fanout.is_let_go(socket) {
+        return Err(Refusal::Ignore);
+    }
+    let Some(conn) = connection(socket) else { return Err(Refusal::Ignore) };
+    if conn.in_flight.fetch_add(1, Ordering::AcqRel) >= REQUESTS_IN_FLIGHT_MAX {
+        conn.in_flight.fetch_sub(1, Ordering::AcqRel);
+        gate.metrics.rejected(Rejection::InFlight);
+        return Err(Refusal::Answer(ErrorReply {
+            code: "rate_limited".to_owned(),
+            reason: format!(
+                "at most {REQUESTS_IN_FLIGHT_MAX} requests of a connection may wait for an answer; \
+                 try again once one is answered"
+            ),
+            retry_after_ms: Some(100),
+        }));
+    }
+    let admitted = Admitted(conn);
+    if let Err(wait) = admitted.0.events.take_n(cost.tokens()) {
+        gate.metrics.rejected(Rejection::EventRate);
+        return Err(Refusal::Answer(ErrorReply::rate_limited("requests", millis(wait))));
+    }
+    Ok(admitted)
 }
 
+fn millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Admits an event, or answers why not; `None` means it was answered (or
+/// is ignored) already.
+fn admit_or_answer(
+    socket: &SocketRef,
+    gate: &Gate,
+    fanout: &Fanout,
+    cost: EventCost,
+    ack: AckSender,
+) -> Option<(Admitted, AckSender)> {
+    match admit(socket, gate, fanout, cost) {
+        Ok(admitted) => Some((admitted, ack)),
+        Err(Refusal::Ignore) => None,
+        Err(Refusal::Answer(error)) => {
+            fanout.reply(socket, ack, &Reply::<()>::Error(error));
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn on_join(
     socket: SocketRef,
     io: SocketIo,
     TryData(request): TryData<Object<JoinRequest>>,
     State(chat): State<Chat>,
-    State(presence): State<SharedPresence>,
+    State(announcer): State<Announcer>,
+    State(gate): State<Gate>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let request = request.map(|Object(request)| request);
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Join, ack) else { return };
     let result = match request {
-        Ok(request) => join(&socket, &chat, request).instrument(span_of(&socket)).await,
-        Err(err) => Err(ErrorReply::malformed(err)),
+        Ok(Object(request)) => join(&socket, &gate, &fanout, &chat, request).instrument(span_of(&socket)).await,
+        Err(err) => Err(Refusal::Answer(ErrorReply::malformed(err))),
     };
-    let joined_room = result.as_ref().ok().map(|joined| joined.room.clone());
-    answer(ack, &Reply::from(result));
-    if let Some(room) = joined_room {
+    let (reply, newly_joined) = match result {
+        Ok((joined, newly)) => (Reply::Ok(joined), newly),
+        Err(Refusal::Answer(error)) => (Reply::Error(error), false),
+        Err(Refusal::Ignore) => return,
+    };
+    let room = match &reply {
+        Reply::Ok(joined) => Some(joined.room.clone()),
+        Reply::Error(_) => None,
+    };
+    fanout.reply(&socket, ack, &reply);
+    if let Some(room) = room.filter(|_| newly_joined) {
         let member = match user_of(&socket) {
             Some(identity) => Member::User(identity),
             None => Member::Anonymous,
         };
-        match presence.join(&room, &socket.id.to_string(), member) {
-            Some(snapshot) => announce(&io, &fanout, &snapshot),
-            // A re-join changes nothing for the others; this socket still
-            // needs to know who is there.
-            None => {
-                fanout.emit(&socket, EV_PRESENCE, &presence.snapshot(&room));
-            }
+        if announcer.presence().join(&room, &socket.id.to_string(), member) {
+            announcer.changed(&io, &room);
         }
     }
 }
 
-async fn join(socket: &SocketRef, chat: &Chat, request: JoinRequest) -> Result<Joined, ErrorReply> {
-    let room = RoomName::parse(&request.room)?;
-    let key = room_key(&room);
-    let rooms = socket.rooms();
-    if !rooms.iter().any(|r| *r == key) && rooms.len() >= ROOMS_PER_SOCKET_MAX {
-        return Err(ErrorReply::new(
-            "too_many_rooms",
-            format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms"),
-        ));
+/// Joins a room and reads what the client missed; the flag says whether
+/// the socket was not in the room before.
+async fn join(
+    socket: &SocketRef,
+    gate: &Gate,
+    fanout: &Fanout,
+    chat: &Chat,
+    request: JoinRequest,
+) -> Result<(Joined, bool), Refusal> {
+    let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
+    let conn = connection(socket).ok_or(Refusal::Ignore)?;
+    {
+        let mut joined = lock(&conn.joined);
+        // Already in (or joining): everything stored since it joined is sent
+        // to it live, and the first join's answer carries the catch-up, so
+        // there is nothing to read.
+        if let Some(head) = joined.get(&room) {
+            let joined = Joined { room, head: (*head).max(Seq(request.since)), messages: Vec::new(), truncated: false };
+            return Ok((joined, false));
+        }
+        if joined.len() >= ROOMS_PER_SOCKET_MAX {
+            return Err(Refusal::Answer(ErrorReply::new(
+                "too_many_rooms",
+                format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms"),
+            )));
+        }
+        // Taken now, so that joins of the same room sent together read once.
+        joined.insert(room.clone(), Seq(request.since));
     }
+    let _turn = match gate.read_turn(&conn, socket, fanout).await {
+        Ok(turn) => turn,
+        Err(refusal) => {
+            lock(&conn.joined).remove(&room);
+            return Err(refusal);
+        }
+    };
     // Join first, read second: a message stored from now on is broadcast to
     // this socket, one stored before is in the read. One stored in between
     // arrives both ways and the client keeps it once (by sequence number).
+    let key = room_key(&room);
     socket.join(key.clone());
     match chat.store().since(&room, Seq(request.since)).await {
         Ok(catch_up) => {
-            Ok(Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated })
+            // Still joined (not left meanwhile): remember the head.
+            let still = lock(&conn.joined).get_mut(&room).map(|head| *head = catch_up.head).is_some();
+            let joined =
+                Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated };
+            Ok((joined, still))
         }
         Err(err) => {
             tracing::warn!(%err, %room, "join: reading history failed");
+            // Not in the room before (or this would have been answered from
+            // memory), so not in it after.
+            lock(&conn.joined).remove(&room);
             socket.leave(key);
-            Err(ErrorReply::unavailable())
+            Err(Refusal::Answer(ErrorReply::unavailable()))
         }
     }
 }
@@ -270,54 +518,62 @@ async fn on_leave(
     socket: SocketRef,
     io: SocketIo,
     TryData(request): TryData<Object<LeaveRequest>>,
-    State(presence): State<SharedPresence>,
+    State(announcer): State<Announcer>,
+    State(gate): State<Gate>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let request = request.map(|Object(request)| request);
-    let result = request.map_err(ErrorReply::malformed).and_then(|request| {
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Leave, ack) else { return };
+    let result = request.map_err(ErrorReply::malformed).and_then(|Object(request)| {
         let room = RoomName::parse(&request.room)?;
         socket.leave(room_key(&room));
+        if let Some(conn) = connection(&socket) {
+            lock(&conn.joined).remove(&room);
+        }
         Ok(room)
     });
     let left = result.as_ref().ok().cloned();
-    answer(ack, &Reply::from(result.map(|_| ())));
-    if let Some(snapshot) = left.and_then(|room| presence.leave(&room, &socket.id.to_string())) {
-        announce(&io, &fanout, &snapshot);
+    fanout.reply(&socket, ack, &Reply::from(result.map(|_| ())));
+    if let Some(room) = left
+        && announcer.presence().leave(&room, &socket.id.to_string())
+    {
+        announcer.changed(&io, &room);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn on_send(
     socket: SocketRef,
     io: SocketIo,
     TryData(request): TryData<Object<SendRequest>>,
     State(chat): State<Chat>,
     State(gate): State<Gate>,
+    State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let request = request.map(|Object(request)| request);
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Send, ack) else { return };
     let result = match admit_send(&socket, &gate) {
         Err(refusal) => Err(refusal),
         Ok(_work) => match request {
-            Ok(request) => {
+            Ok(Object(request)) => {
                 send(&io, &chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
             }
             Err(err) => Err(ErrorReply::malformed(err)),
         },
     };
-    answer(ack, &Reply::from(result));
+    fanout.reply(&socket, ack, &Reply::from(result));
 }
 
 /// Whether this socket may send now: not while draining, and not faster
 /// than its rate. The returned guard keeps a shutdown waiting until the
 /// send has been answered.
-fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<crate::lifecycle::Work, ErrorReply> {
+fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<Work, ErrorReply> {
     let work = gate.drain.start().ok_or_else(ErrorReply::shutting_down)?;
-    if let Some(conn) = socket.extensions.get::<Connection>()
+    if let Some(conn) = connection(socket)
         && let Err(wait) = conn.send_rate.take()
     {
         gate.metrics.rejected(Rejection::SendRate);
-        return Err(ErrorReply::rate_limited("messages", u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)));
+        return Err(ErrorReply::rate_limited("messages", millis(wait)));
     }
     Ok(work)
 }
@@ -329,9 +585,11 @@ async fn send(
     peer: Option<Peer>,
 ) -> Result<StoredMessage, ErrorReply> {
     let mut message = request.validate()?;
-    // A signed-in user chats under the token's name, whatever the payload says.
+    // A signed-in user chats under the token's name, whatever the payload
+    // says, and the message says it was them.
     if let Some(Peer::User(identity)) = peer {
         message.name = identity.display_name();
+        message.user = Some(identity.user);
     }
     chat.post(io, &message, request.retry).await.map_err(|err| match err {
         PostError::Invalid(reply) => reply,
@@ -353,40 +611,52 @@ async fn on_sync(
     socket: SocketRef,
     TryData(request): TryData<Object<SyncRequest>>,
     State(inbox): State<Inbox>,
+    State(gate): State<Gate>,
+    State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let request = request.map(|Object(request)| request);
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Sync, ack) else { return };
     let user = user_of(&socket);
+    let Some(conn) = connection(&socket) else { return };
     let result: Result<Synced, ErrorReply> = match request {
-        Ok(request) => inbox
-            .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
-            .await
-            .map_err(|err| {
-                tracing::warn!(%err, "sync: reading notifications failed");
-                ErrorReply::new("unavailable", "notifications can't be read right now; try again")
-            }),
+        Ok(Object(request)) => match gate.read_turn(&conn, &socket, &fanout).await {
+            Ok(_turn) => inbox
+                .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
+                .await
+                .map_err(|err| {
+                    tracing::warn!(%err, "sync: reading notifications failed");
+                    ErrorReply::new("unavailable", "notifications can't be read right now; try again")
+                }),
+            Err(Refusal::Answer(busy)) => Err(busy),
+            Err(Refusal::Ignore) => return,
+        },
         Err(err) => Err(ErrorReply::malformed(err)),
     };
-    answer(ack, &Reply::from(result));
+    fanout.reply(&socket, ack, &Reply::from(result));
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn on_mark_read(
     socket: SocketRef,
     io: SocketIo,
     TryData(request): TryData<Object<MarkReadRequest>>,
     State(inbox): State<Inbox>,
+    State(gate): State<Gate>,
     State(fanout): State<Fanout>,
     ack: AckSender,
 ) {
-    let request = request.map(|Object(request)| request);
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::MarkRead, ack) else { return };
+    let Some(conn) = connection(&socket) else { return };
     let result = match (request, user_of(&socket)) {
         (Err(err), _) => Err(ErrorReply::malformed(err)),
         (Ok(_), None) => Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")),
-        (Ok(request), Some(identity)) => {
-            mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await
-        }
+        (Ok(Object(request)), Some(identity)) => match gate.read_turn(&conn, &socket, &fanout).await {
+            Ok(_turn) => mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await,
+            Err(Refusal::Answer(busy)) => Err(busy),
+            Err(Refusal::Ignore) => return,
+        },
     };
-    answer(ack, &Reply::from(result));
+    fanout.reply(&socket, ack, &Reply::from(result));
 }
 
 /// Marks notifications read and tells every connection of the user.
@@ -408,4 +678,20 @@ pub async fn mark_read(
     let update = ReadUpdate { seqs: if request.all { Vec::new() } else { request.seqs }, all: request.all, unread };
     fanout.deliver(io, Audience::Room(&user_key(user)), EV_READ, &update);
     Ok(update)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cost_more_than_a_leave_and_a_browser_start_fits_the_default_burst() {
+        assert!(EventCost::Join.tokens() > EventCost::Leave.tokens());
+        assert!(EventCost::Sync.tokens() > EventCost::MarkRead.tokens());
+        let start = EventCost::Join.tokens() + EventCost::Sync.tokens();
+        let burst = crate::config::Limits::default().event_rate.burst;
+        // A page (re)connecting joins and syncs, then resends what it has
+        // queued: that must fit in a fresh budget with room to spare.
+        assert!(start + 20 * EventCost::Send.tokens() <= burst, "{start} + 20 sends > {burst}");
+    }
 }

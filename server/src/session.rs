@@ -84,10 +84,17 @@ pub(crate) fn expired_form(title: &str) -> Response {
     page(StatusCode::FORBIDDEN, title, "This form has expired: go back, reload and try again.")
 }
 
-/// Only same-site paths: `/x`, never `//host` or `/\host`, which browsers
-/// treat as other sites.
+/// Only a plain path on this site: it starts with one `/`, and holds no
+/// backslash, whitespace or control character anywhere. Browsers strip tabs
+/// and newlines from a URL and read `\` as `/`, so `/<TAB>/evil.example` or
+/// `/\evil.example` would take the visitor to `//evil.example`, another
+/// site; a scheme (`https://…`) or authority (`//…`) never starts with a
+/// single `/`.
 fn is_local_path(path: &str) -> bool {
-    path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") && !path.contains(['\r', '\n'])
+    let mut chars = path.chars();
+    chars.next() == Some('/')
+        && chars.next() != Some('/')
+        && !path.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control())
 }
 
 fn redirect_with_cookie(location: &str, cookie: &Cookie<'_>) -> Response {
@@ -135,8 +142,21 @@ mod tests {
     fn next_must_stay_on_this_site() {
         assert!(is_local_path("/r/lobby"));
         assert!(is_local_path("/"));
-        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "r/lobby", "/x\r\nSet-Cookie: a=b"] {
-            assert!(!is_local_path(bad), "{bad}");
+        assert!(is_local_path("/r/lobby?x=1#m-3"));
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "r/lobby",
+            "/x\r\nSet-Cookie: a=b",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\u{a0}/evil.example",
+            "/a\\b",
+            "",
+        ] {
+            assert!(!is_local_path(bad), "{bad:?}");
         }
     }
 

@@ -31,7 +31,7 @@ use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::{ConnectionCaps, TokenBucket};
 use crate::metrics::{Live, Metrics};
-use crate::presence::{LocalPresence, SharedPresence};
+use crate::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::publish::ApiKeys;
 use crate::realtime::Gate;
 use crate::state::{AppState, HttpLimits};
@@ -70,25 +70,36 @@ impl Application {
         let chat = Chat::new(store, fanout.clone(), metrics.clone(), message_limits);
         let drain = Drain::default();
 
-        let tokens = Tokens::new(&config.token_secrets);
+        let tokens = Tokens::new(&config.token_secrets, config.token_audience.as_deref());
         let presence: SharedPresence = Arc::new(LocalPresence::default());
+        let announcer = Announcer::new(presence.clone(), fanout.clone(), metrics.clone(), limits.presence_interval);
         let gate = Gate {
             tokens: tokens.clone(),
             allow_anonymous: config.allow_anonymous,
             caps: ConnectionCaps::new(limits.connections_per_ip),
             trusted_proxies: config.trusted_proxies.clone(),
             send_rate: limits.send_rate,
+            event_rate: limits.event_rate,
+            store_ops: Arc::new(tokio::sync::Semaphore::new(limits.event_store_concurrency)),
+            store_timeout: limits.store_timeout,
             drain: drain.clone(),
             metrics: metrics.clone(),
             transports: transports.clone(),
         };
+        // A WebSocket message (and each of its frames) is bounded like a
+        // long-polling body: the read stops, and the connection closes with
+        // 1009, as soon as a frame says it is bigger.
+        let ws_max = usize::try_from(limits.socket_payload_max_bytes).unwrap_or(usize::MAX);
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
             .with_state(gate)
             .with_state(inbox.clone())
-            .with_state(presence.clone())
+            .with_state(announcer)
             .with_state(fanout.clone())
             .max_payload(limits.socket_payload_max_bytes)
+            .ws_max_message_size(ws_max)
+            .ws_max_frame_size(ws_max)
+            .connect_timeout(limits.connect_timeout)
             .max_buffer_size(limits.outbound_buffer_packets)
             .build_layer();
         realtime::register(&io);
@@ -114,14 +125,19 @@ impl Application {
             },
             presence,
             fanout: fanout.clone(),
+            transports: transports.clone(),
+            form_rate: Arc::new(form::FormRate::new(limits.send_rate)),
             drain: drain.clone(),
             metrics: metrics.clone(),
         };
         let guard = TransportGuard {
             origins: Arc::new(config.allowed_origins.clone()),
-            transports,
+            transports: transports.clone(),
             metrics: metrics.clone(),
             drain: drain.clone(),
+            handshakes: ConnectionCaps::new(limits.handshakes_per_ip),
+            connect_timeout: limits.connect_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
             .layer(socket_layer)
@@ -240,7 +256,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let sockets = state.io.sockets();
     let websocket = sockets.iter().filter(|s| s.transport_type() == TransportType::Websocket).count();
     let rooms = state.presence.room_count();
-    let live = Live { websocket, polling: sockets.len() - websocket, rooms };
+    let upgrades_tracked = state.transports.upgrades_tracked();
+    let live = Live { websocket, polling: sockets.len() - websocket, rooms, upgrades_tracked };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }
 

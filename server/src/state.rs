@@ -14,7 +14,8 @@ use socketioxide::SocketIo;
 
 use crate::auth::Tokens;
 use crate::chat::Chat;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Transports};
+use crate::form::FormRate;
 use crate::headers::{CookiePolicy, CspNonce};
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
@@ -49,6 +50,9 @@ pub struct AppState {
     pub http_limits: HttpLimits,
     pub presence: SharedPresence,
     pub fanout: Fanout,
+    pub transports: Transports,
+    /// The no-JavaScript form's send rate.
+    pub form_rate: Arc<FormRate>,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
 }

@@ -41,6 +41,9 @@ pub enum StoreError {
     Mongo(#[from] MongoError),
     #[error("stored document is invalid: {0}")]
     Corrupt(String),
+    /// The write would collide with data that is not the caller's.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +56,10 @@ struct MessageDoc {
     at: DateTime,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     system: bool,
+    /// The signed-in sender's user id (never sent to clients: they get
+    /// `verified`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
 }
 
 impl MessageDoc {
@@ -65,6 +72,7 @@ impl MessageDoc {
             body: message.body.to_string(),
             at,
             system: message.system,
+            user: message.user.as_ref().map(ToString::to_string),
         }
     }
 
@@ -76,10 +84,15 @@ impl MessageDoc {
             room: RoomName::parse(&self.room).map_err(|_| corrupt("room"))?,
             seq: Seq(u64::try_from(self.seq).map_err(|_| corrupt("seq"))?),
             client_id: ClientMsgId::parse(&self.client_id).map_err(|_| corrupt("client_id"))?,
-            name: DisplayName::parse(&self.name).map_err(|_| corrupt("name"))?,
+            // Names stored before invisible characters were refused are shown
+            // without them rather than hidden.
+            name: DisplayName::parse(&self.name)
+                .or_else(|_| DisplayName::parse(&self.name.replace(herald::message::is_invisible, "")))
+                .map_err(|_| corrupt("name"))?,
             body: MessageBody::parse(&self.body).map_err(|_| corrupt("body"))?,
             at_ms: self.at.timestamp_millis(),
             system: self.system,
+            verified: self.user.is_some(),
         })
     }
 }
@@ -223,33 +236,40 @@ impl Store {
     /// whose client id is already stored in the room is returned as stored
     /// the first time, not stored again. With `retry` (the client says it may
     /// have sent this before) the existing copy is looked up first, which
-    /// spares a sequence number.
+    /// spares a sequence number. A system message only ever matches a system
+    /// message, and a person's only a person's: a client id someone else
+    /// took first is a conflict, never someone else's message returned.
     pub async fn append(&self, message: &NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
         self.bounds
             .run(async {
-                if retry && let Some(existing) = self.find_by_client_id(&message.room, &message.client_id).await? {
+                if retry && let Some(existing) = self.find_by_client_id(message).await? {
                     return Ok(existing);
                 }
                 let seq = next_seq(&self.heads, message.room.as_str()).await?;
                 let doc = MessageDoc::new(message, seq, DateTime::now());
                 match self.messages.insert_one(&doc).await {
                     Ok(_) => doc.into_message(),
-                    Err(err) if is_duplicate_key(&err) => self
-                        .find_by_client_id(&message.room, &message.client_id)
-                        .await?
-                        .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.room, doc.seq))),
+                    Err(err) if is_duplicate_key(&err) => self.find_by_client_id(message).await?.ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "client id {} in {} belongs to another sender",
+                            doc.client_id, doc.room
+                        ))
+                    }),
                     Err(err) => Err(err.into()),
                 }
             })
             .await
     }
 
-    async fn find_by_client_id(
-        &self,
-        room: &RoomName,
-        client_id: &ClientMsgId,
-    ) -> Result<Option<StoredMessage>, StoreError> {
-        let filter = doc! {"room": room.as_str(), "client_id": client_id.as_str()};
+    /// The stored copy of `message` (same room and client id, and of the
+    /// same kind: system or not).
+    async fn find_by_client_id(&self, message: &NewMessage) -> Result<Option<StoredMessage>, StoreError> {
+        let system = if message.system {
+            doc! {"$eq": true}
+        } else {
+            doc! {"$ne": true}
+        };
+        let filter = doc! {"room": message.room.as_str(), "client_id": message.client_id.as_str(), "system": system};
         self.messages.find_one(filter).await?.map(MessageDoc::into_message).transpose()
     }
 

@@ -9,15 +9,24 @@
 //!   carry no ambient credentials; they pass.
 //! - **No new sessions while shutting down** (503); existing long-polling
 //!   sessions may still poll, to collect their goodbye.
+//! - **Handshakes per address.** A request without `sid` starts an
+//!   Engine.IO session, which lives (with its heartbeat) until it connects
+//!   to Socket.IO or `HERALD_CONNECT_TIMEOUT` passes. Each takes a place
+//!   under `HERALD_HANDSHAKES_PER_IP` for that long; past it the handshake
+//!   gets 429 with the reason and `Retry-After`. (Sessions that do connect
+//!   are then held to `HERALD_CONNECTIONS_PER_IP`.)
 //! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
-//!   socket in `sid`; its TCP connection is recorded so a slow consumer can
-//!   be cut (see [`crate::fanout`]).
+//!   socket in `sid`; once Socket.IO has accepted the upgrade (answered
+//!   101), its TCP connection is recorded so a slow consumer can be cut (see
+//!   [`crate::fanout`]). Nothing is recorded for a request that was not
+//!   accepted, and the record goes with the connection.
 //! - **Goodbye to dismissed long-polling sessions.** A long-polling slow
 //!   consumer's next poll is answered with `closing` (reason
 //!   `slow_consumer`) and an Engine.IO close, so its client learns why and
 //!   reconnects; the session itself ends with its heartbeat.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -25,10 +34,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use socketioxide::socket::Sid;
 
-use crate::config::Origins;
+use crate::config::{Origins, TrustedProxies};
 use crate::conn::PeerConn;
 use crate::fanout::{Transports, slow_consumer_closing};
 use crate::lifecycle::Drain;
+use crate::limits::ConnectionCaps;
 use crate::metrics::{Metrics, Rejection};
 
 /// The path prefix socketioxide serves.
@@ -40,6 +50,11 @@ pub struct TransportGuard {
     pub transports: Transports,
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
+    /// `HERALD_HANDSHAKES_PER_IP`.
+    pub handshakes: ConnectionCaps,
+    /// How long a handshake's place is held: `HERALD_CONNECT_TIMEOUT`.
+    pub connect_timeout: Duration,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Whether a request with these headers may use the transport.
@@ -80,6 +95,30 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     if sid.is_none() && guard.drain.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; reconnect in a moment").into_response();
     }
+    let conn = request.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.clone());
+    if sid.is_none()
+        && let Some(conn) = &conn
+    {
+        let ip = guard.trusted_proxies.client_ip_of(conn.addr.ip(), request.headers());
+        let Some(slot) = guard.handshakes.admit(ip) else {
+            guard.metrics.rejected(Rejection::HandshakesPerIp);
+            tracing::info!("refused a Socket.IO handshake: too many from its address");
+            let wait = guard.connect_timeout.as_secs().max(1);
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, wait.to_string())],
+                "too many Socket.IO handshakes from this address; try again in a moment",
+            )
+                .into_response();
+        };
+        // The session this starts lives at most the connect timeout before
+        // it connects (and is then counted as a connection) or is closed.
+        let hold = guard.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(hold).await;
+            drop(slot);
+        });
+    }
     if let Some(sid) = sid
         && !upgrade
         && request.method() == Method::GET
@@ -87,11 +126,11 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     {
         return goodbye_poll();
     }
-    let conn = request.extensions().get::<ConnectInfo<PeerConn>>();
-    if let (true, Some(sid), Some(ConnectInfo(conn))) = (upgrade, sid, conn) {
-        guard.transports.upgrading(sid, conn.kill.clone());
+    let response = next.run(request).await;
+    if let (true, Some(sid), Some(conn), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, sid, conn, response.status()) {
+        guard.transports.upgrading(sid, conn.kill);
     }
-    next.run(request).await
+    response
 }
 
 /// A long-polling response (Engine.IO v4) carrying the Socket.IO event

@@ -2,9 +2,10 @@
 //!
 //! Every page request gets a visitor id from the `herald_vid` cookie
 //! (HttpOnly, SameSite=Lax; issued on first visit). The CSRF token of the
-//! no-JavaScript form is an HMAC of that id under the server's key, so a
-//! token is only valid together with the cookie of the browser it was
-//! rendered for, and the server keeps no per-visitor state.
+//! no-JavaScript form is the time it was made and an HMAC of that time and
+//! the visitor id under the server's key, so a token is only valid together
+//! with the cookie of the browser it was rendered for, only for
+//! [`CSRF_TOKEN_TTL`], and the server keeps no per-visitor state.
 
 use std::sync::Arc;
 
@@ -26,6 +27,14 @@ use crate::state::AppState;
 pub const VISITOR_COOKIE: &str = "herald_vid";
 pub const NAME_COOKIE: &str = "herald_name";
 const COOKIE_MAX_AGE_DAYS: i64 = 365;
+/// How long a form's CSRF token is accepted after its page was rendered. A
+/// token that leaked (a shared screenshot of the page source, a log) stops
+/// working; a form left open longer is shown again with "this form has
+/// expired".
+pub const CSRF_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Clock difference forgiven for a token made "in the future" (by another
+/// node whose clock runs ahead).
+const CSRF_CLOCK_SKEW_SECS: u64 = 300;
 
 /// The visitor id of the current request (32 hex characters).
 #[derive(Debug, Clone)]
@@ -52,21 +61,39 @@ impl VisitorKeys {
         Self { key: Arc::new(key) }
     }
 
-    fn mac(&self, visitor_id: &str) -> Hmac<Sha256> {
+    fn mac(&self, visitor_id: &str, issued: u64) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(self.key.as_slice()).expect("HMAC takes any key length");
-        mac.update(b"herald-csrf-v1\0");
+        mac.update(b"herald-csrf-v2\0");
         mac.update(visitor_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(&issued.to_be_bytes());
         mac
     }
 
+    /// A token for `visitor_id`, made now.
     pub fn csrf_token(&self, visitor_id: &str) -> String {
-        hex::encode(self.mac(visitor_id).finalize().into_bytes())
+        self.csrf_token_at(visitor_id, unix_now())
     }
 
-    /// Checks a token in constant time.
+    /// A token for `visitor_id` made at `issued` (seconds since the Unix
+    /// epoch): `<issued>.<hex HMAC>`.
+    pub fn csrf_token_at(&self, visitor_id: &str, issued: u64) -> String {
+        format!("{issued}.{}", hex::encode(self.mac(visitor_id, issued).finalize().into_bytes()))
+    }
+
+    /// Checks a token: made for this visitor by this server's key (compared
+    /// in constant time), and not older than [`CSRF_TOKEN_TTL`].
     pub fn verify_csrf(&self, visitor_id: &str, token: &str) -> bool {
-        match hex::decode(token) {
-            Ok(bytes) => self.mac(visitor_id).verify_slice(&bytes).is_ok(),
+        self.verify_csrf_at(visitor_id, token, unix_now())
+    }
+
+    fn verify_csrf_at(&self, visitor_id: &str, token: &str, now: u64) -> bool {
+        let Some((issued, mac)) = token.split_once('.') else { return false };
+        let Ok(issued) = issued.parse::<u64>() else { return false };
+        let fresh = issued <= now.saturating_add(CSRF_CLOCK_SKEW_SECS)
+            && now.saturating_sub(issued) <= CSRF_TOKEN_TTL.as_secs();
+        match hex::decode(mac) {
+            Ok(bytes) => self.mac(visitor_id, issued).verify_slice(&bytes).is_ok() && fresh,
             Err(_) => false,
         }
     }
@@ -85,6 +112,10 @@ impl VisitorKeys {
         let cookie = self.cookie(NAME_COOKIE, name.to_string(), false);
         HeaderValue::from_str(&cookie.encoded().to_string()).expect("an encoded cookie is a valid header")
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -167,6 +198,23 @@ mod tests {
         assert!(!keys.verify_csrf(&"a".repeat(32), ""));
         let other = VisitorKeys::new(Some(&Secret::new("y".repeat(32))));
         assert!(!other.verify_csrf(&"a".repeat(32), &token));
+    }
+
+    #[test]
+    fn csrf_tokens_expire() {
+        let keys = keys();
+        let vid = "a".repeat(32);
+        let now = unix_now();
+        let day = CSRF_TOKEN_TTL.as_secs();
+        assert!(keys.verify_csrf_at(&vid, &keys.csrf_token_at(&vid, now - day + 5), now));
+        assert!(!keys.verify_csrf_at(&vid, &keys.csrf_token_at(&vid, now - day - 5), now), "older than a day");
+        assert!(!keys.verify_csrf_at(&vid, &keys.csrf_token_at(&vid, now + 3600), now), "from the future");
+        // The time can't be moved without the key.
+        let token = keys.csrf_token_at(&vid, now - day - 5);
+        let forged = format!("{now}.{}", token.split_once('.').unwrap().1);
+        assert!(!keys.verify_csrf_at(&vid, &forged, now));
+        // Tokens of the old format (no time) no longer pass.
+        assert!(!keys.verify_csrf_at(&vid, token.split_once('.').unwrap().1, now));
     }
 
     #[test]

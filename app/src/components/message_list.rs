@@ -40,12 +40,19 @@ fn StoredItem(message: StoredMessage) -> impl IntoView {
         <li
             class="message"
             class:system=message.system
+            class:verified=message.verified
             data-seq=message.seq.get()
             id=format!("m-{}", message.seq)
         >
             <span class=avatar_class aria-hidden="true">{initial}</span>
             <div class="meta">
                 <span class="name">{message.name.to_string()}</span>
+                {message.verified.then(|| view! {
+                    <span class="verified" data-testid="verified" title="Signed in: this name comes from their account">
+                        "✓"
+                        <span class="visually-hidden">" (signed in)"</span>
+                    </span>
+                })}
                 <time datetime=time::rfc3339(message.at_ms)>{time::clock(message.at_ms)}</time>
             </div>
             <p class="body">{message.body.to_string()}</p>

@@ -29,13 +29,13 @@ proptest! {
 
     #[test]
     fn token_verification_never_panics_and_never_accepts_garbage(token in token_like()) {
-        let tokens = Tokens::new(&[Secret::new(SECRET)]);
+        let tokens = Tokens::new(&[Secret::new(SECRET)], None);
         prop_assert!(tokens.verify(&token).is_err());
     }
 
     #[test]
     fn a_tampered_token_is_refused(user in "[a-z0-9]{1,20}", at in any::<prop::sample::Index>(), with in any::<char>()) {
-        let tokens = Tokens::new(&[Secret::new(SECRET)]);
+        let tokens = Tokens::new(&[Secret::new(SECRET)], None);
         let user = herald::UserId::parse(&user).unwrap();
         let good = tokens.issue(&user, None, std::time::Duration::from_secs(600)).unwrap();
         prop_assert!(tokens.verify(&good).is_ok());

@@ -2,23 +2,18 @@
 //! that name the key, JSON logs without secrets, and a graceful shutdown on
 //! SIGTERM that tells clients why and exits within its deadline.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::sio::{SioClient, WAIT};
+use crate::common::process::Running;
+use crate::common::sio::SioClient;
 use crate::common::{API_KEY, TOKEN_SECRET, token};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 
-const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-const CSRF_SECRET: &str = "ops-test-csrf-secret-of-32-characters";
+const CSRF_SECRET: &str = crate::common::process::CSRF_SECRET;
 
 fn herald() -> Command {
-    let mut command = Command::new(HERALD);
-    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).kill_on_drop(true);
-    command
+    crate::common::process::herald()
 }
 
 #[tokio::test]
@@ -49,82 +44,10 @@ async fn invalid_configuration_stops_start_up_with_the_key_named() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A running `herald serve` and its output lines.
-struct Running {
-    child: Child,
-    addr: std::net::SocketAddr,
-    lines: mpsc::UnboundedReceiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    async fn start(db: &str) -> Self {
-        let uri = std::env::var("HERALD_TEST_MONGO_URI").expect("HERALD_TEST_MONGO_URI");
-        let mut child = herald()
-            .envs([
-                ("HERALD_ADDR", "127.0.0.1:0"),
-                ("HERALD_MONGO_URI", uri.as_str()),
-                ("HERALD_MONGO_DB", db),
-                ("HERALD_SECRET", CSRF_SECRET),
-                ("HERALD_TOKEN_SECRETS", TOKEN_SECRET),
-                ("HERALD_API_KEYS", API_KEY),
-                ("HERALD_LOG_FORMAT", "json"),
-                ("HERALD_SHUTDOWN_TIMEOUT", "3s"),
-                ("HERALD_STORE_TIMEOUT", "30s"),
-                ("RUST_LOG", "debug"),
-                ("LEPTOS_OUTPUT_NAME", "herald"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut seen = Vec::new();
-        let addr = tokio::time::timeout(WAIT, async {
-            loop {
-                let line = lines.recv().await.expect("herald exited before listening");
-                seen.push(line.clone());
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    return rest.split('"').next().unwrap().parse().unwrap();
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("herald did not start: {seen:#?}"));
-        Self { child, addr, lines, seen }
-    }
-
-    /// Sends SIGTERM; returns how long the exit took, and its status.
-    async fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
-        let pid = self.child.id().unwrap().to_string();
-        let started = Instant::now();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.expect("exits").unwrap();
-        let elapsed = started.elapsed();
-        while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(2), self.lines.recv()).await {
-            self.seen.push(line);
-        }
-        (elapsed, status)
-    }
-}
-
 #[tokio::test]
 async fn json_logs_hold_no_secrets_and_sigterm_says_goodbye_and_exits_in_time() {
     let db = format!("test_ops_{}", std::process::id());
-    let mut herald = Running::start(&db).await;
+    let mut herald = Running::start(&db, &[("HERALD_LOG_FORMAT", "json"), ("RUST_LOG", "debug")]).await;
     let base = format!("http://{}", herald.addr);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 

@@ -1,6 +1,7 @@
 //! Test helpers: start the real server on port 0 against a MongoDB-compatible
 //! server, with a fresh database per test.
 
+pub mod process;
 pub mod sio;
 
 use std::net::SocketAddr;
@@ -48,9 +49,14 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             "HERALD_SECRET" => Some("integration-test-secret-of-32-chars!".into()),
             "HERALD_TOKEN_SECRETS" => Some(TOKEN_SECRET.into()),
             "HERALD_API_KEYS" => Some(API_KEY.into()),
-            // Tests send as fast as acks come back; the rate limits have
-            // their own tests, which set them.
-            "HERALD_SEND_RATE" | "HERALD_PUBLISH_RATE" => Some("0".into()),
+            // Tests send as fast as acks come back, and connect many
+            // clients from one address; the rate limits and caps have their
+            // own tests, which set them.
+            "HERALD_SEND_RATE" | "HERALD_PUBLISH_RATE" | "HERALD_EVENT_RATE" | "HERALD_HANDSHAKES_PER_IP" => {
+                Some("0".into())
+            }
+            // Presence changes are told at once, or nearly: tests wait for them.
+            "HERALD_PRESENCE_INTERVAL" => Some("100ms".into()),
             // SecantusDB (a Python stand-in for MongoDB) can stall for
             // seconds on a loaded machine, most of all when cold; these tests
             // are not about the store bound (the Playwright outage tests are).
@@ -111,7 +117,7 @@ pub fn form_field(html: &str, field: &str) -> String {
 /// A token for `user` signed with `secret`, valid for `ttl_secs` (negative:
 /// already expired).
 pub fn token(secret: &str, user: &str, name: Option<&str>, ttl_secs: i64) -> String {
-    let tokens = server::auth::Tokens::new(&[Secret::new(secret)]);
+    let tokens = server::auth::Tokens::new(&[Secret::new(secret)], None);
     if ttl_secs > 0 {
         let name = name.map(|n| herald::DisplayName::parse(n).unwrap());
         let user = herald::UserId::parse(user).unwrap();

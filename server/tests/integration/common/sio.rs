@@ -24,7 +24,14 @@ pub struct SioClient {
     acks: Acks,
     next_ack: u64,
     closed: oneshot::Receiver<()>,
+    /// Acks received, whether or not a call waits for them.
+    answered: tokio::sync::watch::Receiver<u64>,
+    /// Error codes of acks no call waited for (frames sent with
+    /// [`Self::send_raw`]).
+    refusals: Refusals,
 }
+
+type Refusals = Arc<Mutex<HashMap<String, u64>>>;
 
 impl SioClient {
     /// Connects over WebSocket and completes the Socket.IO handshake.
@@ -69,6 +76,9 @@ impl SioClient {
         });
         let reader_out = out.clone();
         let reader_acks = acks.clone();
+        let (reader_answered, answered) = tokio::sync::watch::channel(0u64);
+        let refusals: Refusals = Arc::default();
+        let reader_refusals = refusals.clone();
         tokio::spawn(async move {
             let mut connected_tx = Some(connected_tx);
             while let Some(Ok(message)) = stream.next().await {
@@ -96,12 +106,17 @@ impl SioClient {
                             let _ = events_tx.send((name, arg));
                         }
                         SocketPacket::Ack { id, mut args } => {
+                            reader_answered.send_modify(|n| *n += 1);
                             let arg = if args.is_empty() { Value::Null } else { args.remove(0) };
                             if let Some(tx) = reader_acks.lock().unwrap().remove(&id) {
                                 let _ = tx.send(arg);
+                            } else if let Some(code) = arg["error"]["code"].as_str() {
+                                *reader_refusals.lock().unwrap().entry(code.to_owned()).or_default() += 1;
                             }
                         }
-                        _ => {}
+                        // The server disconnected us from the namespace: a
+                        // Socket.IO client closes the connection then.
+                        SocketPacket::Disconnect => break,
                     },
                     EnginePacket::Close => break,
                     _ => {}
@@ -110,7 +125,7 @@ impl SioClient {
             let _ = closed_tx.send(());
         });
         tokio::time::timeout(WAIT, connected_rx).await.expect("Socket.IO connect in time").expect("an answer")?;
-        Ok(Self { out, events, acks, next_ack: 0, closed })
+        Ok(Self { out, events, acks, next_ack: 0, closed, answered, refusals })
     }
 
     /// Emits `event` with `data` and waits for the ack's first argument.
@@ -144,6 +159,28 @@ impl SioClient {
             }
         };
         tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {name} event in time"))
+    }
+
+    /// How many acks have arrived so far.
+    pub fn answered(&self) -> u64 {
+        *self.answered.borrow()
+    }
+
+    /// Error codes of the acks to raw frames, counted.
+    pub fn refusals(&self) -> HashMap<String, u64> {
+        self.refusals.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` acks have arrived in all.
+    pub async fn answered_at_least(&mut self, count: u64, within: Duration) {
+        let waited =
+            tokio::time::timeout(within, self.answered.wait_for(|n| *n >= count)).await.is_ok_and(|w| w.is_ok());
+        assert!(waited, "{} of {count} acks in {within:?}", self.answered());
+    }
+
+    /// The next event, whatever its name.
+    pub async fn next_any(&mut self) -> (String, Value) {
+        tokio::time::timeout(WAIT, self.events.recv()).await.expect("an event in time").expect("connection open")
     }
 
     /// Leaves the namespace and closes the WebSocket, as a client going away
