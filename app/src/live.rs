@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use futures::channel::mpsc;
-use futures::stream::{Fuse, SplitSink, SplitStream};
+use futures::future::Fuse;
+use futures::stream::{self, SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt, select};
 use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
@@ -32,6 +33,8 @@ use crate::timeline::Pending;
 
 /// How long to wait for the server's handshake packets.
 const HANDSHAKE_TIMEOUT_MS: u32 = 10_000;
+/// How long a `join` may go unanswered before it is sent again.
+const JOIN_TIMEOUT_MS: u32 = 10_000;
 /// Backoff bounds between reconnection attempts.
 const BACKOFF_BASE_MS: f64 = 500.0;
 const BACKOFF_MAX_MS: f64 = 15_000.0;
@@ -45,7 +48,7 @@ const OFFLINE_AFTER: u32 = 4;
 const JOIN_OVERLAP: u64 = 16;
 
 type Tx = SplitSink<WebSocket, Message>;
-type Rx = Fuse<SplitStream<WebSocket>>;
+type Rx = stream::Fuse<SplitStream<WebSocket>>;
 
 /// How long a toast stays up.
 const TOAST_MS: u32 = 8_000;
@@ -72,11 +75,28 @@ struct Client {
     unacked: Vec<Pending>,
     next_ack: u64,
     acks: HashMap<u64, AckFor>,
+    /// Joins of this connection that failed in a row.
+    join_failures: u32,
+    /// When the join failed: send it again after this many milliseconds.
+    join_retry_ms: Option<u32>,
+    /// The same for `sync`: what was missed must still come.
+    sync_failures: u32,
+    sync_retry_ms: Option<u32>,
 }
 
 async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc::Receiver<Outgoing>) {
-    let mut client =
-        Client { room, rendered_since: since, signals, unacked: Vec::new(), next_ack: 0, acks: HashMap::new() };
+    let mut client = Client {
+        room,
+        rendered_since: since,
+        signals,
+        unacked: Vec::new(),
+        next_ack: 0,
+        acks: HashMap::new(),
+        join_failures: 0,
+        join_retry_ms: None,
+        sync_failures: 0,
+        sync_retry_ms: None,
+    };
     let mut failures = 0u32;
     loop {
         let state = match failures {
@@ -97,6 +117,13 @@ async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc:
         signals.status.try_set(state);
         TimeoutFuture::new(backoff_ms(failures)).await;
     }
+}
+
+/// How long to wait before asking again after `failures` refusals in a row:
+/// what the server asks (`retry_after_ms`), else the backoff.
+fn retry_wait(err: &herald::protocol::ErrorReply, failures: u32) -> u32 {
+    let backoff = backoff_ms(failures);
+    err.retry_after_ms.map_or(backoff, |ms| u32::try_from(ms).unwrap_or(u32::MAX).max(backoff / 4))
 }
 
 /// Full jitter over an exponentially growing window.
@@ -145,13 +172,17 @@ impl Client {
             }
         }
 
-        let last_seen = self.signals.timeline.with_untracked(|t| t.last_seq()).unwrap_or_default();
-        let since = last_seen.max(self.rendered_since).get().saturating_sub(JOIN_OVERLAP);
-        self.emit(&mut tx, EV_JOIN, &JoinRequest { room: self.room.to_string(), since }, AckFor::Join).await?;
-        let notes = self.signals.notes;
-        let sync =
-            SyncRequest { inbox: notes.inbox_seen().get(), broadcast: notes.broadcast_seen.get_untracked().get() };
-        self.emit(&mut tx, EV_SYNC, &sync, AckFor::Sync).await?;
+        self.join_failures = 0;
+        self.join_retry_ms = None;
+        self.sync_failures = 0;
+        self.sync_retry_ms = None;
+        self.emit_join(&mut tx).await?;
+        // Until the room is joined, this fires to send the join again: after
+        // a failure's backoff, or when no answer came in time.
+        let mut join_timer = TimeoutFuture::new(JOIN_TIMEOUT_MS).fuse();
+        // Fires to send a failed sync again.
+        let mut sync_timer = Fuse::terminated();
+        self.emit_sync(&mut tx).await?;
         for pending in self.unacked.clone() {
             self.emit_send(&mut tx, &pending, true).await?;
         }
@@ -160,7 +191,20 @@ impl Client {
             select! {
                 packet = read_packet(&mut rx, silence_ms).fuse() => {
                     self.on_packet(packet?, &mut tx, joined).await?;
+                    if *joined {
+                        join_timer = Fuse::terminated();
+                    } else if let Some(ms) = self.join_retry_ms.take() {
+                        join_timer = TimeoutFuture::new(ms).fuse();
+                    }
+                    if let Some(ms) = self.sync_retry_ms.take() {
+                        sync_timer = TimeoutFuture::new(ms).fuse();
+                    }
                 }
+                () = join_timer => {
+                    self.emit_join(&mut tx).await?;
+                    join_timer = TimeoutFuture::new(JOIN_TIMEOUT_MS).fuse();
+                }
+                () = sync_timer => self.emit_sync(&mut tx).await?,
                 outgoing = outbox.next() => match outgoing {
                     Some(Outgoing::Send(pending)) => {
                         self.unacked.push(pending.clone());
@@ -174,6 +218,22 @@ impl Client {
                 },
             }
         }
+    }
+
+    /// Joins the room from the newest message the page has (less the
+    /// overlap).
+    async fn emit_join(&mut self, tx: &mut Tx) -> Result<(), String> {
+        let last_seen = self.signals.timeline.with_untracked(|t| t.last_seq()).unwrap_or_default();
+        let since = last_seen.max(self.rendered_since).get().saturating_sub(JOIN_OVERLAP);
+        self.emit(tx, EV_JOIN, &JoinRequest { room: self.room.to_string(), since }, AckFor::Join).await
+    }
+
+    /// Asks for the notifications missed since the newest this page has.
+    async fn emit_sync(&mut self, tx: &mut Tx) -> Result<(), String> {
+        let notes = self.signals.notes;
+        let sync =
+            SyncRequest { inbox: notes.inbox_seen().get(), broadcast: notes.broadcast_seen.get_untracked().get() };
+        self.emit(tx, EV_SYNC, &sync, AckFor::Sync).await
     }
 
     async fn emit_send(&mut self, tx: &mut Tx, pending: &Pending, retry: bool) -> Result<(), String> {
@@ -260,11 +320,19 @@ impl Client {
                     self.signals.notice.set(notice);
                     self.signals.status.set(ConnState::Connected);
                 }
-                Some(Reply::Error(err)) => self.signals.error.set(Some(err.reason)),
-                None => {}
+                // Not live yet: the page stays "connecting" and the join is
+                // sent again after a backoff (or the wait the server asks).
+                Some(Reply::Error(err)) if !*joined => {
+                    self.join_failures += 1;
+                    let wait = retry_wait(&err, self.join_failures);
+                    leptos::logging::log!("herald: join refused ({}), again in {wait} ms", err.code);
+                    self.join_retry_ms = Some(wait);
+                }
+                Some(Reply::Error(_)) | None => {}
             },
-            Some(AckFor::Sync) => {
-                if let Some(Reply::Ok(synced)) = first_arg::<Reply<Synced>>(args) {
+            Some(AckFor::Sync) => match first_arg::<Reply<Synced>>(args) {
+                Some(Reply::Ok(synced)) => {
+                    self.sync_failures = 0;
                     let notes = self.signals.notes;
                     for note in synced.inbox.into_iter().chain(synced.broadcast) {
                         receive(notes, note);
@@ -273,7 +341,14 @@ impl Client {
                         notes.unread.set(synced.unread);
                     }
                 }
-            }
+                Some(Reply::Error(err)) => {
+                    self.sync_failures += 1;
+                    let wait = retry_wait(&err, self.sync_failures);
+                    leptos::logging::log!("herald: sync refused ({}), again in {wait} ms", err.code);
+                    self.sync_retry_ms = Some(wait);
+                }
+                None => {}
+            },
             Some(AckFor::MarkRead) => match first_arg::<Reply<ReadUpdate>>(args) {
                 Some(Reply::Ok(update)) => self.signals.notes.apply_read(&update),
                 Some(Reply::Error(err)) => self.signals.error.set(Some(err.reason)),

@@ -497,8 +497,12 @@ async fn join(
     socket.join(key.clone());
     match chat.store().since(&room, Seq(request.since)).await {
         Ok(catch_up) => {
-            // Still joined (not left meanwhile): remember the head.
+            // Still joined (not left meanwhile): remember the head. Left
+            // meanwhile: out of the room again, whichever came first.
             let still = lock(&conn.joined).get_mut(&room).map(|head| *head = catch_up.head).is_some();
+            if !still {
+                socket.leave(key);
+            }
             let joined =
                 Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated };
             Ok((joined, still))

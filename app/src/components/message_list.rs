@@ -33,6 +33,9 @@ fn avatar(name: &str) -> (String, String) {
     (format!("avatar hue-{}", hash % 8), initial)
 }
 
+/// One stored message. Its view is type-erased: the page's view type is
+/// nested deep enough as it is for the compiler's query depth in release
+/// builds.
 #[component]
 fn StoredItem(message: StoredMessage) -> impl IntoView {
     let (avatar_class, initial) = avatar(message.name.as_str());
@@ -58,6 +61,7 @@ fn StoredItem(message: StoredMessage) -> impl IntoView {
             <p class="body">{message.body.to_string()}</p>
         </li>
     }
+    .into_any()
 }
 
 #[component]

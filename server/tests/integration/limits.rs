@@ -1,12 +1,11 @@
 //! Load and abuse: slow consumers, rate limits, connection caps, the Origin
 //! allow-list, security headers, `/metrics`, and many users at once.
 
-use crate::common::sio::{SioClient, WAIT};
-use crate::common::{API_KEY, TOKEN_SECRET, TestApp, spawn_app, spawn_app_with, token};
-use futures::{SinkExt, StreamExt};
+use crate::common::sio::{SioClient, WAIT, unread_socketio};
+use crate::common::{API_KEY, TOKEN_SECRET, TestApp, read_until_closed, spawn_app, spawn_app_with, token};
+use futures::StreamExt;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn publish(app: &TestApp, body: &Value) -> reqwest::Response {
@@ -27,7 +26,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_everyone_else_gets_everythin
 
     // The slow consumer: a Socket.IO connection over a TCP socket with a
     // tiny receive buffer, which connects and then never reads again.
-    let mut slow = raw_websocket(&app).await;
+    let mut slow = unread_socketio(app.addr).await;
 
     let mut fast = [SioClient::connect(app.addr).await, SioClient::connect(app.addr).await];
     // 6 MB in all: more than the kernel buffers for one connection on
@@ -241,24 +240,6 @@ async fn among_many_users_each_publish_reaches_only_its_user() {
     }
 }
 
-/// Reads from a raw connection until the server closes it, or fails the test
-/// after [`WAIT`]. Returns everything read.
-async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(WAIT, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => received.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    read.await.expect("the server closes the connection");
-    String::from_utf8_lossy(&received).into_owned()
-}
-
 #[tokio::test]
 async fn connections_that_trickle_headers_or_sit_idle_are_cut_at_the_head_deadline() {
     use tokio::io::AsyncWriteExt;
@@ -298,32 +279,10 @@ async fn a_request_whose_body_stops_arriving_gets_408() {
     assert_eq!(app.count_all().await, 0, "nothing half-read is stored");
 }
 
-/// Opens a raw Socket.IO WebSocket over a TCP socket with a small receive
-/// buffer, connected to the default namespace, and returns it unread.
-async fn raw_websocket(
-    app: &TestApp,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let stream = tcp.connect(app.addr).await.unwrap();
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr).into_client_request().unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
-    assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().starts_with('0'));
-    ws.send(Message::text("40")).await.unwrap();
-    loop {
-        match ws.next().await.unwrap().unwrap().to_text().unwrap() {
-            "2" => ws.send(Message::text("3")).await.unwrap(),
-            text if text.starts_with("40") => return ws,
-            other => panic!("unexpected {other}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_websocket_over_its_byte_budget_is_told_why_then_cut() {
     let app = spawn_app_with(&[("HERALD_OUTBOUND_BUFFER_BYTES", "16384")]).await;
-    let mut slow = raw_websocket(&app).await;
+    let mut slow = unread_socketio(app.addr).await;
     // Until the kernel's socket buffers are full (a few MB on loopback),
     // nothing stays queued in Herald; then 16 KiB is over the budget.
     let pad = "x".repeat(15 * 1024);

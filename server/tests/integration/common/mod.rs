@@ -130,3 +130,26 @@ pub fn token(secret: &str, user: &str, name: Option<&str>, ttl_secs: i64) -> Str
             .unwrap()
     }
 }
+
+/// Reads from a raw connection until the server closes it, or fails the test
+/// after [`sio::WAIT`]. Returns everything read.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    String::from_utf8_lossy(&read_bytes_until_closed(stream).await).into_owned()
+}
+
+/// [`read_until_closed`], as bytes.
+pub async fn read_bytes_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(sio::WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.expect("the server closes the connection");
+    received
+}

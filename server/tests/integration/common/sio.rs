@@ -196,3 +196,33 @@ impl SioClient {
         tokio::time::timeout(WAIT, &mut self.closed).await.expect("closed in time").ok();
     }
 }
+
+/// A raw WebSocket on the Socket.IO path, for tests that speak frames
+/// themselves.
+pub type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a Socket.IO WebSocket over `stream`, connected to the default
+/// namespace (pings answered until then), and returns it unread after that.
+pub async fn raw_socketio(addr: SocketAddr, stream: tokio::net::TcpStream) -> RawWs {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket").into_client_request().unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().starts_with('0'));
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        match ws.next().await.unwrap().unwrap().to_text().unwrap() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            text if text.starts_with("40") => return ws,
+            other => panic!("unexpected {other}"),
+        }
+    }
+}
+
+/// [`raw_socketio`] over a TCP socket with a tiny receive buffer: a client
+/// that can stop reading without the kernel reading for it.
+pub async fn unread_socketio(addr: SocketAddr) -> RawWs {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    raw_socketio(addr, tcp.connect(addr).await.unwrap()).await
+}
