@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TrustedProxies;
+use crate::frames::{CLOSE_TOO_BIG, InboundFrames};
 use crate::limits::{ConnectionCaps, ConnectionSlot};
 use crate::metrics::{Metrics, Rejection};
 
@@ -42,6 +43,9 @@ struct KillState {
     /// backlog, and the connection may owe that much more than its budget.
     reply_bytes: AtomicU64,
     reply_until: AtomicU64,
+    /// Once the connection is a WebSocket: the largest message its client
+    /// may send (0 before).
+    websocket_limit: AtomicU64,
     /// Run once when the connection closes (its stream is dropped).
     on_close: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
@@ -62,6 +66,13 @@ impl KillSwitch {
 
     pub fn is_tripped(&self) -> bool {
         self.0.killed.load(Ordering::Acquire)
+    }
+
+    /// Says the connection now carries a WebSocket whose client may send
+    /// messages of at most `limit` bytes (see [`crate::frames`]). Called
+    /// once the upgrade is accepted, before its 101 is written.
+    pub fn websocket(&self, limit: u64) {
+        self.0.websocket_limit.store(limit.max(1), Ordering::Release);
     }
 
     /// Whether both switch the same connection.
@@ -126,6 +137,50 @@ pub struct Killable<S> {
     _slot: Option<ConnectionSlot>,
     inner: S,
     kill: KillSwitch,
+    /// On a WebSocket: the client's frames, followed to catch a message over
+    /// the limit at its header.
+    frames: Option<InboundFrames>,
+    /// The client sent a message over the limit: reads fail from now on, and
+    /// the connection is closed with status 1009.
+    too_big: Option<TooBig>,
+    /// Whether everything handed to the writer so far was written: the
+    /// WebSocket writer hands over whole frames, so between two of its
+    /// writes is a frame boundary, where a close frame may go.
+    at_boundary: bool,
+}
+
+/// The 1009 close frame, once a message was too big: how much of it is
+/// written.
+#[derive(Debug, Clone, Copy)]
+struct TooBig {
+    written: usize,
+}
+
+impl<S> Killable<S> {
+    fn new(slot: Option<ConnectionSlot>, inner: S, kill: KillSwitch) -> Self {
+        Self { _slot: slot, inner, kill, frames: None, too_big: None, at_boundary: true }
+    }
+}
+
+fn too_big() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "WebSocket message over HERALD_SOCKET_PAYLOAD_MAX_BYTES")
+}
+
+impl<S: AsyncWrite + Unpin> Killable<S> {
+    /// Writes what is left of the 1009 close frame; ready once it is all
+    /// written (or can't be).
+    fn poll_close_too_big(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(TooBig { written }) = self.too_big
+            && written < CLOSE_TOO_BIG.len()
+        {
+            match Pin::new(&mut self.inner).poll_write(cx, &CLOSE_TOO_BIG[written..]) {
+                Poll::Ready(Ok(n)) if n > 0 => self.too_big = Some(TooBig { written: written + n }),
+                Poll::Ready(_) => self.too_big = Some(TooBig { written: CLOSE_TOO_BIG.len() }),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
 }
 
 impl<S> Drop for Killable<S> {
@@ -146,13 +201,41 @@ fn cut() -> io::Error {
     io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by Herald")
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Killable<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.kill.0.reader.register(cx.waker());
         if self.kill.is_tripped() {
             return Poll::Ready(Err(cut()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        if self.too_big.is_some() {
+            return Poll::Ready(Err(too_big()));
+        }
+        if self.frames.is_none() {
+            let limit = self.kill.0.websocket_limit.load(Ordering::Acquire);
+            if limit != 0 {
+                self.frames = Some(InboundFrames::new(limit));
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            let this = &mut *self;
+            let over = this.frames.as_mut().and_then(|frames| frames.scan(&buf.filled()[before..]).err());
+            if let Some(at) = over {
+                // What came before the frame is the client's; the frame is not.
+                buf.set_filled(before + at);
+                this.too_big = Some(TooBig { written: 0 });
+                this.kill.0.writer.wake();
+                // Between frames on the way out: the close can go at once.
+                if this.at_boundary {
+                    let _ = this.poll_close_too_big(cx);
+                }
+                if at == 0 {
+                    return Poll::Ready(Err(too_big()));
+                }
+            }
+        }
+        read
     }
 }
 
@@ -162,9 +245,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
         if self.kill.is_tripped() {
             return Poll::Ready(Err(cut()));
         }
+        // A message was too big: once the frame being written is finished,
+        // the 1009 close goes out, and nothing the writer hands over after
+        // that (its own close frame among it) is sent.
+        if self.too_big.is_some() && self.at_boundary {
+            if self.poll_close_too_big(cx).is_pending() {
+                return Poll::Pending;
+            }
+            return Poll::Ready(Ok(buf.len()));
+        }
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
             self.kill.0.written.fetch_add(n as u64, Ordering::Relaxed);
+            self.at_boundary = n == buf.len();
         }
         written
     }
@@ -233,7 +326,7 @@ impl Listener for KillableListener {
                     // Small frames (acks, messages) must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     let kill = KillSwitch::default();
-                    return (Killable { _slot: slot, inner: stream, kill: kill.clone() }, PeerConn { addr, kill });
+                    return (Killable::new(slot, stream, kill.clone()), PeerConn { addr, kill });
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off rather
@@ -253,13 +346,14 @@ impl Listener for KillableListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::CLOSE_TOO_BIG;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn tripping_wakes_a_blocked_reader_and_fails_writes() {
         let (client, server) = tokio::io::duplex(64);
         let kill = KillSwitch::default();
-        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        let mut stream = Killable::new(None, server, kill.clone());
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             let read = stream.read(&mut buf).await;
@@ -278,7 +372,7 @@ mod tests {
         let (_client, server) = tokio::io::duplex(64);
         let kill = KillSwitch::default();
         let runs = Arc::new(AtomicU64::new(0));
-        let stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        let stream = Killable::new(None, server, kill.clone());
         let counter = runs.clone();
         kill.on_close(move || {
             counter.fetch_add(1, Ordering::Relaxed);
@@ -293,6 +387,82 @@ mod tests {
         assert_eq!(runs.load(Ordering::Relaxed), 2, "a hook added after the close runs at once");
     }
 
+    /// The masked header of a client text frame of `len` bytes (> 65535).
+    fn big_frame_head(len: u64) -> Vec<u8> {
+        let mut head = vec![0x81, 0x80 | 127];
+        head.extend_from_slice(&len.to_be_bytes());
+        head.extend_from_slice(&[0, 0, 0, 0]);
+        head
+    }
+
+    #[tokio::test]
+    async fn a_websocket_message_over_the_limit_fails_the_read_and_closes_with_1009() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let kill = KillSwitch::default();
+        let mut stream = Killable::new(None, server, kill.clone());
+        // Before the upgrade, bytes are not frames.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 18);
+        stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").await.unwrap();
+        kill.websocket(1024);
+
+        // A small frame, then the head of one over the limit, in one read.
+        let mut wire = vec![0x81, 0x80 | 2, 0, 0, 0, 0, b'h', b'i'];
+        wire.extend(big_frame_head(1 << 20));
+        wire.extend_from_slice(b"first bytes of the payload");
+        client.write_all(&wire).await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 8, "the small frame is read, the big one is not");
+        let refused = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+
+        // The close went out at once (nothing was half written); what the
+        // writer sends after that, its own close frame say, is dropped.
+        stream.write_all(&[0x88, 0x00]).await.unwrap();
+        drop(stream);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.ends_with(&CLOSE_TOO_BIG), "{answer:?}");
+        assert_eq!(answer.len(), "HTTP/1.1 101 Switching Protocols\r\n\r\n".len() + CLOSE_TOO_BIG.len());
+    }
+
+    #[tokio::test]
+    async fn the_1009_close_waits_for_a_frame_half_written() {
+        // A pipe so small that a frame is written in pieces.
+        let (client, server) = tokio::io::duplex(8);
+        let kill = KillSwitch::default();
+        let mut stream = Killable::new(None, server, kill.clone());
+        kill.websocket(1024);
+        let frame: Vec<u8> = [0x81, 30].into_iter().chain(std::iter::repeat_n(b'x', 30)).collect();
+        // The writer gets 8 of its 32 bytes out, then the client's big
+        // frame arrives.
+        let n = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &frame)).await.unwrap();
+        assert_eq!(n, 8);
+        let (mut client_in, mut client_out) = tokio::io::split(client);
+        let sender = tokio::spawn(async move { client_out.write_all(&big_frame_head(1 << 20)).await });
+        let mut buf = [0u8; 64];
+        let refused = loop {
+            match stream.read(&mut buf).await {
+                Ok(_) => continue, // the header, a piece at a time
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+        sender.await.unwrap().unwrap();
+        let reader = tokio::spawn(async move {
+            let mut answer = Vec::new();
+            client_in.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        stream.write_all(&frame[8..]).await.unwrap();
+        stream.write_all(&[0x88, 0x00]).await.unwrap();
+        stream.flush().await.unwrap();
+        drop(stream);
+        let answer = reader.await.unwrap();
+        assert_eq!(&answer[..frame.len()], &frame[..], "the frame is finished first");
+        assert_eq!(&answer[frame.len()..], &CLOSE_TOO_BIG, "then the close, and nothing else");
+    }
+
     #[test]
     fn the_refusal_is_one_well_formed_response() {
         let text = std::str::from_utf8(TOO_MANY).unwrap();
@@ -305,7 +475,7 @@ mod tests {
     async fn the_backlog_is_what_was_queued_and_not_yet_written() {
         let (_client, server) = tokio::io::duplex(64);
         let kill = KillSwitch::default();
-        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        let mut stream = Killable::new(None, server, kill.clone());
         kill.queued(10);
         assert_eq!(kill.backlog(), 10);
         stream.write_all(b"0123").await.unwrap();
@@ -322,7 +492,7 @@ mod tests {
     async fn a_reply_may_exceed_the_budget_until_it_is_written() {
         let (_client, server) = tokio::io::duplex(1 << 20);
         let kill = KillSwitch::default();
-        let mut stream = Killable { _slot: None, inner: server, kill: kill.clone() };
+        let mut stream = Killable::new(None, server, kill.clone());
         kill.queued_reply(1000);
         assert!(!kill.over(100), "the reply's own size is allowed");
         kill.queued(50);

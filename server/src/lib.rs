@@ -41,6 +41,7 @@ pub mod config;
 pub mod conn;
 pub mod fanout;
 pub mod form;
+pub mod frames;
 pub mod headers;
 pub mod http;
 pub mod inbox;

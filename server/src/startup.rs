@@ -138,6 +138,7 @@ impl Application {
             handshakes: ConnectionCaps::new(limits.handshakes_per_ip),
             connect_timeout: limits.connect_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
+            payload_max: limits.socket_payload_max_bytes,
         };
         let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
             .layer(socket_layer)

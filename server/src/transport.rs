@@ -15,6 +15,10 @@
 //!   under `HERALD_HANDSHAKES_PER_IP` for that long; past it the handshake
 //!   gets 429 with the reason and `Retry-After`. (Sessions that do connect
 //!   are then held to `HERALD_CONNECTIONS_PER_IP`.)
+//! - **WebSocket message size.** Once an upgrade is accepted, the
+//!   connection follows its client's frames and closes with 1009 at the
+//!   header of a message over `HERALD_SOCKET_PAYLOAD_MAX_BYTES` (see
+//!   [`crate::frames`]).
 //! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
 //!   socket in `sid`; once Socket.IO has accepted the upgrade (answered
 //!   101), its TCP connection is recorded so a slow consumer can be cut (see
@@ -55,6 +59,9 @@ pub struct TransportGuard {
     /// How long a handshake's place is held: `HERALD_CONNECT_TIMEOUT`.
     pub connect_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
+    /// `HERALD_SOCKET_PAYLOAD_MAX_BYTES`: the largest WebSocket message a
+    /// client may send (see [`crate::frames`]).
+    pub payload_max: u64,
 }
 
 /// Whether a request with these headers may use the transport.
@@ -127,8 +134,11 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
         return goodbye_poll();
     }
     let response = next.run(request).await;
-    if let (true, Some(sid), Some(conn), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, sid, conn, response.status()) {
-        guard.transports.upgrading(sid, conn.kill);
+    if let (true, Some(conn), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, conn, response.status()) {
+        conn.kill.websocket(guard.payload_max);
+        if let Some(sid) = sid {
+            guard.transports.upgrading(sid, conn.kill);
+        }
     }
     response
 }

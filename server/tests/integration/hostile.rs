@@ -124,7 +124,7 @@ async fn a_join_of_a_room_the_socket_is_in_reads_nothing() {
 
 // 2. WebSocket frames are bounded by the configured payload size.
 #[tokio::test]
-async fn a_websocket_frame_over_the_payload_limit_closes_the_connection_before_it_is_read_whole() {
+async fn a_websocket_frame_over_the_payload_limit_closes_with_1009_before_it_is_read_whole() {
     let app = spawn_app().await;
     let mut ws = raw_socketio(app.addr, tokio::net::TcpStream::connect(app.addr).await.unwrap()).await;
 
@@ -141,10 +141,9 @@ async fn a_websocket_frame_over_the_payload_limit_closes_the_connection_before_i
 
     // The server closes the connection without waiting for the rest.
     let answer = read_bytes_until_closed(raw).await;
-    // A close frame (opcode 8). engineioxide closes without a status code
-    // (the client reports 1005), not 1009: see ARCHITECTURE "Known limits".
-    let close = answer.windows(2).any(|w| w[0] == 0x88 && w[1] & 0x7f <= 125);
-    assert!(close, "expected a close frame, got {answer:?}");
+    // A close frame (opcode 8) whose status is 1009, "message too big".
+    let close = answer.windows(4).any(|w| w[0] == 0x88 && w[1] >= 2 && u16::from_be_bytes([w[2], w[3]]) == 1009);
+    assert!(close, "expected a close frame with status 1009, got {answer:?}");
     assert_eq!(app.count_all().await, 0, "nothing was stored");
     SioClient::connect(app.addr).await;
 }
