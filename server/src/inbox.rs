@@ -102,6 +102,9 @@ impl Inbox {
                     .keys(doc! {"key": 1, "idem": 1})
                     .options(named("key_idem").unique(true).build())
                     .build(),
+                // `count_unread` on every sync and mark_read: without it, a
+                // scan of the user's whole inbox.
+                IndexModel::builder().keys(doc! {"key": 1, "read": 1}).options(named("key_read").build()).build(),
                 IndexModel::builder()
                     .keys(doc! {"expires_at": 1})
                     .options(named("retention").expire_after(Duration::ZERO).build())
