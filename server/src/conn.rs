@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::serve::Listener;
@@ -38,10 +38,11 @@ struct KillState {
     written: AtomicU64,
     /// The stream is gone.
     closed: AtomicBool,
-    /// The size of the last big reply queued, and the `queued` total once it
-    /// was: until `written` reaches that, the reply may still be in the
-    /// backlog, and the connection may owe that much more than its budget.
+    /// The replies queued since the connection last had none unread: their
+    /// bytes, how many of them were bigger than the budget, and the `queued`
+    /// total after the newest (until `written` reaches it, some are unread).
     reply_bytes: AtomicU64,
+    big_replies: AtomicU32,
     reply_until: AtomicU64,
     /// Once the connection is a WebSocket: the largest message its client
     /// may send (0 before).
@@ -98,14 +99,47 @@ impl KillSwitch {
     }
 
     /// Records a reply of `bytes` queued for sending. A reply answers a
-    /// request and may be bigger than the budget (a catch-up of hundreds of
-    /// messages), so while it is being written the connection may owe that
-    /// much more ([`Self::over`]); it can't ask for another meanwhile (the
-    /// caller checks the backlog first).
-    pub fn queued_reply(&self, bytes: u64) {
-        let total = self.0.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.0.reply_bytes.store(bytes, Ordering::Relaxed);
-        self.0.reply_until.store(total, Ordering::Relaxed);
+    /// request and may be bigger than the `budget` (a catch-up of hundreds
+    /// of messages), so while replies are unread the connection may owe
+    /// that much more ([`Self::over`]); how many big ones it may leave
+    /// unread and still ask for more is [`Self::may_ask`]'s rule.
+    pub fn queued_reply(&self, bytes: u64, budget: u64) {
+        let state = &self.0;
+        let caught_up = state.written.load(Ordering::Relaxed) >= state.reply_until.load(Ordering::Relaxed);
+        let total = state.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let big = u32::from(bytes > budget);
+        if caught_up {
+            state.reply_bytes.store(bytes, Ordering::Relaxed);
+            state.big_replies.store(big, Ordering::Relaxed);
+        } else {
+            state.reply_bytes.fetch_add(bytes, Ordering::Relaxed);
+            state.big_replies.fetch_add(big, Ordering::Relaxed);
+        }
+        state.reply_until.store(total, Ordering::Relaxed);
+    }
+
+    /// Bytes written so far, the backlog, and the unread replies' bytes and
+    /// count of big ones.
+    fn account(&self) -> (u64, u64, u32) {
+        let state = &self.0;
+        let written = state.written.load(Ordering::Relaxed);
+        let backlog = state.queued.load(Ordering::Relaxed).saturating_sub(written);
+        if written < state.reply_until.load(Ordering::Relaxed) {
+            (backlog, state.reply_bytes.load(Ordering::Relaxed), state.big_replies.load(Ordering::Relaxed))
+        } else {
+            (backlog, 0, 0)
+        }
+    }
+
+    /// Whether the connection may be served another request: not when it
+    /// owes more than `budget` besides its unread replies, and not when it
+    /// owes more than `budget` with [`UNREAD_BIG_REPLIES_MAX`] replies bigger
+    /// than that unread (a page's `join` and `sync` on connecting may both
+    /// be big; a client asking for a third before reading them does not
+    /// read what it asks for).
+    pub fn may_ask(&self, budget: u64) -> bool {
+        let (backlog, replies, big) = self.account();
+        backlog <= budget.saturating_add(replies) && !(big >= UNREAD_BIG_REPLIES_MAX && backlog > budget)
     }
 
     /// Bytes queued and not yet taken by the kernel: the memory a client
@@ -115,19 +149,17 @@ impl KillSwitch {
         self.0.queued.load(Ordering::Relaxed).saturating_sub(self.0.written.load(Ordering::Relaxed))
     }
 
-    /// Whether the connection owes more than `budget`, plus the reply being
-    /// written if there is one.
+    /// Whether the connection owes more than `budget` besides its unread
+    /// replies.
     pub fn over(&self, budget: u64) -> bool {
-        let written = self.0.written.load(Ordering::Relaxed);
-        let backlog = self.0.queued.load(Ordering::Relaxed).saturating_sub(written);
-        let allowance = if written < self.0.reply_until.load(Ordering::Relaxed) {
-            self.0.reply_bytes.load(Ordering::Relaxed)
-        } else {
-            0
-        };
-        backlog > budget.saturating_add(allowance)
+        let (backlog, replies, _) = self.account();
+        backlog > budget.saturating_add(replies)
     }
 }
+
+/// How many replies bigger than the byte budget a connection may leave
+/// unread while it owes more than the budget and still be served.
+pub const UNREAD_BIG_REPLIES_MAX: u32 = 2;
 
 /// A stream that fails once its [`KillSwitch`] is tripped.
 pub struct Killable<S> {
@@ -489,19 +521,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reply_may_exceed_the_budget_until_it_is_written() {
+    async fn replies_may_exceed_the_budget_until_they_are_written() {
         let (_client, server) = tokio::io::duplex(1 << 20);
         let kill = KillSwitch::default();
         let mut stream = Killable::new(None, server, kill.clone());
-        kill.queued_reply(1000);
-        assert!(!kill.over(100), "the reply's own size is allowed");
+        kill.queued_reply(1000, 100);
+        assert!(!kill.over(100) && kill.may_ask(100), "the reply's own size is allowed");
         kill.queued(50);
         assert!(!kill.over(100), "and events behind it, within the budget");
         kill.queued(100);
-        assert!(kill.over(100), "but no more than the budget besides");
+        assert!(kill.over(100) && !kill.may_ask(100), "but no more than the budget besides");
         stream.write_all(&[0; 1000]).await.unwrap();
         assert!(kill.over(100), "the reply is out; 150 are owed, over 100");
         stream.write_all(&[0; 100]).await.unwrap();
         assert!(!kill.over(100));
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_leaves_two_big_replies_unread_may_not_ask_again() {
+        let (_client, server) = tokio::io::duplex(1 << 20);
+        let kill = KillSwitch::default();
+        let mut stream = Killable::new(None, server, kill.clone());
+        // A page connecting: a big catch-up, a small sync, a message ack.
+        kill.queued_reply(5000, 100);
+        kill.queued_reply(50, 100);
+        kill.queued_reply(20, 100);
+        assert!(!kill.over(100) && kill.may_ask(100), "one big reply unread: it may ask");
+        kill.queued_reply(5000, 100);
+        assert!(!kill.over(100), "two big replies are allowed for");
+        assert!(!kill.may_ask(100), "but it asks for a third without reading them");
+        // Once it has read them, it may ask again, from scratch.
+        stream.write_all(&[0; 10_070]).await.unwrap();
+        assert!(kill.may_ask(100));
+        kill.queued_reply(5000, 100);
+        assert!(kill.may_ask(100), "the count starts again once it caught up");
     }
 }

@@ -199,9 +199,10 @@ impl Fanout {
     }
 
     /// Answers a client's request. The reply is counted against the
-    /// socket's outbound budget like any event: a client that asks for
-    /// catch-ups and never reads them is a slow consumer too. A socket
-    /// already let go gets nothing.
+    /// socket's outbound budget like any event, as a reply: it may be bigger
+    /// than the budget, but a client that asks for more before reading it
+    /// is let go when it asks ([`Self::let_go_if_behind`],
+    /// [`KillSwitch::may_ask`]). A socket already let go gets nothing.
     pub fn reply<T: Serialize + ?Sized>(&self, socket: &SocketRef, ack: AckSender, reply: &T) {
         let outbound = Self::outbound(socket);
         if outbound.let_go.load(Ordering::Relaxed) {
@@ -215,19 +216,11 @@ impl Fanout {
             }
         };
         let line = self.websocket_line(socket, &outbound);
-        // It asks for more while it owes more than its budget: a client
-        // that asks and never reads.
-        if let Some(line) = line
-            && line.backlog() > self.backlog_max
-        {
-            self.let_go(socket, &outbound, Some(line), true);
-            return;
-        }
         match ack.send(&payload) {
             // `43<id>[payload]`: close enough to what is written.
             Ok(()) => {
                 if let Some(line) = line {
-                    line.queued_reply((payload.get().len() + 8) as u64);
+                    line.queued_reply((payload.get().len() + 8) as u64, self.backlog_max);
                 }
             }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => self.let_go(socket, &outbound, line, false),
@@ -235,16 +228,18 @@ impl Fanout {
         }
     }
 
-    /// Lets the socket go if it owes more than its budget already; true if
-    /// it is (or was already) let go. For requests about to be served: one
-    /// that asks while it owes that much does not read what it asks for.
+    /// Lets the socket go if it may not ask for more ([`KillSwitch::may_ask`]):
+    /// it owes more than its budget besides its unread replies, or leaves
+    /// two big ones unread. True if it is (or was already) let go. For
+    /// requests about to be served: such a client does not read what it
+    /// asks for.
     pub fn let_go_if_behind(&self, socket: &SocketRef) -> bool {
         let outbound = Self::outbound(socket);
         if outbound.let_go.load(Ordering::Relaxed) {
             return true;
         }
         match self.websocket_line(socket, &outbound) {
-            Some(line) if line.backlog() > self.backlog_max => {
+            Some(line) if !line.may_ask(self.backlog_max) => {
                 self.let_go(socket, &outbound, Some(line), true);
                 true
             }

@@ -105,6 +105,33 @@ async fn a_socket_that_never_reads_and_keeps_joining_is_let_go_and_the_server_ho
 }
 
 #[tokio::test]
+async fn a_slow_reader_may_ask_for_a_big_catch_up_and_a_sync_at_once() {
+    let app = spawn_app().await;
+    fill_room(&app.db, "big", 500, 2000).await;
+    // As a page connects: join (a 2 MB catch-up) and sync, both at once,
+    // over a connection that reads slowly.
+    let mut ws = unread_socketio(app.addr).await;
+    ws.send(Message::text("421[\"join\",{\"room\":\"big\",\"since\":0}]")).await.unwrap();
+    ws.send(Message::text("422[\"sync\",{}]")).await.unwrap();
+    // Only then does it read: both answers come, and no `closing`.
+    let mut answered = Vec::new();
+    while answered.len() < 2 {
+        let message = tokio::time::timeout(WAIT, ws.next()).await.expect("an answer in time").unwrap().unwrap();
+        let text = message.to_text().unwrap();
+        assert!(!text.contains("closing"), "let go: {}", &text[..text.len().min(200)]);
+        if let Some(ack) = text.strip_prefix("43") {
+            let id: String = ack.chars().take_while(char::is_ascii_digit).collect();
+            let reply: Value = serde_json::from_str(&ack[id.len()..]).unwrap();
+            assert!(reply[0].get("ok").is_some(), "ack {id}");
+            answered.push(id);
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, ["1", "2"]);
+    assert_eq!(metric(&app, "herald_slow_consumer_disconnects_total").await, 0);
+}
+
+#[tokio::test]
 async fn a_join_of_a_room_the_socket_is_in_reads_nothing() {
     let app = spawn_app().await;
     fill_room(&app.db, "again", 20, 10).await;
