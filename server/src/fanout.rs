@@ -146,6 +146,20 @@ pub fn slow_consumer_closing() -> Closing {
     }
 }
 
+/// Counts the bytes written to it, and keeps none.
+struct ByteCount(u64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What the fan-out keeps on each socket: read once per delivery, so it is
 /// one extension rather than several.
 #[derive(Default)]
@@ -208,19 +222,18 @@ impl Fanout {
         if outbound.let_go.load(Ordering::Relaxed) {
             return;
         }
-        let payload = match serde_json::value::to_raw_value(reply) {
-            Ok(payload) => payload,
-            Err(err) => {
-                tracing::error!(%err, "could not encode a reply");
-                return;
-            }
-        };
+        // Its size without encoding it twice: socketioxide encodes it itself.
+        let mut size = ByteCount(0);
+        if let Err(err) = serde_json::to_writer(&mut size, reply) {
+            tracing::error!(%err, "could not encode a reply");
+            return;
+        }
         let line = self.websocket_line(socket, &outbound);
-        match ack.send(&payload) {
+        match ack.send(reply) {
             // `43<id>[payload]`: close enough to what is written.
             Ok(()) => {
                 if let Some(line) = line {
-                    line.queued_reply((payload.get().len() + 8) as u64, self.backlog_max);
+                    line.queued_reply(size.0 + 8, self.backlog_max);
                 }
             }
             Err(SendError::Socket(SocketError::InternalChannelFull)) => self.let_go(socket, &outbound, line, false),

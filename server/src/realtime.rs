@@ -108,10 +108,12 @@ pub struct Gate {
 }
 
 /// A connection's turn to run a store operation for one of its events: its
-/// own (one at a time per connection) and a place server-wide.
-struct ReadTurn<'a> {
-    _mine: tokio::sync::SemaphorePermit<'a>,
-    _place: tokio::sync::SemaphorePermit<'a>,
+/// own (one at a time per connection) and a place server-wide. Held until
+/// the answer is queued, so that one connection has one answer being read
+/// and encoded at a time.
+struct ReadTurn {
+    _mine: tokio::sync::OwnedSemaphorePermit,
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Gate {
@@ -119,21 +121,23 @@ impl Gate {
     /// One at a time per connection, so that its answers are sent one by
     /// one: a connection that owes more than its budget by its turn asked
     /// for more than it reads, and is let go instead of served.
-    async fn read_turn<'a>(
-        &'a self,
-        conn: &'a ConnectionState,
+    async fn read_turn(
+        &self,
+        conn: &ConnectionState,
         socket: &SocketRef,
         fanout: &Fanout,
-    ) -> Result<ReadTurn<'a>, Refusal> {
+    ) -> Result<ReadTurn, Refusal> {
         let busy =
             || Refusal::Answer(ErrorReply::new("unavailable", "the server is too busy to read that now; try again"));
         let deadline = tokio::time::Instant::now() + self.store_timeout;
-        let mine =
-            tokio::time::timeout_at(deadline, conn.reads.acquire()).await.map_err(|_| busy())?.map_err(|_| busy())?;
+        let mine = tokio::time::timeout_at(deadline, conn.reads.clone().acquire_owned())
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| busy())?;
         if fanout.let_go_if_behind(socket) {
             return Err(Refusal::Ignore);
         }
-        let place = tokio::time::timeout_at(deadline, self.store_ops.acquire())
+        let place = tokio::time::timeout_at(deadline, self.store_ops.clone().acquire_owned())
             .await
             .map_err(|_| busy())?
             .map_err(|_| busy())?;
@@ -160,7 +164,7 @@ struct ConnectionState {
     /// Closes the connection when its token expires.
     expiry: Mutex<Option<tokio::task::AbortHandle>>,
     /// One store operation at a time (see [`Gate::read_turn`]).
-    reads: Semaphore,
+    reads: Arc<Semaphore>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -257,7 +261,7 @@ async fn authenticate(
         slot: Mutex::new(slot),
         joined: Mutex::default(),
         expiry: Mutex::new(None),
-        reads: Semaphore::new(1),
+        reads: Arc::new(Semaphore::new(1)),
     });
     if let Some(exp) = expires {
         *lock(&state.expiry) = Some(close_at_expiry(&socket, &io, &fanout, &gate.metrics, exp));
@@ -433,9 +437,11 @@ async fn on_join(
         Ok(Object(request)) => join(&socket, &gate, &fanout, &chat, request).instrument(span_of(&socket)).await,
         Err(err) => Err(Refusal::Answer(ErrorReply::malformed(err))),
     };
-    let (reply, newly_joined) = match result {
-        Ok((joined, newly)) => (Reply::Ok(joined), newly),
-        Err(Refusal::Answer(error)) => (Reply::Error(error), false),
+    // The turn (when the join read the store) is held until the answer is
+    // queued.
+    let (reply, newly_joined, _turn) = match result {
+        Ok((joined, newly, turn)) => (Reply::Ok(joined), newly, turn),
+        Err(Refusal::Answer(error)) => (Reply::Error(error), false, None),
         Err(Refusal::Ignore) => return,
     };
     let room = match &reply {
@@ -462,7 +468,7 @@ async fn join(
     fanout: &Fanout,
     chat: &Chat,
     request: JoinRequest,
-) -> Result<(Joined, bool), Refusal> {
+) -> Result<(Joined, bool, Option<ReadTurn>), Refusal> {
     let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
     let conn = connection(socket).ok_or(Refusal::Ignore)?;
     {
@@ -472,7 +478,7 @@ async fn join(
         // there is nothing to read.
         if let Some(head) = joined.get(&room) {
             let joined = Joined { room, head: (*head).max(Seq(request.since)), messages: Vec::new(), truncated: false };
-            return Ok((joined, false));
+            return Ok((joined, false, None));
         }
         if joined.len() >= ROOMS_PER_SOCKET_MAX {
             return Err(Refusal::Answer(ErrorReply::new(
@@ -483,7 +489,7 @@ async fn join(
         // Taken now, so that joins of the same room sent together read once.
         joined.insert(room.clone(), Seq(request.since));
     }
-    let _turn = match gate.read_turn(&conn, socket, fanout).await {
+    let turn = match gate.read_turn(&conn, socket, fanout).await {
         Ok(turn) => turn,
         Err(refusal) => {
             lock(&conn.joined).remove(&room);
@@ -505,7 +511,7 @@ async fn join(
             }
             let joined =
                 Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated };
-            Ok((joined, still))
+            Ok((joined, still, Some(turn)))
         }
         Err(err) => {
             tracing::warn!(%err, %room, "join: reading history failed");
@@ -622,19 +628,23 @@ async fn on_sync(
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Sync, ack) else { return };
     let user = user_of(&socket);
     let Some(conn) = connection(&socket) else { return };
-    let result: Result<Synced, ErrorReply> = match request {
+    // The turn is held until the answer is queued.
+    let (result, _turn): (Result<Synced, ErrorReply>, _) = match request {
         Ok(Object(request)) => match gate.read_turn(&conn, &socket, &fanout).await {
-            Ok(_turn) => inbox
-                .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
-                .await
-                .map_err(|err| {
-                    tracing::warn!(%err, "sync: reading notifications failed");
-                    ErrorReply::new("unavailable", "notifications can't be read right now; try again")
-                }),
-            Err(Refusal::Answer(busy)) => Err(busy),
+            Ok(turn) => {
+                let missed = inbox
+                    .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
+                    .await
+                    .map_err(|err| {
+                        tracing::warn!(%err, "sync: reading notifications failed");
+                        ErrorReply::new("unavailable", "notifications can't be read right now; try again")
+                    });
+                (missed, Some(turn))
+            }
+            Err(Refusal::Answer(busy)) => (Err(busy), None),
             Err(Refusal::Ignore) => return,
         },
-        Err(err) => Err(ErrorReply::malformed(err)),
+        Err(err) => (Err(ErrorReply::malformed(err)), None),
     };
     fanout.reply(&socket, ack, &Reply::from(result));
 }
@@ -651,12 +661,15 @@ async fn on_mark_read(
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::MarkRead, ack) else { return };
     let Some(conn) = connection(&socket) else { return };
-    let result = match (request, user_of(&socket)) {
-        (Err(err), _) => Err(ErrorReply::malformed(err)),
-        (Ok(_), None) => Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")),
+    let (result, _turn) = match (request, user_of(&socket)) {
+        (Err(err), _) => (Err(ErrorReply::malformed(err)), None),
+        (Ok(_), None) => (Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")), None),
         (Ok(Object(request)), Some(identity)) => match gate.read_turn(&conn, &socket, &fanout).await {
-            Ok(_turn) => mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await,
-            Err(Refusal::Answer(busy)) => Err(busy),
+            Ok(turn) => (
+                mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await,
+                Some(turn),
+            ),
+            Err(Refusal::Answer(busy)) => (Err(busy), None),
             Err(Refusal::Ignore) => return,
         },
     };

@@ -93,7 +93,11 @@ async fn a_socket_that_never_reads_and_keeps_joining_is_let_go_and_the_server_ho
         started.elapsed()
     );
     assert_eq!(metric_at(&http, &base, "herald_slow_consumer_disconnects_total").await, 1);
-    assert!(growth_kib < 10 * 1024, "the server held {growth_kib} KiB more for a socket that never read");
+    // What it may hold: its budget, two unread catch-ups of 2 MB, and one
+    // being read and encoded (a few transient copies of 2 MB); the
+    // allocator keeps some of that after it is freed. Unbounded, each join
+    // would have added 2 MB.
+    assert!(growth_kib < 16 * 1024, "the server held {growth_kib} KiB more for a socket that never read");
     // Each catch-up is one read. The kernel's socket buffers (up to 4 MB on
     // loopback) take the first one or two; once Herald held more than the
     // budget for it and it asked again, it was served nothing more.
