@@ -26,7 +26,7 @@ cargo fmt --all --check
 # Never --workspace: the app crate's `ssr` and `hydrate` features must not be
 # unified into one build, so the server side and the wasm side are linted apart.
 herald_step "3/6 cargo clippy (server side, then wasm frontend)"
-cargo clippy -p herald -p app -p server --all-targets -- -D warnings
+cargo clippy -p herald -p app -p server -p bench --all-targets -- -D warnings
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 
 herald_step "4/6 cargo test (against SecantusDB)"
