@@ -5,7 +5,7 @@
 # load-generator thread (herald-bench), side by side in one run.
 #
 #   scripts/bench.sh            every scenario (a few minutes on 2 cores)
-#   scripts/bench.sh idle       one scenario by name: idle, fanout, burst, chat
+#   scripts/bench.sh idle       one scenario by name: idle, fanout, burst, chat, join-storm
 #
 # Prints a table with Herald/floor ratios (README, "Benchmark") and keeps the
 # raw results, one JSON line per run, in target/bench/results-<time>.jsonl.
@@ -94,6 +94,7 @@ for subscribers in 100 1000 5000; do
 done
 bench burst --subscribers 1000 --messages 200
 bench chat --subscribers 1000 --messages 200 --rate 100
+bench join-storm --subscribers 2000 --messages 500
 
 herald_step "results (raw: $results)"
 target/release/herald-bench report "$results"

@@ -99,11 +99,14 @@ enum Scenario {
     Burst,
     /// Every subscriber joins one room; one more client `send`s at `--rate`.
     Chat,
+    /// Every subscriber, connected first, joins one room holding
+    /// `--messages` stored messages at once, as after a deploy.
+    JoinStorm,
 }
 
 impl Scenario {
     fn delivers(self) -> bool {
-        self != Self::Idle
+        matches!(self, Self::Fanout | Self::Burst | Self::Chat)
     }
 }
 
@@ -133,6 +136,12 @@ struct Results {
     rss_kib_before: u64,
     rss_kib_after: u64,
     seconds: f64,
+    /// Join storm: the server's store operations during it (Herald's
+    /// `/metrics`), and how long until every join was answered.
+    #[serde(default)]
+    store_ops: u64,
+    #[serde(default)]
+    seconds_to_join: f64,
 }
 
 /// What `/proc` says about the server process.
@@ -364,6 +373,93 @@ async fn chat(args: &RunArgs, messages: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Herald's store operations so far (`herald_store_duration_seconds_count`);
+/// 0 for the floor.
+async fn store_ops(http: &reqwest::Client, args: &RunArgs) -> u64 {
+    if args.server != ServerKind::Herald {
+        return 0;
+    }
+    let Ok(response) = http.get(format!("{}/metrics", args.target)).send().await else { return 0 };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("herald_store_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Joins `CHAT_ROOM` from scratch on a connected client; the answer's
+/// latency, if it was `ok`.
+async fn join_once(mut ws: Ws) -> Option<Duration> {
+    let started = Instant::now();
+    let join = wire::event_frame("join", &json!({"room": CHAT_ROOM, "since": 0}), Some(1)).ok()?;
+    ws.send(Message::text(join)).await.ok()?;
+    while let Some(Ok(frame)) = ws.next().await {
+        let Message::Text(text) = frame else { continue };
+        match wire::decode_engine(&text).ok()? {
+            EnginePacket::Ping => ws.send(Message::text(wire::PONG_FRAME)).await.ok()?,
+            EnginePacket::Message(data) => {
+                if let Ok(SocketPacket::Ack { id: 1, args }) = wire::decode_socket(&data) {
+                    let ok = args.first().and_then(|reply| reply.get("ok")).is_some();
+                    return ok.then(|| started.elapsed());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The join storm: the room is filled first (Herald: room publishes through
+/// the API; the floor keeps no history), every client connects, then all
+/// join at once.
+async fn join_storm(args: &RunArgs, results: &mut Results, before: &ProcStats) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    results.messages = args.messages;
+    if args.server == ServerKind::Herald {
+        let body = "x".repeat(200);
+        futures::stream::iter(0..args.messages)
+            .for_each_concurrent(16, |n| {
+                let (http, body) = (&http, &body);
+                async move {
+                    let request = http
+                        .post(format!("{}/api/publish", args.target))
+                        .bearer_auth(&args.api_key)
+                        .json(&json!({"room": CHAT_ROOM, "message": format!("{n} {body}")}));
+                    let _ = request.send().await;
+                }
+            })
+            .await;
+    }
+    let clients: Vec<Ws> = futures::stream::iter(0..args.subscribers)
+        .map(|_| connect(&args.target, None))
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let connected = proc_stats(args.pid)?;
+    results.kb_per_connection =
+        connected.rss_kib.saturating_sub(before.rss_kib) as f64 * 1.024 / args.subscribers.max(1) as f64;
+    let ops_before = store_ops(&http, args).await;
+    let started = Instant::now();
+    let outcomes = futures::future::join_all(clients.into_iter().map(join_once)).await;
+    results.seconds_to_join = started.elapsed().as_secs_f64();
+    let after = proc_stats(args.pid)?;
+    results.rss_kib_after = after.rss_kib;
+    results.store_ops = store_ops(&http, args).await.saturating_sub(ops_before);
+    let mut latencies: Vec<u32> =
+        outcomes.iter().flatten().map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)).collect();
+    latencies.sort_unstable();
+    results.deliveries = latencies.len() as u64;
+    results.lost = (outcomes.len() - latencies.len()) as u64;
+    results.deliveries_per_sec = results.deliveries as f64 / results.seconds_to_join.max(1e-3);
+    results.p50_ms = percentile(&latencies, 0.50);
+    results.p99_ms = percentile(&latencies, 0.99);
+    let cpu = after.cpu.saturating_sub(connected.cpu);
+    results.cpu_us_per_delivery = cpu.as_micros() as f64 / results.deliveries.max(1) as f64;
+    Ok(())
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -385,6 +481,11 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
     let started = Instant::now();
     let before = proc_stats(args.pid)?;
     results.rss_kib_before = before.rss_kib;
+    if args.scenario == Scenario::JoinStorm {
+        join_storm(&args, &mut results, &before).await?;
+        results.seconds = started.elapsed().as_secs_f64();
+        return Ok(results);
+    }
     let room = (args.scenario == Scenario::Chat).then_some(CHAT_ROOM);
     connect_all(&args.target, args.subscribers, room, &tally).await?;
     match args.scenario {
@@ -395,6 +496,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
             results.kb_per_connection =
                 after.rss_kib.saturating_sub(before.rss_kib) as f64 * 1.024 / args.subscribers.max(1) as f64;
         }
+        Scenario::JoinStorm => unreachable!("played above"),
         Scenario::Fanout | Scenario::Burst | Scenario::Chat => {
             let connected = proc_stats(args.pid)?;
             results.kb_per_connection =
@@ -482,6 +584,13 @@ fn report(file: &PathBuf) -> anyhow::Result<()> {
             cell(h.kb_per_connection, f.kb_per_connection),
             format!("{}/{} {}/{}", h.lost, h.duplicated, f.lost, f.duplicated),
         );
+        if *scenario == Scenario::JoinStorm {
+            println!(
+                "{:<8} all {subs} joins answered in {:.2} s (Herald) / {:.2} s (floor); Herald read the store {} times; \
+                 'lost' is joins refused",
+                "", h.seconds_to_join, f.seconds_to_join, h.store_ops
+            );
+        }
     }
     Ok(())
 }
