@@ -310,12 +310,11 @@ async fn connect_all(target: &str, count: usize, room: Option<&str>, tally: &Arc
 
 async fn publish(http: &reqwest::Client, args: &RunArgs, n: usize) -> bool {
     let data = json!({"n": n, "t": now_micros()});
-    let (body, request) = match args.server {
-        ServerKind::Herald => {
-            (json!({"broadcast": true, "data": data}), http.post(format!("{}/api/publish", args.target)))
-        }
-        ServerKind::Floor => (json!({"data": data}), http.post(format!("{}/api/publish", args.target))),
+    let body = match args.server {
+        ServerKind::Herald => json!({"broadcast": true, "data": data}),
+        ServerKind::Floor => json!({"data": data}),
     };
+    let request = http.post(format!("{}/api/publish", args.target));
     let request = if args.api_key.is_empty() { request } else { request.bearer_auth(&args.api_key) };
     matches!(request.json(&body).send().await, Ok(response) if response.status().is_success())
 }

@@ -215,9 +215,11 @@ impl<S: AsyncWrite + Unpin> Killable<S> {
     }
 }
 
-impl<S> Drop for Killable<S> {
-    fn drop(&mut self) {
-        let state = &self.kill.0;
+impl KillSwitch {
+    /// The connection is done (shut down or dropped): runs the close hooks,
+    /// once, before the peer can see it end.
+    fn closed(&self) {
+        let state = &self.0;
         let hooks = {
             let mut hooks = state.on_close.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             state.closed.store(true, Ordering::Release);
@@ -226,6 +228,12 @@ impl<S> Drop for Killable<S> {
         for hook in hooks {
             hook();
         }
+    }
+}
+
+impl<S> Drop for Killable<S> {
+    fn drop(&mut self) {
+        self.kill.closed();
     }
 }
 
@@ -303,6 +311,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Before the FIN goes out: whoever sees the connection end can rely
+        // on its hooks having run.
+        self.kill.closed();
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -379,13 +390,20 @@ impl Listener for KillableListener {
 mod tests {
     use super::*;
     use crate::frames::CLOSE_TOO_BIG;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A `Killable` over one end of a pipe of `capacity` bytes: the other
+    /// end, the switch, and the stream.
+    fn killable(capacity: usize) -> (DuplexStream, KillSwitch, Killable<DuplexStream>) {
+        let (client, server) = tokio::io::duplex(capacity);
+        let kill = KillSwitch::default();
+        let stream = Killable::new(None, server, kill.clone());
+        (client, kill, stream)
+    }
 
     #[tokio::test]
     async fn tripping_wakes_a_blocked_reader_and_fails_writes() {
-        let (client, server) = tokio::io::duplex(64);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (client, kill, mut stream) = killable(64);
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             let read = stream.read(&mut buf).await;
@@ -399,24 +417,31 @@ mod tests {
         drop(client);
     }
 
-    #[test]
-    fn close_hooks_run_once_when_the_stream_goes() {
-        let (_client, server) = tokio::io::duplex(64);
-        let kill = KillSwitch::default();
+    #[tokio::test]
+    async fn close_hooks_run_once_when_the_stream_is_shut_down_or_goes() {
         let runs = Arc::new(AtomicU64::new(0));
-        let stream = Killable::new(None, server, kill.clone());
-        let counter = runs.clone();
-        kill.on_close(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        let count = |kill: &KillSwitch| {
+            let counter = runs.clone();
+            kill.on_close(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        };
+        let (_client, kill, stream) = killable(64);
+        count(&kill);
         assert_eq!(runs.load(Ordering::Relaxed), 0);
         drop(stream);
         assert_eq!(runs.load(Ordering::Relaxed), 1);
-        let counter = runs.clone();
-        kill.on_close(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-        });
+        count(&kill);
         assert_eq!(runs.load(Ordering::Relaxed), 2, "a hook added after the close runs at once");
+
+        // Shut down: the hook has run by the time the peer sees the end.
+        let (mut client, kill, mut stream) = killable(64);
+        count(&kill);
+        stream.shutdown().await.unwrap();
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+        assert_eq!(client.read(&mut [0u8; 8]).await.unwrap(), 0);
+        drop(stream);
+        assert_eq!(runs.load(Ordering::Relaxed), 3, "once");
     }
 
     /// The masked header of a client text frame of `len` bytes (> 65535).
@@ -429,9 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_websocket_message_over_the_limit_fails_the_read_and_closes_with_1009() {
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (mut client, kill, mut stream) = killable(1 << 16);
         // Before the upgrade, bytes are not frames.
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 64];
@@ -461,9 +484,7 @@ mod tests {
     #[tokio::test]
     async fn the_1009_close_waits_for_a_frame_half_written() {
         // A pipe so small that a frame is written in pieces.
-        let (client, server) = tokio::io::duplex(8);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (client, kill, mut stream) = killable(8);
         kill.websocket(1024);
         let frame: Vec<u8> = [0x81, 30].into_iter().chain(std::iter::repeat_n(b'x', 30)).collect();
         // The writer gets 8 of its 32 bytes out, then the client's big
@@ -505,9 +526,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_backlog_is_what_was_queued_and_not_yet_written() {
-        let (_client, server) = tokio::io::duplex(64);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (_client, kill, mut stream) = killable(64);
         kill.queued(10);
         assert_eq!(kill.backlog(), 10);
         stream.write_all(b"0123").await.unwrap();
@@ -522,9 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn replies_may_exceed_the_budget_until_they_are_written() {
-        let (_client, server) = tokio::io::duplex(1 << 20);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (_client, kill, mut stream) = killable(1 << 20);
         kill.queued_reply(1000, 100);
         assert!(!kill.over(100) && kill.may_ask(100), "the reply's own size is allowed");
         kill.queued(50);
@@ -539,9 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_leaves_two_big_replies_unread_may_not_ask_again() {
-        let (_client, server) = tokio::io::duplex(1 << 20);
-        let kill = KillSwitch::default();
-        let mut stream = Killable::new(None, server, kill.clone());
+        let (_client, kill, mut stream) = killable(1 << 20);
         // A page connecting: a big catch-up, a small sync, a message ack.
         kill.queued_reply(5000, 100);
         kill.queued_reply(50, 100);

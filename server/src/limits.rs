@@ -195,6 +195,11 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// `retry_after_ms` for a wait: whole milliseconds, at least 1.
+pub fn retry_after_ms(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// `Retry-After` seconds for a wait: whole seconds, at least 1.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))

@@ -23,7 +23,7 @@ use crate::chat::{PostError, room_key};
 use crate::config::Secret;
 use crate::fanout::Audience;
 use crate::inbox::Recipient;
-use crate::limits::retry_after_secs;
+use crate::limits::{retry_after_ms, retry_after_secs};
 use crate::metrics::PublishOutcome;
 use crate::realtime::user_key;
 use crate::state::AppState;
@@ -94,8 +94,10 @@ impl ApiError {
     }
 
     fn rate_limited(wait: std::time::Duration) -> Self {
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        Self { status: StatusCode::TOO_MANY_REQUESTS, error: ErrorReply::rate_limited("publish requests", ms) }
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: ErrorReply::rate_limited("publish requests", retry_after_ms(wait)),
+        }
     }
 
     fn outcome(&self) -> PublishOutcome {

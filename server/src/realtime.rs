@@ -47,7 +47,7 @@ use crate::conn::PeerConn;
 use crate::fanout::{Audience, Fanout, Transports};
 use crate::inbox::Inbox;
 use crate::lifecycle::{Drain, Work};
-use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket};
+use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket, retry_after_ms};
 use crate::metrics::{Metrics, Rejection};
 use crate::presence::{Announcer, Member};
 use crate::session::SESSION_COOKIE;
@@ -393,13 +393,9 @@ fn admit(socket: &SocketRef, gate: &Gate, fanout: &Fanout, cost: EventCost) -> R
     let admitted = Admitted(conn);
     if let Err(wait) = admitted.0.events.take_n(cost.tokens()) {
         gate.metrics.rejected(Rejection::EventRate);
-        return Err(Refusal::Answer(ErrorReply::rate_limited("requests", millis(wait))));
+        return Err(Refusal::Answer(ErrorReply::rate_limited("requests", retry_after_ms(wait))));
     }
     Ok(admitted)
-}
-
-fn millis(wait: Duration) -> u64 {
-    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// Admits an event, or answers why not; `None` means it was answered (or
@@ -583,7 +579,7 @@ fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<Work, ErrorReply> {
         && let Err(wait) = conn.send_rate.take()
     {
         gate.metrics.rejected(Rejection::SendRate);
-        return Err(ErrorReply::rate_limited("messages", millis(wait)));
+        return Err(ErrorReply::rate_limited("messages", retry_after_ms(wait)));
     }
     Ok(work)
 }

@@ -2,7 +2,7 @@
 //! allow-list, security headers, `/metrics`, and many users at once.
 
 use crate::common::sio::{SioClient, WAIT, unread_socketio};
-use crate::common::{API_KEY, TOKEN_SECRET, TestApp, read_until_closed, spawn_app, spawn_app_with, token};
+use crate::common::{API_KEY, TOKEN_SECRET, TestApp, metric, read_until_closed, spawn_app, spawn_app_with, token};
 use futures::StreamExt;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
@@ -10,13 +10,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 async fn publish(app: &TestApp, body: &Value) -> reqwest::Response {
     app.http.post(app.url("/api/publish")).bearer_auth(API_KEY).json(body).send().await.unwrap()
-}
-
-async fn metric(app: &TestApp, line_prefix: &str) -> u64 {
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(line_prefix).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics:\n{text}"))
 }
 
 #[tokio::test]

@@ -153,3 +153,17 @@ pub async fn read_bytes_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<
     read.await.expect("the server closes the connection");
     received
 }
+
+/// The value of the `/metrics` line starting with `line_prefix` on the
+/// server at `base` (`http://host:port`).
+pub async fn metric_at(http: &reqwest::Client, base: &str, line_prefix: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(line_prefix).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics:\n{text}"))
+}
+
+/// [`metric_at`] of a test server.
+pub async fn metric(app: &TestApp, line_prefix: &str) -> u64 {
+    metric_at(&app.http, &format!("http://{}", app.addr), line_prefix).await
+}
