@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use herald::protocol::{EV_MESSAGE, ErrorReply};
-use herald::{NewMessage, RoomName, StoredMessage};
+use herald::{NewMessage, RoomName, Seq, StoredMessage};
 use socketioxide::SocketIo;
 
 use crate::fanout::{Audience, Fanout};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::sequencer::Sequencer;
+use crate::store::{CatchUp, Store, StoreError};
 
 /// The Socket.IO room key of a chat room. Prefixed so that rooms never
 /// collide with other kinds of channels (users, broadcast) sharing the
@@ -43,11 +44,13 @@ pub struct Chat {
     fanout: Fanout,
     metrics: Arc<Metrics>,
     limits: MessageLimits,
+    /// Each room's delivery order.
+    order: Arc<Sequencer<StoredMessage>>,
 }
 
 impl Chat {
     pub fn new(store: Store, fanout: Fanout, metrics: Arc<Metrics>, limits: MessageLimits) -> Self {
-        Self { store, fanout, metrics, limits }
+        Self { store, fanout, metrics, limits, order: Arc::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -55,7 +58,8 @@ impl Chat {
     }
 
     /// Checks `message` against this server's limits, stores it, then
-    /// broadcasts it to everyone in its room.
+    /// broadcasts it to everyone in its room, in sequence order: it goes
+    /// out once every lower number is out, and the answer waits for that.
     ///
     /// Architecture invariant: a message is stored before anyone is told
     /// about it. If the broadcast is lost, clients still get the message
@@ -75,9 +79,25 @@ impl Chat {
                 format!("a name may be at most {} characters", self.limits.name_max_chars),
             )));
         }
-        let stored = self.store.append(message, retry).await?;
+        let key = room_key(&message.room);
+        let stream = self.order.stream(&key);
+        stream.start(|| self.store.head(&message.room)).await?;
+        let fanout = self.fanout.clone();
+        let mut writer = stream.writer(move |stored: &StoredMessage| {
+            fanout.deliver(io, Audience::Room(&key), EV_MESSAGE, stored);
+        });
+        let stored = self.store.append(message, retry, |seq| writer.allocated(seq)).await?;
         self.metrics.message_stored();
-        self.fanout.deliver(io, Audience::Room(&room_key(&stored.room)), EV_MESSAGE, &stored);
+        writer.stored(stored.seq, stored.clone()).await;
         Ok(stored)
+    }
+
+    /// What a client joining `room` with everything up to `since` missed,
+    /// up to the newest message delivered live: a socket that joined the
+    /// room before asking gets every later one live, so the answer's head
+    /// is a watermark (the client has everything at or below it).
+    pub async fn catch_up(&self, room: &RoomName, since: Seq) -> Result<CatchUp, StoreError> {
+        let delivered = self.order.get(&room_key(room)).and_then(|stream| stream.cursor());
+        self.store.since(room, since, delivered).await
     }
 }

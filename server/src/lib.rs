@@ -13,6 +13,8 @@
 //!   range-bounded history reads.
 //! - [`chat`]: posting a message (store, then broadcast), shared by both
 //!   ways of sending.
+//! - [`sequencer`]: delivery in sequence order, per room; the watermark a
+//!   join's catch-up ends at.
 //! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
 //! - [`form`]: `POST /add_message`, the no-JavaScript form.
 //! - [`inbox`]: notification storage — users' inboxes and the broadcast
@@ -52,6 +54,7 @@ pub mod metrics;
 pub mod presence;
 pub mod publish;
 pub mod realtime;
+pub mod sequencer;
 pub mod session;
 pub mod startup;
 pub mod state;

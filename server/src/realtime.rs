@@ -497,7 +497,7 @@ async fn join(
     // arrives both ways and the client keeps it once (by sequence number).
     let key = room_key(&room);
     socket.join(key.clone());
-    match chat.store().since(&room, Seq(request.since)).await {
+    match chat.catch_up(&room, Seq(request.since)).await {
         Ok(catch_up) => {
             // Still joined (not left meanwhile): remember the head. Left
             // meanwhile: out of the room again, whichever came first.

@@ -239,13 +239,23 @@ impl Store {
     /// spares a sequence number. A system message only ever matches a system
     /// message, and a person's only a person's: a client id someone else
     /// took first is a conflict, never someone else's message returned.
-    pub async fn append(&self, message: &NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
+    ///
+    /// `allocated` hears the sequence number as soon as it is allocated,
+    /// before the insert: delivery order is kept by number (see
+    /// `sequencer`), and a number being written must hold back later ones.
+    pub async fn append(
+        &self,
+        message: &NewMessage,
+        retry: bool,
+        allocated: impl FnOnce(Seq),
+    ) -> Result<StoredMessage, StoreError> {
         self.bounds
             .run(async {
                 if retry && let Some(existing) = self.find_by_client_id(message).await? {
                     return Ok(existing);
                 }
                 let seq = next_seq(&self.heads, message.room.as_str()).await?;
+                allocated(seq);
                 let doc = MessageDoc::new(message, seq, DateTime::now());
                 match self.messages.insert_one(&doc).await {
                     Ok(_) => doc.into_message(),
@@ -278,9 +288,15 @@ impl Store {
         self.bounds.run(async { current_seq(&self.heads, room.as_str()).await }).await
     }
 
-    /// Messages with `seq > from`, oldest first, at most `limit`.
-    async fn range_after(&self, room: &RoomName, from: Seq, limit: u64) -> Result<Vec<StoredMessage>, StoreError> {
-        let filter = doc! {"room": room.as_str(), "seq": {"$gt": seq_to_i64(from)}};
+    /// Messages with `from < seq <= to`, oldest first, at most `limit`.
+    async fn range_between(
+        &self,
+        room: &RoomName,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let filter = doc! {"room": room.as_str(), "seq": {"$gt": seq_to_i64(from), "$lte": seq_to_i64(to)}};
         let docs: Vec<MessageDoc> = self
             .messages
             .find(filter)
@@ -307,19 +323,22 @@ impl Store {
             .run(async {
                 let head = current_seq(&self.heads, room.as_str()).await?;
                 let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
-                Ok((head, self.range_after(room, from, HISTORY_WINDOW).await?))
+                Ok((head, self.range_between(room, from, head, HISTORY_WINDOW).await?))
             })
             .await
     }
 
-    /// What a client that has everything up to `since` missed.
-    pub async fn since(&self, room: &RoomName, since: Seq) -> Result<CatchUp, StoreError> {
+    /// What a client that has everything up to `since` missed, up to
+    /// `upto` (the newest number delivered live; newer ones reach a joined
+    /// socket live) or the room's head.
+    pub async fn since(&self, room: &RoomName, since: Seq, upto: Option<Seq>) -> Result<CatchUp, StoreError> {
         self.bounds
             .run(async {
-                let head = current_seq(&self.heads, room.as_str()).await?;
+                let stored = current_seq(&self.heads, room.as_str()).await?;
+                let head = upto.map_or(stored, |upto| upto.min(stored));
                 let floor = Seq(head.get().saturating_sub(CATCH_UP_MAX));
                 let from = since.max(floor);
-                let messages = self.range_after(room, from, CATCH_UP_MAX).await?;
+                let messages = self.range_between(room, from, head, CATCH_UP_MAX).await?;
                 Ok(CatchUp { head, messages, truncated: from > since })
             })
             .await
