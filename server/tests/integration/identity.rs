@@ -85,8 +85,8 @@ async fn login_sets_a_session_cookie_that_pages_and_sockets_honour() {
     assert!((590..=600).contains(&max_age), "{set_cookie}");
     let session = set_cookie.split(';').next().unwrap().to_owned();
 
-    let (_, html, _) = app.get_page("/r/den", Some(&session)).await;
-    assert!(html.contains("value=\"Alice\""), "the page knows the user");
+    let (status, html, _) = app.get_page("/r/den", Some(&session)).await;
+    assert!(html.contains("value=\"Alice\""), "the page knows the user: {status} {}", &html[..html.len().min(2_000)]);
 
     let mut client = SioClient::try_connect(app.addr, None, Some(&session)).await.expect("cookie accepted");
     let reply =
