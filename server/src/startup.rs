@@ -40,6 +40,12 @@ use crate::transport::TransportGuard;
 use crate::visitor::{self, VisitorKeys};
 use crate::{form, headers, http, inbox_form, publish, realtime, session, transport};
 
+/// Each WebSocket's read buffer (socketioxide's default is 4 KiB). It is
+/// allocated and zeroed for the connection's life, so it is most of what an
+/// idle connection costs after the request head (see `transport::own_head`);
+/// 1 KiB holds a typical event, and bigger ones are read in several steps.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
     listener: KillableListener,
@@ -101,6 +107,9 @@ impl Application {
             .ws_max_frame_size(ws_max)
             .connect_timeout(limits.connect_timeout)
             .max_buffer_size(limits.outbound_buffer_packets)
+            // Each WebSocket's read buffer stays allocated (and zeroed) for
+            // its life; a message bigger than it is read in several steps.
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         realtime::register(&io);
 

@@ -32,8 +32,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use socketioxide::socket::Sid;
@@ -133,6 +133,9 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     {
         return goodbye_poll();
     }
+    // A request that starts a session is kept by Engine.IO for the
+    // session's life: give it a head of its own (see `own_head`).
+    let request = if sid.is_none() { own_head(request) } else { request };
     let response = next.run(request).await;
     if let (true, Some(conn), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, conn, response.status()) {
         conn.kill.websocket(guard.payload_max);
@@ -141,6 +144,36 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
         }
     }
     response
+}
+
+/// The request with its URI and headers copied out of hyper's read buffer.
+///
+/// hyper parses a request head in place: header values and the URI are
+/// slices of the connection's 16 KiB read buffer. Engine.IO keeps the
+/// request that started a session (its `req_parts`, which Herald reads for
+/// cookies and addresses) for as long as the session lives, and with it that
+/// whole buffer: 16 KiB of every idle connection's memory (measured with a
+/// heap profile, docs/ARCHITECTURE.md "Performance"). Copies of the few
+/// hundred bytes actually used let it go.
+fn own_head(request: Request) -> Request {
+    let (mut parts, body) = request.into_parts();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    parts.uri = owned_uri(&parts.uri);
+    if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
+        *original = owned_uri(original);
+    }
+    Request::from_parts(parts, body)
+}
+
+/// `uri` in memory of its own (a URI parsed from its own text owns it).
+fn owned_uri(uri: &Uri) -> Uri {
+    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
 }
 
 /// A long-polling response (Engine.IO v4) carrying the Socket.IO event
@@ -154,6 +187,30 @@ fn goodbye_poll() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_request_head_is_the_same_head_in_memory_of_its_own() {
+        let buffer = axum::body::Bytes::from_static(b"/socket.io/?EIO=4&transport=websocket herald_session=abc; a=b");
+        let uri = Uri::from_maybe_shared(buffer.slice(0..37)).unwrap();
+        let mut request = Request::builder().uri(uri.clone()).body(axum::body::Body::empty()).unwrap();
+        let mut cookie = HeaderValue::from_maybe_shared(buffer.slice(38..)).unwrap();
+        cookie.set_sensitive(true);
+        request.headers_mut().append(header::COOKIE, cookie.clone());
+        request.headers_mut().append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        request.headers_mut().append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        request.extensions_mut().insert(OriginalUri(uri.clone()));
+        let before = request.headers().clone();
+
+        let owned = own_head(request);
+        assert_eq!(owned.uri(), &uri);
+        assert_eq!(owned.extensions().get::<OriginalUri>().map(|o| &o.0), Some(&uri));
+        assert_eq!(owned.headers(), &before, "every value, repeated ones too, in order");
+        let copied = &owned.headers()[header::COOKIE];
+        assert!(copied.is_sensitive(), "a secret stays out of logs");
+        let range = buffer.as_ptr_range();
+        assert!(!range.contains(&copied.as_bytes().as_ptr()), "the cookie is a copy, not a slice of the buffer");
+        assert!(!range.contains(&owned.uri().query().unwrap().as_ptr()), "so is the URI");
+    }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
