@@ -25,6 +25,7 @@ use crate::config::TrustedProxies;
 use crate::frames::{CLOSE_TOO_BIG, InboundFrames};
 use crate::limits::{ConnectionCaps, ConnectionSlot};
 use crate::metrics::{Metrics, Rejection};
+use crate::sync::lock;
 
 #[derive(Default)]
 struct KillState {
@@ -84,7 +85,7 @@ impl KillSwitch {
     /// Runs `f` when the connection closes, however it closes (at once if
     /// it has already).
     pub fn on_close(&self, f: impl FnOnce() + Send + 'static) {
-        let mut hooks = self.0.on_close.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut hooks = lock(&self.0.on_close);
         if self.0.closed.load(Ordering::Acquire) {
             drop(hooks);
             f();
@@ -221,7 +222,7 @@ impl KillSwitch {
     fn closed(&self) {
         let state = &self.0;
         let hooks = {
-            let mut hooks = state.on_close.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut hooks = lock(&state.on_close);
             state.closed.store(true, Ordering::Release);
             std::mem::take(&mut *hooks)
         };

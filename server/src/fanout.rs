@@ -37,6 +37,7 @@ use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 
 use crate::conn::{KillSwitch, PeerConn};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// How long a slow WebSocket has, after `closing` is queued behind its
 /// backlog, before its connection is cut: a budget's worth of backlog
@@ -68,7 +69,7 @@ impl<T> Default for BySid<T> {
 
 impl<T: Clone> BySid<T> {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<Sid, T>) -> R) -> R {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut lock(&self.0))
     }
 }
 

@@ -35,6 +35,7 @@
 //! - [`headers`]: security headers and the CSP nonce for pages.
 //! - [`limits`]: token buckets (send and publish rates), per-IP connection
 //!   caps.
+//! - [`sync`]: taking a mutex, one way everywhere.
 //! - [`lifecycle`]: draining in-flight work for a graceful shutdown.
 
 pub mod auth;
@@ -59,6 +60,7 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod transport;
 pub mod visitor;

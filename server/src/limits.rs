@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Rate;
+use crate::sync::lock;
 
 /// What per-address limits count by: the IPv4 address, or the /64 of an
 /// IPv6 one (an IPv4-mapped IPv6 address counts as its IPv4 address).
@@ -72,7 +73,7 @@ impl TokenBucket {
         if self.rate.per_sec == 0 {
             return Ok(());
         }
-        let mut bucket = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bucket = lock(&self.state);
         bucket.take(self.rate, cost, now)
     }
 }
@@ -128,7 +129,7 @@ impl<K: Hash + Eq + Clone> RateTable<K> {
         if self.rate.per_sec == 0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = lock(&self.buckets);
         if !buckets.contains_key(key) && buckets.len() >= self.capacity {
             let rate = self.rate;
             buckets.retain(|_, bucket| {
@@ -173,7 +174,7 @@ impl ConnectionCaps {
     /// Counts a connection from `ip`, unless `ip` already has the maximum.
     pub fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
         let ip = IpKey::of(ip);
-        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = lock(&self.open);
         let count = open.entry(ip).or_insert(0);
         if self.max != 0 && *count >= self.max {
             return None;
@@ -185,7 +186,7 @@ impl ConnectionCaps {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = lock(&self.open);
         if let Some(count) = open.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

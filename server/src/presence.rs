@@ -13,7 +13,7 @@
 //! [`PresenceSnapshot`]); [`Roster`], with user ids, is for the API.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::protocol::{EV_PRESENCE, PRESENCE_NAMES_MAX, PresenceSnapshot, PresentUser};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use crate::chat::room_key;
 use crate::fanout::{Audience, Fanout};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// A connection's id (Socket.IO `sid`, as text).
 pub type ConnId = String;
@@ -115,12 +116,6 @@ impl RoomMembers {
             .collect();
         Roster { room: room.to_string(), users, user_count, anonymous }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere while holding the lock leaves plain maps behind,
-    // still consistent enough to keep serving.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Presence for a single node, in memory. Each room has its own lock, held

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald::protocol::{
@@ -51,6 +51,7 @@ use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket, retry_after_ms}
 use crate::metrics::{Metrics, Rejection};
 use crate::presence::{Announcer, Member};
 use crate::session::SESSION_COOKIE;
+use crate::sync::lock;
 use crate::visitor::read_cookie;
 
 /// The Socket.IO room of one user's sockets: every tab and device of theirs.
@@ -165,10 +166,6 @@ struct ConnectionState {
     expiry: Mutex<Option<tokio::task::AbortHandle>>,
     /// One store operation at a time (see [`Gate::read_turn`]).
     reads: Arc<Semaphore>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn connection(socket: &SocketRef) -> Option<Arc<ConnectionState>> {

@@ -26,10 +26,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use herald::Seq;
 use tokio::sync::{OnceCell, oneshot};
+
+use crate::sync::lock;
 
 /// How many streams are kept once idle before the idle ones are dropped. A
 /// dropped stream is started again (one head read) on its next write.
@@ -250,10 +252,6 @@ impl<T, D: Fn(&T)> Drop for Writer<T, D> {
         self.leave(&mut state);
         state.release(&self.deliver);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
