@@ -20,8 +20,9 @@ herald_setup --chromium
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 herald_log "disk: $(df -h --output=avail "$HERALD_ROOT" | tail -1 | tr -d ' ') free"
 
-herald_step "2/6 cargo fmt --all --check"
+herald_step "2/6 cargo fmt --all --check, and vendor/ is its releases plus vendor/herald.patch"
 cargo fmt --all --check
+scripts/vendor-patch.sh --check
 
 # Never --workspace: the app crate's `ssr` and `hydrate` features must not be
 # unified into one build, so the server side and the wasm side are linted apart.

@@ -67,6 +67,8 @@ pub const KEYS: &[&str] = &[
     "HERALD_EVENT_STORE_CONCURRENCY",
     "HERALD_PRESENCE_INTERVAL",
     "HERALD_CONNECT_TIMEOUT",
+    "HERALD_PING_INTERVAL",
+    "HERALD_PING_TIMEOUT",
     "HERALD_HEAD_TIMEOUT",
     "HERALD_REQUEST_TIMEOUT",
     "HERALD_STORE_TIMEOUT",
@@ -121,6 +123,10 @@ pub struct Limits {
     pub presence_interval: Duration,
     /// How long an Engine.IO session may take to connect to Socket.IO.
     pub connect_timeout: Duration,
+    /// How often Engine.IO pings each client.
+    pub ping_interval: Duration,
+    /// How long a client may take to answer a ping before it is closed.
+    pub ping_timeout: Duration,
     /// How long a connection may take to send a request's head.
     pub head_timeout: Duration,
     pub request_timeout: Duration,
@@ -147,6 +153,8 @@ impl Default for Limits {
             event_store_concurrency: 4,
             presence_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
             head_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(15),
             store_timeout: Duration::from_secs(5),
@@ -510,6 +518,16 @@ impl Config {
                 "HERALD_CONNECT_TIMEOUT",
                 Duration::from_millis(500)..=secs(120),
                 defaults.connect_timeout,
+            )?,
+            ping_interval: src.duration(
+                "HERALD_PING_INTERVAL",
+                Duration::from_millis(50)..=secs(300),
+                defaults.ping_interval,
+            )?,
+            ping_timeout: src.duration(
+                "HERALD_PING_TIMEOUT",
+                Duration::from_millis(50)..=secs(300),
+                defaults.ping_timeout,
             )?,
             send_rate: Rate {
                 per_sec: src.number("HERALD_SEND_RATE", 0..=1_000_000, defaults.send_rate.per_sec)?,

@@ -41,10 +41,11 @@ use crate::visitor::{self, VisitorKeys};
 use crate::{form, headers, http, inbox_form, publish, realtime, session, transport};
 
 /// Each WebSocket's read buffer (socketioxide's default is 4 KiB). It is
-/// allocated and zeroed for the connection's life, so it is most of what an
-/// idle connection costs after the request head (see `transport::own_head`);
-/// 1 KiB holds a typical event, and bigger ones are read in several steps.
-const WS_READ_BUFFER_BYTES: usize = 1024;
+/// allocated for the connection's life, so at 4 KiB it would be a third of
+/// what an idle connection costs (docs/ARCHITECTURE.md "Performance"). 512
+/// bytes hold a typical event (a `send` of a chat line, a `join`); a bigger
+/// one is read in several steps, one read call each.
+const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
@@ -106,6 +107,8 @@ impl Application {
             .ws_max_message_size(ws_max)
             .ws_max_frame_size(ws_max)
             .connect_timeout(limits.connect_timeout)
+            .ping_interval(limits.ping_interval)
+            .ping_timeout(limits.ping_timeout)
             .max_buffer_size(limits.outbound_buffer_packets)
             // Each WebSocket's read buffer stays allocated (and zeroed) for
             // its life; a message bigger than it is read in several steps.

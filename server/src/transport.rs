@@ -146,19 +146,24 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     response
 }
 
-/// The request with its URI and headers copied out of hyper's read buffer.
+/// The request with its URI and the headers still read after this point
+/// copied out of hyper's read buffer, and the other headers dropped.
 ///
 /// hyper parses a request head in place: header values and the URI are
 /// slices of the connection's 16 KiB read buffer. Engine.IO keeps the
-/// request that started a session (its `req_parts`, which Herald reads for
-/// cookies and addresses) for as long as the session lives, and with it that
-/// whole buffer: 16 KiB of every idle connection's memory (measured with a
-/// heap profile, docs/ARCHITECTURE.md "Performance"). Copies of the few
-/// hundred bytes actually used let it go.
+/// request that started a session (its `req_parts`) for as long as the
+/// session lives, and with it that whole buffer: 16 KiB of every idle
+/// connection's memory (measured with a heap profile, docs/ARCHITECTURE.md
+/// "Performance"). Copies of the few hundred bytes actually used let it go,
+/// and a browser's dozen other headers (user agent, languages, caches) are
+/// not kept for hours either.
 fn own_head(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut headers = HeaderMap::new();
     for (name, value) in &parts.headers {
+        if !is_read_later(name) {
+            continue;
+        }
         let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         copy.set_sensitive(value.is_sensitive());
         headers.append(name.clone(), copy);
@@ -169,6 +174,19 @@ fn own_head(request: Request) -> Request {
         *original = owned_uri(original);
     }
     Request::from_parts(parts, body)
+}
+
+/// Whether a header of a session's first request is read once this guard
+/// has passed it on: Engine.IO reads the WebSocket key (to answer the
+/// upgrade) and the content type (of a polling request), and the connect
+/// handler (`realtime`) reads the session cookie and, behind a trusted
+/// proxy, `X-Forwarded-For`. A header a socket handler starts to read must
+/// be added here, or it reads as absent.
+fn is_read_later(name: &header::HeaderName) -> bool {
+    name == header::COOKIE
+        || name == header::SEC_WEBSOCKET_KEY
+        || name == header::CONTENT_TYPE
+        || name == "x-forwarded-for"
 }
 
 /// `uri` in memory of its own (a URI parsed from its own text owns it).
@@ -189,7 +207,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kept_request_head_is_the_same_head_in_memory_of_its_own() {
+    fn a_kept_request_head_is_the_head_read_later_in_memory_of_its_own() {
         let buffer = axum::body::Bytes::from_static(b"/socket.io/?EIO=4&transport=websocket herald_session=abc; a=b");
         let uri = Uri::from_maybe_shared(buffer.slice(0..37)).unwrap();
         let mut request = Request::builder().uri(uri.clone()).body(axum::body::Body::empty()).unwrap();
@@ -198,13 +216,16 @@ mod tests {
         request.headers_mut().append(header::COOKIE, cookie.clone());
         request.headers_mut().append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         request.headers_mut().append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+        request.headers_mut().append(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
         request.extensions_mut().insert(OriginalUri(uri.clone()));
         let before = request.headers().clone();
+        request.headers_mut().append(header::USER_AGENT, HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64)"));
+        request.headers_mut().append(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-GB,en;q=0.9"));
 
         let owned = own_head(request);
         assert_eq!(owned.uri(), &uri);
         assert_eq!(owned.extensions().get::<OriginalUri>().map(|o| &o.0), Some(&uri));
-        assert_eq!(owned.headers(), &before, "every value, repeated ones too, in order");
+        assert_eq!(owned.headers(), &before, "every value read later, repeated ones too, in order, and nothing else");
         let copied = &owned.headers()[header::COOKIE];
         assert!(copied.is_sensitive(), "a secret stays out of logs");
         let range = buffer.as_ptr_range();

@@ -7,6 +7,7 @@
 mod common;
 
 mod fuzz_boundary;
+mod heartbeat;
 mod hostile;
 mod identity;
 mod inbox_page;
