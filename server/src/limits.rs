@@ -4,13 +4,15 @@
 //!   API key's publishes); takes weighted costs.
 //! - [`RateTable`]: a bucket per key (visitor, IP address) in a table of
 //!   bounded size, for callers that have no connection to hang a bucket on.
-//! - [`ConnectionCaps`]: open things (connections, handshakes) per address.
+//! - [`ConnectionCaps`]: open things (connections) per address.
+//! - [`WindowCaps`]: things started (handshakes) per address within a
+//!   sliding window.
 //!
 //! Every per-address count keys on [`IpKey`]: an IPv4 address, or an IPv6
 //! address's /64 (one subscriber's allocation: anyone holding a /64 has
 //! 2^64 addresses to rotate through).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -196,6 +198,63 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Counts what each address started within the last `window`, for a cap on
+/// starts rather than on open things: one queue of expiry times for the
+/// whole server, whose oldest entries the next admission forgets. Nothing
+/// runs per start (no task, no timer), so a start costs 40 bytes for the
+/// window's length.
+#[derive(Clone)]
+pub struct WindowCaps {
+    max: u32,
+    window: Duration,
+    recent: Arc<Mutex<Recent>>,
+}
+
+#[derive(Default)]
+struct Recent {
+    /// When each start leaves the window, oldest first (the window is the
+    /// same for all, so this is also the order of the starts).
+    expiries: VecDeque<(Instant, IpKey)>,
+    counts: HashMap<IpKey, u32>,
+}
+
+impl WindowCaps {
+    /// At most `max` starts per address within `window` (0: no limit, and
+    /// nothing is kept).
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self { max, window, recent: Arc::default() }
+    }
+
+    /// Counts a start from `ip` at `now`, unless `ip` already has the
+    /// maximum within the window.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let ip = IpKey::of(ip);
+        let mut recent = lock(&self.recent);
+        let Recent { expiries, counts } = &mut *recent;
+        while let Some(&(expiry, gone)) = expiries.front()
+            && expiry <= now
+        {
+            expiries.pop_front();
+            if let Some(count) = counts.get_mut(&gone) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&gone);
+                }
+            }
+        }
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return false;
+        }
+        *count += 1;
+        expiries.push_back((now + self.window, ip));
+        true
+    }
+}
+
 /// `retry_after_ms` for a wait: whole milliseconds, at least 1.
 pub fn retry_after_ms(wait: Duration) -> u64 {
     u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -291,6 +350,35 @@ mod tests {
         assert!(caps.admit(b).is_some());
         drop(first);
         assert!(caps.admit(a).is_some());
+    }
+
+    #[test]
+    fn window_caps_count_starts_per_ip_until_they_leave_the_window() {
+        let window = Duration::from_secs(5);
+        let caps = WindowCaps::new(2, window);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let start = Instant::now();
+        assert!(caps.admit(a, start));
+        assert!(caps.admit(a, start + Duration::from_secs(1)));
+        assert!(!caps.admit(a, start + Duration::from_secs(2)), "two within the window");
+        assert!(caps.admit(b, start + Duration::from_secs(2)), "per address");
+        assert!(caps.admit(a, start + window), "the first left the window");
+        assert!(!caps.admit(a, start + window), "the second has not");
+        assert!(caps.admit(a, start + window + Duration::from_secs(1)));
+        let later = start + Duration::from_secs(60);
+        assert!(caps.admit(a, later) && caps.admit(a, later));
+        let recent = lock(&caps.recent);
+        assert_eq!(recent.expiries.len(), 2, "what left the window is forgotten");
+        assert_eq!(recent.counts.len(), 1);
+    }
+
+    #[test]
+    fn window_caps_without_a_limit_keep_nothing() {
+        let caps = WindowCaps::new(0, Duration::from_secs(5));
+        let now = Instant::now();
+        assert!((0..1000).all(|_| caps.admit("10.0.0.1".parse().unwrap(), now)));
+        assert!(lock(&caps.recent).expiries.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::fanout::{Audience, Fanout, Transports};
 use crate::headers::CookiePolicy;
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
-use crate::limits::{ConnectionCaps, TokenBucket};
+use crate::limits::{ConnectionCaps, TokenBucket, WindowCaps};
 use crate::metrics::{Live, Metrics};
 use crate::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::publish::ApiKeys;
@@ -147,7 +147,7 @@ impl Application {
             transports: transports.clone(),
             metrics: metrics.clone(),
             drain: drain.clone(),
-            handshakes: ConnectionCaps::new(limits.handshakes_per_ip),
+            handshakes: WindowCaps::new(limits.handshakes_per_ip, limits.connect_timeout),
             connect_timeout: limits.connect_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
             payload_max: limits.socket_payload_max_bytes,

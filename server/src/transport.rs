@@ -30,19 +30,20 @@
 //!   reconnects; the session itself ends with its heartbeat.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, OriginalUri, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
 use socketioxide::socket::Sid;
 
 use crate::config::{Origins, TrustedProxies};
 use crate::conn::PeerConn;
 use crate::fanout::{Transports, slow_consumer_closing};
 use crate::lifecycle::Drain;
-use crate::limits::ConnectionCaps;
+use crate::limits::WindowCaps;
 use crate::metrics::{Metrics, Rejection};
 
 /// The path prefix socketioxide serves.
@@ -55,7 +56,7 @@ pub struct TransportGuard {
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     /// `HERALD_HANDSHAKES_PER_IP`.
-    pub handshakes: ConnectionCaps,
+    pub handshakes: WindowCaps,
     /// How long a handshake's place is held: `HERALD_CONNECT_TIMEOUT`.
     pub connect_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
@@ -107,7 +108,10 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
         && let Some(conn) = &conn
     {
         let ip = guard.trusted_proxies.client_ip_of(conn.addr.ip(), request.headers());
-        let Some(slot) = guard.handshakes.admit(ip) else {
+        // Counted for the connect timeout: the session this starts lives at
+        // most that long before it connects (and is then counted as a
+        // connection) or is closed.
+        if !guard.handshakes.admit(ip, Instant::now()) {
             guard.metrics.rejected(Rejection::HandshakesPerIp);
             tracing::info!("refused a Socket.IO handshake: too many from its address");
             let wait = guard.connect_timeout.as_secs().max(1);
@@ -117,14 +121,7 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
                 "too many Socket.IO handshakes from this address; try again in a moment",
             )
                 .into_response();
-        };
-        // The session this starts lives at most the connect timeout before
-        // it connects (and is then counted as a connection) or is closed.
-        let hold = guard.connect_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(hold).await;
-            drop(slot);
-        });
+        }
     }
     if let Some(sid) = sid
         && !upgrade
@@ -147,7 +144,8 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
 }
 
 /// The request with its URI and the headers still read after this point
-/// copied out of hyper's read buffer, and the other headers dropped.
+/// copied out of hyper's read buffer, and the other headers and extensions
+/// dropped.
 ///
 /// hyper parses a request head in place: header values and the URI are
 /// slices of the connection's 16 KiB read buffer. Engine.IO keeps the
@@ -156,10 +154,13 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
 /// connection's memory (measured with a heap profile, docs/ARCHITECTURE.md
 /// "Performance"). Copies of the few hundred bytes actually used let it go,
 /// and a browser's dozen other headers (user agent, languages, caches) are
-/// not kept for hours either.
+/// not kept for hours either. Of the extensions, only the connection
+/// (`PeerConn`, read by the socket handlers) and the upgrade (taken by
+/// Engine.IO to open the WebSocket) are kept.
 fn own_head(request: Request) -> Request {
     let (mut parts, body) = request.into_parts();
-    let mut headers = HeaderMap::new();
+    let kept = parts.headers.iter().filter(|(name, _)| is_read_later(name)).count();
+    let mut headers = HeaderMap::with_capacity(kept);
     for (name, value) in &parts.headers {
         if !is_read_later(name) {
             continue;
@@ -170,9 +171,14 @@ fn own_head(request: Request) -> Request {
     }
     parts.headers = headers;
     parts.uri = owned_uri(&parts.uri);
-    if let Some(OriginalUri(original)) = parts.extensions.get_mut::<OriginalUri>() {
-        *original = owned_uri(original);
+    let mut extensions = Extensions::new();
+    if let Some(conn) = parts.extensions.remove::<ConnectInfo<PeerConn>>() {
+        extensions.insert(conn);
     }
+    if let Some(upgrade) = parts.extensions.remove::<OnUpgrade>() {
+        extensions.insert(upgrade);
+    }
+    parts.extensions = extensions;
     Request::from_parts(parts, body)
 }
 
@@ -205,6 +211,8 @@ fn goodbye_poll() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::KillSwitch;
+    use axum::extract::OriginalUri;
 
     #[test]
     fn a_kept_request_head_is_the_head_read_later_in_memory_of_its_own() {
@@ -218,13 +226,17 @@ mod tests {
         request.headers_mut().append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
         request.headers_mut().append(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
         request.extensions_mut().insert(OriginalUri(uri.clone()));
+        let peer = PeerConn { addr: "10.1.2.3:4567".parse().unwrap(), kill: KillSwitch::default() };
+        request.extensions_mut().insert(ConnectInfo(peer));
         let before = request.headers().clone();
         request.headers_mut().append(header::USER_AGENT, HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64)"));
         request.headers_mut().append(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-GB,en;q=0.9"));
 
         let owned = own_head(request);
         assert_eq!(owned.uri(), &uri);
-        assert_eq!(owned.extensions().get::<OriginalUri>().map(|o| &o.0), Some(&uri));
+        let kept = owned.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.addr);
+        assert_eq!(kept, Some("10.1.2.3:4567".parse().unwrap()), "the connection stays");
+        assert!(owned.extensions().get::<OriginalUri>().is_none(), "what nothing reads is dropped");
         assert_eq!(owned.headers(), &before, "every value read later, repeated ones too, in order, and nothing else");
         let copied = &owned.headers()[header::COOKIE];
         assert!(copied.is_sensitive(), "a secret stays out of logs");
