@@ -355,20 +355,57 @@ async fn burst(args: &RunArgs, messages: usize, errors: &Arc<AtomicU64>) {
         .await;
 }
 
-/// One more client sends `messages` chat messages to the room at `--rate`.
-async fn chat(args: &RunArgs, messages: usize) -> anyhow::Result<()> {
+/// One more client sends `messages` chat messages to the room at `--rate`,
+/// each with an ack; a send the server refuses counts in `errors`.
+async fn chat(args: &RunArgs, messages: usize, errors: &Arc<AtomicU64>) -> anyhow::Result<()> {
     let mut sender = connect(&args.target, None).await?;
     let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
-    for n in 0..messages {
-        pace.tick().await;
-        let send = json!({
-            "room": CHAT_ROOM, "client_id": format!("bench-{n:08}"), "name": "bench", "body": format!("{n} {}", now_micros()),
-        });
-        sender.send(Message::text(wire::event_frame("send", &send, None)?)).await?;
+    let mut sent = 0;
+    // Sends on the pace, and meanwhile answers pings and reads the acks;
+    // then goes on reading them (and keeps the connection) in the background.
+    let errors = errors.clone();
+    let on_frame = move |frame: Message| -> Option<Message> {
+        let Message::Text(text) = frame else { return None };
+        match wire::decode_engine(&text).ok()? {
+            EnginePacket::Ping => Some(Message::text(wire::PONG_FRAME)),
+            EnginePacket::Message(data) => {
+                if let Ok(SocketPacket::Ack { args, .. }) = wire::decode_socket(&data)
+                    && args.first().is_none_or(|reply| reply.get("ok").is_none())
+                {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            _ => None,
+        }
+    };
+    while sent < messages {
+        tokio::select! {
+            _ = pace.tick() => {
+                let send = json!({
+                    "room": CHAT_ROOM, "client_id": format!("bench-{sent:08}"), "name": "bench",
+                    "body": format!("{sent} {}", now_micros()),
+                });
+                sender.send(Message::text(wire::event_frame("send", &send, Some(sent as u64 + 1))?)).await?;
+                sent += 1;
+            }
+            frame = sender.next() => {
+                let Some(Ok(frame)) = frame else { anyhow::bail!("the sender's connection closed") };
+                if let Some(reply) = on_frame(frame) {
+                    sender.send(reply).await?;
+                }
+            }
+        }
     }
-    // Keep the sender's connection until its messages are out: answer its
-    // pings meanwhile.
-    tokio::spawn(async move { while let Some(Ok(_)) = sender.next().await {} });
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = sender.next().await {
+            if let Some(reply) = on_frame(frame)
+                && sender.send(reply).await.is_err()
+            {
+                break;
+            }
+        }
+    });
     Ok(())
 }
 
@@ -503,7 +540,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
             let errors = Arc::new(AtomicU64::new(0));
             let first = Instant::now();
             match args.scenario {
-                Scenario::Chat => chat(&args, messages).await?,
+                Scenario::Chat => chat(&args, messages, &errors).await?,
                 Scenario::Burst => burst(&args, messages, &errors).await,
                 _ => paced(&args, messages, &errors).await?,
             }
@@ -583,6 +620,12 @@ fn report(file: &PathBuf) -> anyhow::Result<()> {
             cell(h.kb_per_connection, f.kb_per_connection),
             format!("{}/{} {}/{}", h.lost, h.duplicated, f.lost, f.duplicated),
         );
+        if h.publish_errors + f.publish_errors > 0 {
+            println!(
+                "{:<8} the server refused {} publishes or sends (Herald) / {} (floor): their deliveries count as lost",
+                "", h.publish_errors, f.publish_errors
+            );
+        }
         if *scenario == Scenario::JoinStorm {
             println!(
                 "{:<8} all {subs} joins answered in {:.2} s (Herald) / {:.2} s (floor); Herald read the store {} times; \

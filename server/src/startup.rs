@@ -41,11 +41,12 @@ use crate::visitor::{self, VisitorKeys};
 use crate::{form, headers, http, inbox_form, publish, realtime, session, transport};
 
 /// Each WebSocket's read buffer (socketioxide's default is 4 KiB). It is
-/// allocated for the connection's life, so at 4 KiB it would be a third of
-/// what an idle connection costs (docs/ARCHITECTURE.md "Performance"). 512
-/// bytes hold a typical event (a `send` of a chat line, a `join`); a bigger
-/// one is read in several steps, one read call each.
-const WS_READ_BUFFER_BYTES: usize = 512;
+/// allocated for the connection's life, so at 4 KiB it would be half of what
+/// an idle connection costs (docs/ARCHITECTURE.md "Performance"). 256 bytes
+/// hold the events a client sends most (a `join`, a `sync`, a short chat
+/// line); a bigger one is read in several steps, one read call each, which
+/// costs microseconds on the rare big message.
+const WS_READ_BUFFER_BYTES: usize = 256;
 
 /// A built Herald server, bound to its port and ready to run.
 pub struct Application {
