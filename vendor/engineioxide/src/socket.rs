@@ -73,7 +73,6 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
     Mutex, Notify,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -158,18 +157,46 @@ impl Permit<'_> {
 pub(crate) struct InternalRx {
     pub buffered_rx: Receiver<PacketBuf>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: Receiver<PacketBuf>,
-        volatile_rx: watch::Receiver<Option<PacketBuf>>,
-    ) -> Self {
+    fn new(buffered_rx: Receiver<PacketBuf>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
+        }
+    }
+}
+
+/// The newest volatile packets, kept until the transport takes them; a later send replaces
+/// packets not yet taken.
+///
+/// Herald: a slot in the socket, where a `watch` channel allocated 376 bytes per socket (its
+/// state and eight-way notifier) whether or not anything volatile was ever sent.
+#[derive(Debug, Default)]
+pub(crate) struct VolatileSlot {
+    packets: std::sync::Mutex<Option<PacketBuf>>,
+    ready: Notify,
+}
+
+impl VolatileSlot {
+    fn set(&self, packets: PacketBuf) {
+        *self.packets.lock().unwrap_or_else(|e| e.into_inner()) = Some(packets);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<PacketBuf> {
+        self.packets.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The next packets set, once there are some. A notification kept from a set whose packets
+    /// were already taken just takes another look.
+    pub(crate) async fn next(&self) -> PacketBuf {
+        loop {
+            if let Some(packets) = self.take() {
+                return packets;
+            }
+            self.ready.notified().await;
         }
     }
 }
@@ -216,10 +243,9 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: mpsc::Sender<PacketBuf>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
+    /// Volatile [PacketBuf]s, which bypass the internal buffer: only the latest volatile
     /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<PacketBuf>>,
+    pub(crate) volatile: VolatileSlot,
 
     /// Tells the heartbeat job, which runs in a separate task, that a Pong (v4 protocol) or a Ping (v3 protocol)
     /// arrived. One notification is kept while the job is not waiting, as a channel of capacity 1 would keep it.
@@ -256,7 +282,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -264,10 +289,10 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
@@ -536,7 +561,8 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(packets)).is_ok()
+        self.volatile.set(packets);
+        true
     }
 }
 
@@ -597,7 +623,6 @@ where
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = mpsc::channel(buffer_size);
         let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -605,10 +630,10 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
 
-            volatile_tx,
+            volatile: VolatileSlot::default(),
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
