@@ -139,6 +139,8 @@ export async function socketSession(target: Target, rng: Random, tally: Tally, c
   const conn = new Connection(target.port, tally);
   try {
     if ((await conn.next((t) => t.startsWith('0{'))) === undefined) {
+      // The upgrade request was the input (as in engineSession): refused or unanswered.
+      tally.send('ws-socket');
       tally.outcome(conn.closedBy ?? 'no open packet');
       return;
     }
@@ -313,6 +315,7 @@ export function rawWsSession(target: Target, rng: Random, tally: Tally): Promise
       if (!head.includes('\r\n')) return;
       if (!head.startsWith('HTTP/1.1 101')) {
         const status = Number(head.slice(9, 12));
+        tally.send('ws-raw'); // the upgrade request was the input
         finish(`raw ws: upgrade refused ${status}`, status >= 500 && status !== 503);
         return;
       }
