@@ -188,12 +188,16 @@ impl ConnectionCaps {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = lock(&self.open);
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
+        uncount(&mut lock(&self.open), &self.ip);
+    }
+}
+
+/// One less for `ip`; an address at none is forgotten.
+fn uncount(counts: &mut HashMap<IpKey, u32>, ip: &IpKey) {
+    if let Some(count) = counts.get_mut(ip) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(ip);
         }
     }
 }
@@ -238,12 +242,7 @@ impl WindowCaps {
             && expiry <= now
         {
             expiries.pop_front();
-            if let Some(count) = counts.get_mut(&gone) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&gone);
-                }
-            }
+            uncount(counts, &gone);
         }
         let count = counts.entry(ip).or_insert(0);
         if *count >= self.max {

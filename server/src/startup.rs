@@ -111,8 +111,6 @@ impl Application {
             .ping_interval(limits.ping_interval)
             .ping_timeout(limits.ping_timeout)
             .max_buffer_size(limits.outbound_buffer_packets)
-            // Each WebSocket's read buffer stays allocated (and zeroed) for
-            // its life; a message bigger than it is read in several steps.
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         realtime::register(&io);

@@ -4,7 +4,6 @@
 //! Other functions are used internally to handle the websocket connection through tasks and channels
 //! and to handle upgrade from polling to ws
 
-use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{
@@ -123,7 +122,7 @@ where
     // state (the whole `WebSocketStream` among it, 1.3 KiB) stayed part of this future, and so of
     // every connection's memory, for as long as the connection lived; the box is freed once the
     // connection is open.
-    let (socket, tx, rx) = open_boxed(&engine, conn, protocol, sid, req_data).await?;
+    let (socket, tx, rx) = Box::pin(open(&engine, conn, protocol, sid, req_data)).await?;
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
@@ -152,35 +151,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Herald: [`open`] in a box. Made by a plain function: a future made inside an async fn keeps a
-/// slot in that fn's state even after it is moved into a box.
-#[allow(clippy::type_complexity)]
-fn open_boxed<'a, H: EngineIoHandler, S>(
-    engine: &'a Arc<EngineIo<H>>,
-    conn: S,
-    protocol: ProtocolVersion,
-    sid: Option<Sid>,
-    req_data: Box<Parts>,
-) -> Pin<
-    Box<
-        impl Future<
-            Output = Result<
-                (
-                    Arc<Socket<H::Data>>,
-                    SplitSink<WebSocketStream<S>, Message>,
-                    SplitStream<WebSocketStream<S>>,
-                ),
-                Error,
-            >,
-        > + 'a,
-    >,
->
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    Box::pin(open(engine, conn, protocol, sid, req_data))
 }
 
 /// Herald: the first half of [`on_init`], up to a WebSocket split in two halves.
@@ -308,18 +278,6 @@ where
     Ok(())
 }
 
-/// Herald: the wait for a socket's queue, boxed by a plain function (see [`open_boxed`]).
-fn lock_boxed<D: Default + Send + Sync + 'static>(
-    socket: &Socket<D>,
-) -> Pin<Box<impl Future<Output = Option<tokio::sync::MutexGuard<'_, InternalRx>>> + '_>> {
-    Box::pin(
-        socket
-            .internal_rx
-            .lock()
-            .with_cancellation_token(&socket.cancellation_token),
-    )
-}
-
 /// Forwards all packets waiting to be sent to the websocket
 ///
 /// The websocket stream is flushed only when the internal channel is drained
@@ -330,9 +288,11 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // A polling request that was in progress during the upgrade may still hold the lock.
-    // Herald: boxed (see `open_boxed`), so that waiting for the lock is not part of the
-    // writer's state for the connection's life.
-    let Some(mut internal_rx) = lock_boxed(&socket).await else {
+    let lock = socket.internal_rx.lock();
+    let Some(mut internal_rx) = lock
+        .with_cancellation_token(&socket.cancellation_token)
+        .await
+    else {
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
