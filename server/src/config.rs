@@ -66,6 +66,9 @@ pub const KEYS: &[&str] = &[
     "HERALD_EVENT_BURST",
     "HERALD_EVENT_STORE_CONCURRENCY",
     "HERALD_PRESENCE_INTERVAL",
+    "HERALD_ORDER_HOLD",
+    "HERALD_WINDOW_MESSAGES",
+    "HERALD_WINDOW_BYTES",
     "HERALD_CONNECT_TIMEOUT",
     "HERALD_PING_INTERVAL",
     "HERALD_PING_TIMEOUT",
@@ -121,6 +124,13 @@ pub struct Limits {
     pub event_store_concurrency: usize,
     /// At most one presence snapshot per room per this.
     pub presence_interval: Duration,
+    /// How long a stream holds a later item while an earlier one may still
+    /// arrive, before it reads the hole from the store.
+    pub order_hold: Duration,
+    /// The newest items each active stream keeps in memory for catch-ups.
+    pub window_messages: usize,
+    /// Memory all streams' windows may use together.
+    pub window_bytes: usize,
     /// How long an Engine.IO session may take to connect to Socket.IO.
     pub connect_timeout: Duration,
     /// How often Engine.IO pings each client.
@@ -152,6 +162,9 @@ impl Default for Limits {
             event_rate: Rate { per_sec: 20, burst: 60 },
             event_store_concurrency: 4,
             presence_interval: Duration::from_secs(1),
+            order_hold: Duration::from_millis(500),
+            window_messages: herald::protocol::CATCH_UP_MAX as usize,
+            window_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
@@ -514,6 +527,9 @@ impl Config {
                 Duration::from_millis(50)..=secs(60),
                 defaults.presence_interval,
             )?,
+            order_hold: src.duration("HERALD_ORDER_HOLD", Duration::from_millis(10)..=secs(10), defaults.order_hold)?,
+            window_messages: src.number("HERALD_WINDOW_MESSAGES", 0..=100_000, defaults.window_messages)?,
+            window_bytes: src.number("HERALD_WINDOW_BYTES", 0..=16 * 1024 * 1024 * 1024, defaults.window_bytes)?,
             connect_timeout: src.duration(
                 "HERALD_CONNECT_TIMEOUT",
                 Duration::from_millis(500)..=secs(120),

@@ -194,20 +194,25 @@ impl Fanout {
         event: &str,
         data: &T,
     ) -> usize {
-        let payload = match serde_json::value::to_raw_value(data) {
-            Ok(payload) => payload,
+        match serde_json::value::to_raw_value(data) {
+            Ok(payload) => self.deliver_encoded(io, audience, event, &payload),
             Err(err) => {
                 tracing::error!(%err, event, "could not encode an event");
-                return 0;
+                0
             }
-        };
+        }
+    }
+
+    /// Emits `event` with an encoded `payload` to `audience`; returns how
+    /// many sockets it was handed to.
+    pub fn deliver_encoded(&self, io: &SocketIo, audience: Audience<'_>, event: &str, payload: &RawValue) -> usize {
         let sockets = match audience {
             Audience::Room(room) => io.to(room.to_owned()).sockets(),
             Audience::Everyone => io.sockets(),
         };
         let mut delivered = 0;
         for socket in sockets {
-            delivered += usize::from(self.emit_raw(&socket, event, &payload));
+            delivered += usize::from(self.emit_raw(&socket, event, payload));
         }
         self.metrics.delivered(delivered as u64);
         delivered

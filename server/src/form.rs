@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use herald::RoomName;
 use herald::protocol::SendRequest;
 use serde::Deserialize;
-use socketioxide::SocketIo;
 
 use crate::chat::PostError;
 use crate::config::Rate;
@@ -71,10 +70,8 @@ pub struct AddMessageForm {
     client_id: String,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub async fn add_message(
     State(state): State<AppState>,
-    State(io): State<SocketIo>,
     Extension(visitor_id): Extension<VisitorId>,
     Extension(visitor): Extension<Visitor>,
     nonce: Option<Extension<CspNonce>>,
@@ -125,7 +122,7 @@ pub async fn add_message(
         }
         Err(err) => return reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&err.reason)).await,
     };
-    match state.chat.post(&io, &message, true).await {
+    match state.chat.post(&message, true).await {
         Ok(stored) => {
             let location = format!("{}#m-{}", stored.room.page_path(), stored.seq);
             let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();

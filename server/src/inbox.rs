@@ -6,19 +6,21 @@
 //! so any JSON round-trips exactly and nothing in it is ever interpreted by
 //! the database. A TTL index on `expires_at` enforces retention.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use herald::notification::{EventName, Notification, Stream};
-use herald::protocol::{CATCH_UP_MAX, Synced};
+use herald::protocol::CATCH_UP_MAX;
 use herald::{Seq, UserId};
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::store::{Bounds, StoreError, current_seq, is_duplicate_key, next_seq, seq_to_i64};
+use crate::store::{
+    Append, Appended, Bounds, DUPLICATE_KEY, StoreError, current_seq, insert_failures, next_seqs, seq_to_i64,
+};
 use crate::visitor::random_hex;
 
 const BROADCAST_KEY: &str = "broadcast";
@@ -41,6 +43,22 @@ impl Recipient {
 
 fn inbox_key(user: &UserId) -> String {
     format!("inbox:{user}")
+}
+
+/// A notification to store: what a publish asks for, for one recipient.
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub event: EventName,
+    /// The publisher's JSON, as text.
+    pub data: String,
+    /// The publisher's idempotency key (scoped to its API key), if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// The documents that are valid notifications; a bad one is logged and
+/// skipped, so that it can't hide the rest of a stream.
+fn valid(docs: Vec<NotificationDoc>) -> Vec<Notification> {
+    docs.into_iter().filter_map(|d| d.into_notification().inspect_err(|e| tracing::warn!(%e)).ok()).collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,52 +151,143 @@ impl Inbox {
         Ok(())
     }
 
-    /// Stores a notification for `recipient`: one sequence allocation plus
-    /// one insert. With an idempotency key that this recipient already has a
-    /// notification for, that notification is returned instead (one point
-    /// read first), so a publish retried after a timeout or crash is stored
-    /// once.
-    pub async fn store(
+    /// Stores a batch of notifications for `recipient`: at most one
+    /// sequence allocation (`$inc` by the number of new ones) and one
+    /// unordered insert for all of them, plus a point read when some carry
+    /// an idempotency key. A notification whose idempotency key this
+    /// recipient already has is answered with the one stored then, so a
+    /// publish retried after a timeout or crash is stored once; two of a
+    /// batch with one key are stored once.
+    pub async fn store_batch(&self, recipient: &Recipient, batch: &[NewNotification]) -> Appended<Notification> {
+        match self.bounds.run(self.store_unbounded(recipient, batch)).await {
+            Ok(appended) => appended,
+            Err(err) => Appended::failed(batch.len(), err),
+        }
+    }
+
+    async fn store_unbounded(
         &self,
         recipient: &Recipient,
-        event: &EventName,
-        data: &Value,
-        idempotency_key: Option<&str>,
-    ) -> Result<Notification, StoreError> {
+        batch: &[NewNotification],
+    ) -> Result<Appended<Notification>, StoreError> {
+        let key = recipient.key();
+        let mut answers: Vec<Option<Result<Append<Notification>, StoreError>>> = batch.iter().map(|_| None).collect();
+        let keyed: Vec<&str> = batch.iter().filter_map(|n| n.idempotency_key.as_deref()).collect();
+        if !keyed.is_empty() {
+            let copies = self.find_by_idem(&key, &keyed).await?;
+            for (answer, note) in answers.iter_mut().zip(batch) {
+                if let Some(copy) = note.idempotency_key.as_ref().and_then(|idem| copies.get(idem)) {
+                    *answer = Some(Ok(Append::Existing(copy.clone())));
+                }
+            }
+        }
+        // One insert per idempotency key; a second one with it gets the first's answer.
+        let mut first_with: HashMap<&str, usize> = HashMap::new();
+        let mut inserts = Vec::new();
+        let mut twins = Vec::new();
+        for (i, note) in batch.iter().enumerate().filter(|(i, _)| answers[*i].is_none()) {
+            match note.idempotency_key.as_deref().and_then(|idem| first_with.get(idem).map(|f| (idem, *f))) {
+                Some((_, first)) => twins.push((i, first)),
+                None => {
+                    if let Some(idem) = note.idempotency_key.as_deref() {
+                        first_with.insert(idem, i);
+                    }
+                    inserts.push(i);
+                }
+            }
+        }
+        let mut allocated = None;
+        if !inserts.is_empty() {
+            let (first, last) = next_seqs(&self.heads, &key, inserts.len() as u64).await?;
+            allocated = Some((first, last));
+            let at = DateTime::now();
+            let expires_at =
+                DateTime::from_millis(at.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
+            let docs: Vec<NotificationDoc> = (first.get()..=last.get())
+                .zip(&inserts)
+                .map(|(seq, &i)| {
+                    let note = &batch[i];
+                    NotificationDoc {
+                        key: key.clone(),
+                        seq: seq_to_i64(Seq(seq)),
+                        event: note.event.to_string(),
+                        data: note.data.clone(),
+                        at,
+                        read: false,
+                        expires_at,
+                        idem: note.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", random_hex::<12>())),
+                    }
+                })
+                .collect();
+            let mut failures = insert_failures(self.notifications.insert_many(&docs).ordered(false).await.map(|_| ()))?;
+            let mut taken = Vec::new();
+            for (k, (&i, doc)) in inserts.iter().zip(docs).enumerate() {
+                answers[i] = match failures.remove(&k) {
+                    None => Some(doc.into_notification().map(Append::Stored)),
+                    // A concurrent publish with the same key won.
+                    Some(failure) if failure.code == DUPLICATE_KEY => {
+                        taken.push((i, doc.idem));
+                        None
+                    }
+                    Some(failure) => Some(Err(StoreError::Refused(failure.message))),
+                };
+            }
+            if !taken.is_empty() {
+                let ids: Vec<&str> = taken.iter().map(|(_, idem)| idem.as_str()).collect();
+                let copies = self.find_by_idem(&key, &ids).await?;
+                for (i, idem) in &taken {
+                    answers[*i] =
+                        Some(copies.get(idem).cloned().map(Append::Existing).ok_or_else(|| {
+                            StoreError::Corrupt(format!("duplicate {key} notification {idem} not found"))
+                        }));
+                }
+            }
+        }
+        for (twin, first) in twins {
+            answers[twin] = Some(match &answers[first] {
+                Some(Ok(stored)) => Ok(Append::Existing(stored.clone().into_item())),
+                _ => {
+                    Err(StoreError::Conflict(format!("a {key} notification with that idempotency key was not stored")))
+                }
+            });
+        }
+        let answers = answers.into_iter().map(|a| a.unwrap_or_else(|| Err(StoreError::Corrupt("unanswered".into()))));
+        Ok(Appended { answers: answers.collect(), allocated })
+    }
+
+    /// The notifications of `key` with these idempotency keys, by key.
+    async fn find_by_idem(&self, key: &str, ids: &[&str]) -> Result<HashMap<String, Notification>, StoreError> {
+        let docs: Vec<NotificationDoc> =
+            self.notifications.find(doc! {"key": key, "idem": {"$in": ids}}).await?.try_collect().await?;
+        let mut copies = HashMap::with_capacity(docs.len());
+        for doc in docs {
+            let idem = doc.idem.clone();
+            copies.insert(idem, doc.into_notification()?);
+        }
+        Ok(copies)
+    }
+
+    /// The stream's newest sequence number (0 when it has none).
+    pub async fn head(&self, recipient: &Recipient) -> Result<Seq, StoreError> {
+        self.bounds.run(async { current_seq(&self.heads, &recipient.key()).await }).await
+    }
+
+    /// Notifications of `recipient` with `from < seq <= to`, oldest first,
+    /// at most `limit`.
+    pub async fn range(
+        &self,
+        recipient: &Recipient,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> Result<Vec<Notification>, StoreError> {
         self.bounds
             .run(async {
-                let key = recipient.key();
-                if let Some(idem) = idempotency_key
-                    && let Some(existing) = self.notifications.find_one(doc! {"key": &key, "idem": idem}).await?
-                {
-                    return existing.into_notification();
-                }
-                let idem = idempotency_key.map_or_else(|| format!("auto-{}", random_hex::<12>()), str::to_owned);
-                let seq = next_seq(&self.heads, &key).await?;
-                let now = DateTime::now();
-                let expires =
-                    DateTime::from_millis(now.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
-                let doc = NotificationDoc {
-                    key,
-                    seq: seq_to_i64(seq),
-                    event: event.to_string(),
-                    data: data.to_string(),
-                    at: now,
-                    read: false,
-                    expires_at: expires,
-                    idem,
-                };
-                match self.notifications.insert_one(&doc).await {
-                    Ok(_) => doc.into_notification(),
-                    // A concurrent retry with the same key won.
-                    Err(err) if is_duplicate_key(&err) => self
-                        .notifications
-                        .find_one(doc! {"key": &doc.key, "idem": &doc.idem})
-                        .await?
-                        .ok_or_else(|| StoreError::Corrupt(format!("duplicate {}#{} not found", doc.key, doc.seq)))?
-                        .into_notification(),
-                    Err(err) => Err(err.into()),
-                }
+                let filter = doc! {"key": recipient.key(), "seq": {"$gt": seq_to_i64(from), "$lte": seq_to_i64(to)}};
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let docs: Vec<NotificationDoc> =
+                    self.notifications.find(filter).sort(doc! {"seq": 1}).limit(limit).await?.try_collect().await?;
+                Ok(valid(docs))
             })
             .await
     }
@@ -194,27 +303,7 @@ impl Inbox {
             .await?
             .try_collect()
             .await?;
-        Ok(docs.into_iter().filter_map(|d| d.into_notification().inspect_err(|e| tracing::warn!(%e)).ok()).collect())
-    }
-
-    /// Everything after `inbox_since` in `user`'s inbox (when there is a
-    /// user) and after `broadcast_since` in the broadcast stream.
-    pub async fn missed(
-        &self,
-        user: Option<&UserId>,
-        inbox_since: Seq,
-        broadcast_since: Seq,
-    ) -> Result<Synced, StoreError> {
-        self.bounds
-            .run(async {
-                let broadcast = self.after(BROADCAST_KEY, broadcast_since).await?;
-                let Some(user) = user else {
-                    return Ok(Synced { broadcast, ..Synced::default() });
-                };
-                let inbox = self.after(&inbox_key(user), inbox_since).await?;
-                Ok(Synced { inbox, broadcast, unread: self.count_unread(user).await? })
-            })
-            .await
+        Ok(valid(docs))
     }
 
     /// The newest `limit` notifications of a user's inbox, newest first.

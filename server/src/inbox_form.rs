@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use herald::protocol::MarkReadRequest;
 use serde::Deserialize;
 
-use crate::realtime::mark_read;
 use crate::session::{expired_form, page};
 use crate::state::AppState;
 use crate::visitor::VisitorId;
@@ -35,7 +34,7 @@ pub async fn mark_read_form(
         return page(StatusCode::UNAUTHORIZED, "Notifications", "Log in to manage your notifications.");
     };
     let request = MarkReadRequest { seqs: form.seq.into_iter().collect(), all: form.all };
-    match mark_read(&state.io, &state.fanout, &state.inbox, &identity.user, request).await {
+    match state.notifier.mark_read(&identity.user, request).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/notifications")]).into_response(),
         Err(err) => page(StatusCode::SERVICE_UNAVAILABLE, "Notifications", &err.reason),
     }

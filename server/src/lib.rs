@@ -13,8 +13,11 @@
 //!   range-bounded history reads.
 //! - [`chat`]: posting a message (store, then broadcast), shared by both
 //!   ways of sending.
-//! - [`sequencer`]: delivery in sequence order, per room; the watermark a
-//!   join's catch-up ends at.
+//! - [`engine`]: the delivery engine: per-stream group commit, order and
+//!   windows, the broker seam; every channel name; the only code that
+//!   delivers to sockets.
+//! - [`notify`]: storing a notification, then publishing it; marking read,
+//!   then telling the user.
 //! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
 //! - [`form`]: `POST /add_message`, the no-JavaScript form.
 //! - [`inbox`]: notification storage — users' inboxes and the broadcast
@@ -42,6 +45,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod conn;
+pub mod engine;
 pub mod fanout;
 pub mod form;
 pub mod frames;
@@ -52,10 +56,10 @@ pub mod inbox_form;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod presence;
 pub mod publish;
 pub mod realtime;
-pub mod sequencer;
 pub mod session;
 pub mod startup;
 pub mod state;

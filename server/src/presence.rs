@@ -22,7 +22,7 @@ use serde::Serialize;
 use socketioxide::SocketIo;
 use tokio::time::Instant;
 
-use crate::chat::room_key;
+use crate::engine::Channel;
 use crate::fanout::{Audience, Fanout};
 use crate::metrics::Metrics;
 use crate::sync::lock;
@@ -279,7 +279,8 @@ impl Announcer {
         }
         if !empty {
             inner.metrics.presence_snapshot();
-            inner.fanout.deliver(io, Audience::Room(&room_key(room)), EV_PRESENCE, &snapshot);
+            let key = Channel::Room(room.clone()).socket_room().unwrap_or_default();
+            inner.fanout.deliver(io, Audience::Room(&key), EV_PRESENCE, &snapshot);
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use herald::message::SYSTEM_CLIENT_ID_PREFIX;
-use herald::notification::{EV_NOTIFICATION, EventName};
+use herald::notification::EventName;
 use herald::protocol::ErrorReply;
 use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, UserId};
 use serde::{Deserialize, Serialize};
@@ -19,13 +19,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::chat::{PostError, room_key};
+use crate::chat::PostError;
 use crate::config::Secret;
-use crate::fanout::Audience;
-use crate::inbox::Recipient;
+use crate::engine::Channel;
 use crate::limits::{retry_after_ms, retry_after_secs};
 use crate::metrics::PublishOutcome;
-use crate::realtime::user_key;
 use crate::state::AppState;
 use crate::visitor::random_hex;
 
@@ -352,17 +350,14 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 
 /// Stores, then delivers, and reports where it went.
 async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> {
-    let io = &state.io;
     let idem = publish.idempotency_key.as_deref();
     match publish.target {
         Target::Everyone => {
-            let stored = state
-                .inbox
-                .store(&Recipient::Everyone, &publish.event, &publish.data, idem)
+            let (stored, online) = state
+                .notifier
+                .notify(&Channel::Everyone, &publish.event, &publish.data, idem)
                 .await
                 .map_err(unavailable)?;
-            state.metrics.notification_stored();
-            let online = state.fanout.deliver(io, Audience::Everyone, EV_NOTIFICATION, &stored);
             Ok(json!({"id": stored.id, "seq": stored.seq, "online": online}))
         }
         Target::Room(room) => {
@@ -383,11 +378,11 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
                 system: true,
                 user: None,
             };
-            let stored = state.chat.post(io, &message, idem.is_some()).await.map_err(|err| match err {
+            let stored = state.chat.post(&message, idem.is_some()).await.map_err(|err| match err {
                 PostError::Invalid(reply) => ApiError::invalid(format!("room message: {}", reply.reason)),
                 PostError::Store(err) => unavailable(err),
             })?;
-            let online = io.to(room_key(&room)).sockets().len();
+            let online = state.engine.online(&Channel::Room(room));
             Ok(json!({"id": format!("room:{}:{}", stored.room, stored.seq), "seq": stored.seq, "online": online}))
         }
         Target::Users { users, single } => {
@@ -395,9 +390,8 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let data = &publish.data;
             let deliveries: Vec<Delivery> = futures::stream::iter(users)
                 .map(|user| async move {
-                    let stored = state.inbox.store(&Recipient::User(user.clone()), event, data, idem).await?;
-                    state.metrics.notification_stored();
-                    let online = state.fanout.deliver(io, Audience::Room(&user_key(&user)), EV_NOTIFICATION, &stored);
+                    let channel = Channel::User(user.clone());
+                    let (stored, online) = state.notifier.notify(&channel, event, data, idem).await?;
                     Ok::<_, crate::store::StoreError>(Delivery { user, id: stored.id, seq: stored.seq.get(), online })
                 })
                 .buffered(FAN_OUT_CONCURRENCY)

@@ -28,12 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald::protocol::{
-    Closing, EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, Joined, LeaveRequest,
-    MARK_READ_MAX, MarkReadRequest, Object, REQUESTS_IN_FLIGHT_MAX, ROOMS_PER_SOCKET_MAX, ReadUpdate, Reply,
-    SendRequest, SyncRequest, Synced,
+    Closing, EV_JOIN, EV_LEAVE, EV_MARK_READ, EV_SEND, EV_SYNC, ErrorReply, JoinRequest, LeaveRequest, MarkReadRequest,
+    Object, REQUESTS_IN_FLIGHT_MAX, ROOMS_PER_SOCKET_MAX, Reply, SendRequest, SyncRequest,
 };
-use herald::{Identity, RoomName, Seq, StoredMessage, UserId};
-use serde::Deserialize;
+use herald::{Identity, RoomName, Seq, StoredMessage};
+use serde::{Deserialize, Serialize};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -41,23 +40,36 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, Span};
 
 use crate::auth::{LEEWAY_SECS, TokenError, Tokens};
-use crate::chat::{Chat, PostError, room_key};
+use crate::chat::{Chat, PostError};
 use crate::config::{Rate, TrustedProxies};
 use crate::conn::PeerConn;
-use crate::fanout::{Audience, Fanout, Transports};
-use crate::inbox::Inbox;
+use crate::engine::{Channel, Encoded, Engine};
+use crate::fanout::{Fanout, Transports};
 use crate::lifecycle::{Drain, Work};
 use crate::limits::{ConnectionCaps, ConnectionSlot, TokenBucket, retry_after_ms};
 use crate::metrics::{Metrics, Rejection};
+use crate::notify::Notifier;
 use crate::presence::{Announcer, Member};
 use crate::session::SESSION_COOKIE;
 use crate::sync::lock;
 use crate::visitor::read_cookie;
 
-/// The Socket.IO room of one user's sockets: every tab and device of theirs.
-/// No client event can join it: only a verified token puts a socket there.
-pub fn user_key(user: &UserId) -> String {
-    format!("user:{user}")
+/// The answer to a `join` (`protocol::Joined`), its messages encoded once
+/// for every joiner.
+#[derive(Serialize)]
+struct Joined {
+    room: RoomName,
+    head: Seq,
+    messages: Vec<Encoded>,
+    truncated: bool,
+}
+
+/// The answer to a `sync` (`protocol::Synced`), likewise.
+#[derive(Serialize)]
+struct Synced {
+    inbox: Vec<Encoded>,
+    broadcast: Vec<Encoded>,
+    unread: u64,
 }
 
 /// Who is on the other end of a socket, decided once at the handshake.
@@ -211,6 +223,7 @@ async fn authenticate(
     TryData(auth): TryData<HandshakeAuth>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
+    State(engine): State<Engine>,
 ) -> Result<(), Refused> {
     if gate.drain.is_draining() {
         return Err(Refused::ShuttingDown);
@@ -264,7 +277,7 @@ async fn authenticate(
         *lock(&state.expiry) = Some(close_at_expiry(&socket, &io, &fanout, &gate.metrics, exp));
     }
     socket.extensions.insert(Connection(state));
-    admit_socket(&socket, &peer);
+    admit_socket(&socket, &peer, &engine);
     socket.extensions.insert(peer);
     Ok(())
 }
@@ -320,9 +333,12 @@ async fn on_connect(socket: SocketRef) {
 /// the connect handler, so a client that emits `join` the moment it is
 /// connected could otherwise beat the handlers' registration and have its
 /// event dropped without an ack.
-fn admit_socket(socket: &SocketRef, peer: &Peer) {
+fn admit_socket(socket: &SocketRef, peer: &Peer, engine: &Engine) {
+    engine.listen(&Channel::Everyone);
     if let Peer::User(identity) = peer {
-        socket.join(user_key(&identity.user));
+        let channel = Channel::User(identity.user.clone());
+        socket.join(channel.socket_room().unwrap_or_default());
+        engine.listen(&channel);
     }
     socket.on(EV_JOIN, on_join);
     socket.on(EV_LEAVE, on_leave);
@@ -334,10 +350,18 @@ fn admit_socket(socket: &SocketRef, peer: &Peer) {
                io: SocketIo,
                reason: socketioxide::socket::DisconnectReason,
                State(announcer): State<Announcer>,
-               State(gate): State<Gate>| {
+               State(gate): State<Gate>,
+               State(engine): State<Engine>| {
             span_of(&socket).in_scope(|| tracing::debug!(%reason, "socket disconnected"));
             gate.transports.forget(&socket.id);
+            engine.unlisten(&Channel::Everyone);
+            if let Some(identity) = user_of(&socket) {
+                engine.unlisten(&Channel::User(identity.user));
+            }
             if let Some(conn) = connection(&socket) {
+                for (room, _) in lock(&conn.joined).drain() {
+                    engine.unlisten(&Channel::Room(room));
+                }
                 // Give the per-IP slot back now, before the others hear this
                 // connection left, rather than whenever the socket is dropped.
                 lock(&conn.slot).take();
@@ -419,7 +443,7 @@ async fn on_join(
     socket: SocketRef,
     io: SocketIo,
     TryData(request): TryData<Object<JoinRequest>>,
-    State(chat): State<Chat>,
+    State(engine): State<Engine>,
     State(announcer): State<Announcer>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
@@ -427,7 +451,7 @@ async fn on_join(
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Join, ack) else { return };
     let result = match request {
-        Ok(Object(request)) => join(&socket, &gate, &fanout, &chat, request).instrument(span_of(&socket)).await,
+        Ok(Object(request)) => join(&socket, &gate, &fanout, &engine, request).instrument(span_of(&socket)).await,
         Err(err) => Err(Refusal::Answer(ErrorReply::malformed(err))),
     };
     // The turn (when the join read the store) is held until the answer is
@@ -453,17 +477,32 @@ async fn on_join(
     }
 }
 
+/// Forgets that the socket joined `room` (it left, or its join failed):
+/// out of the room's sockets and off its listeners. False if it was not in.
+fn forget_room(socket: &SocketRef, conn: &ConnectionState, engine: &Engine, room: &RoomName) -> bool {
+    let channel = Channel::Room(room.clone());
+    if let Some(key) = channel.socket_room() {
+        socket.leave(key);
+    }
+    let was_in = lock(&conn.joined).remove(room).is_some();
+    if was_in {
+        engine.unlisten(&channel);
+    }
+    was_in
+}
+
 /// Joins a room and reads what the client missed; the flag says whether
 /// the socket was not in the room before.
 async fn join(
     socket: &SocketRef,
     gate: &Gate,
     fanout: &Fanout,
-    chat: &Chat,
+    engine: &Engine,
     request: JoinRequest,
 ) -> Result<(Joined, bool, Option<ReadTurn>), Refusal> {
     let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
     let conn = connection(socket).ok_or(Refusal::Ignore)?;
+    let channel = Channel::Room(room.clone());
     {
         let mut joined = lock(&conn.joined);
         // Already in (or joining): everything stored since it joined is sent
@@ -479,44 +518,44 @@ async fn join(
                 format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms"),
             )));
         }
-        // Taken now, so that joins of the same room sent together read once.
+        // Taken now, so that joins of the same room sent together read once;
+        // from now on the room's stream is kept for this socket.
         joined.insert(room.clone(), Seq(request.since));
+        engine.listen(&channel);
     }
     let turn = match gate.read_turn(&conn, socket, fanout).await {
         Ok(turn) => turn,
         Err(refusal) => {
-            lock(&conn.joined).remove(&room);
+            forget_room(socket, &conn, engine, &room);
             return Err(refusal);
         }
     };
-    // Join first, read second: a message stored from now on is broadcast to
-    // this socket, one stored before is in the read. One stored in between
-    // arrives both ways and the client keeps it once (by sequence number).
-    let key = room_key(&room);
-    socket.join(key.clone());
-    match chat.catch_up(&room, Seq(request.since)).await {
+    // The socket joins the room's sockets in the step the catch-up's end is
+    // read: everything after it reaches the socket live, everything up to
+    // it is in the answer, nothing both ways.
+    let key = channel.socket_room().unwrap_or_default();
+    match engine.catch_up(&channel, Seq(request.since), || socket.join(key)).await {
         Ok(catch_up) => {
             // Still joined (not left meanwhile): remember the head. Left
             // meanwhile: out of the room again, whichever came first.
             let still = lock(&conn.joined).get_mut(&room).map(|head| *head = catch_up.head).is_some();
-            if !still {
+            if !still && let Some(key) = channel.socket_room() {
                 socket.leave(key);
             }
-            let joined =
-                Joined { room, head: catch_up.head, messages: catch_up.messages, truncated: catch_up.truncated };
+            let joined = Joined { room, head: catch_up.head, messages: catch_up.items, truncated: catch_up.truncated };
             Ok((joined, still, Some(turn)))
         }
         Err(err) => {
             tracing::warn!(%err, %room, "join: reading history failed");
             // Not in the room before (or this would have been answered from
             // memory), so not in it after.
-            lock(&conn.joined).remove(&room);
-            socket.leave(key);
+            forget_room(socket, &conn, engine, &room);
             Err(Refusal::Answer(ErrorReply::unavailable()))
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn on_leave(
     socket: SocketRef,
     io: SocketIo,
@@ -524,14 +563,14 @@ async fn on_leave(
     State(announcer): State<Announcer>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
+    State(engine): State<Engine>,
     ack: AckSender,
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Leave, ack) else { return };
     let result = request.map_err(ErrorReply::malformed).and_then(|Object(request)| {
         let room = RoomName::parse(&request.room)?;
-        socket.leave(room_key(&room));
         if let Some(conn) = connection(&socket) {
-            lock(&conn.joined).remove(&room);
+            forget_room(&socket, &conn, &engine, &room);
         }
         Ok(room)
     });
@@ -544,10 +583,8 @@ async fn on_leave(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn on_send(
     socket: SocketRef,
-    io: SocketIo,
     TryData(request): TryData<Object<SendRequest>>,
     State(chat): State<Chat>,
     State(gate): State<Gate>,
@@ -559,7 +596,7 @@ async fn on_send(
         Err(refusal) => Err(refusal),
         Ok(_work) => match request {
             Ok(Object(request)) => {
-                send(&io, &chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
+                send(&chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
             }
             Err(err) => Err(ErrorReply::malformed(err)),
         },
@@ -581,12 +618,7 @@ fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<Work, ErrorReply> {
     Ok(work)
 }
 
-async fn send(
-    io: &SocketIo,
-    chat: &Chat,
-    request: SendRequest,
-    peer: Option<Peer>,
-) -> Result<StoredMessage, ErrorReply> {
+async fn send(chat: &Chat, request: SendRequest, peer: Option<Peer>) -> Result<StoredMessage, ErrorReply> {
     let mut message = request.validate()?;
     // A signed-in user chats under the token's name, whatever the payload
     // says, and the message says it was them.
@@ -594,7 +626,7 @@ async fn send(
         message.name = identity.display_name();
         message.user = Some(identity.user);
     }
-    chat.post(io, &message, request.retry).await.map_err(|err| match err {
+    chat.post(&message, request.retry).await.map_err(|err| match err {
         PostError::Invalid(reply) => reply,
         PostError::Store(err) => {
             tracing::warn!(%err, room = %message.room, "send: storing failed");
@@ -613,7 +645,7 @@ fn user_of(socket: &SocketRef) -> Option<Identity> {
 async fn on_sync(
     socket: SocketRef,
     TryData(request): TryData<Object<SyncRequest>>,
-    State(inbox): State<Inbox>,
+    State(engine): State<Engine>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
     ack: AckSender,
@@ -622,16 +654,13 @@ async fn on_sync(
     let user = user_of(&socket);
     let Some(conn) = connection(&socket) else { return };
     // The turn is held until the answer is queued.
-    let (result, _turn): (Result<Synced, ErrorReply>, _) = match request {
+    let (result, _turn) = match request {
         Ok(Object(request)) => match gate.read_turn(&conn, &socket, &fanout).await {
             Ok(turn) => {
-                let missed = inbox
-                    .missed(user.as_ref().map(|i| &i.user), Seq(request.inbox), Seq(request.broadcast))
-                    .await
-                    .map_err(|err| {
-                        tracing::warn!(%err, "sync: reading notifications failed");
-                        ErrorReply::new("unavailable", "notifications can't be read right now; try again")
-                    });
+                let missed = sync(&engine, user.as_ref(), request).await.map_err(|err| {
+                    tracing::warn!(%err, "sync: reading notifications failed");
+                    ErrorReply::new("unavailable", "notifications can't be read right now; try again")
+                });
                 (missed, Some(turn))
             }
             Err(Refusal::Answer(busy)) => (Err(busy), None),
@@ -642,12 +671,28 @@ async fn on_sync(
     fanout.reply(&socket, ack, &Reply::from(result));
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a connection missed of its user's inbox (if it has a user) and of
+/// the broadcast stream. The socket has been in both channels since it
+/// connected, so a notification delivered live meanwhile may be in the
+/// answer too; the client keeps each seq once.
+async fn sync(
+    engine: &Engine,
+    user: Option<&Identity>,
+    request: SyncRequest,
+) -> Result<Synced, crate::store::StoreError> {
+    let broadcast = engine.catch_up(&Channel::Everyone, Seq(request.broadcast), || {}).await?.items;
+    let Some(identity) = user else {
+        return Ok(Synced { inbox: Vec::new(), broadcast, unread: 0 });
+    };
+    let inbox = engine.catch_up(&Channel::User(identity.user.clone()), Seq(request.inbox), || {}).await?.items;
+    let unread = engine.inbox().unread(&identity.user).await?;
+    Ok(Synced { inbox, broadcast, unread })
+}
+
 async fn on_mark_read(
     socket: SocketRef,
-    io: SocketIo,
     TryData(request): TryData<Object<MarkReadRequest>>,
-    State(inbox): State<Inbox>,
+    State(notifier): State<Notifier>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
     ack: AckSender,
@@ -658,36 +703,12 @@ async fn on_mark_read(
         (Err(err), _) => (Err(ErrorReply::malformed(err)), None),
         (Ok(_), None) => (Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")), None),
         (Ok(Object(request)), Some(identity)) => match gate.read_turn(&conn, &socket, &fanout).await {
-            Ok(turn) => (
-                mark_read(&io, &fanout, &inbox, &identity.user, request).instrument(span_of(&socket)).await,
-                Some(turn),
-            ),
+            Ok(turn) => (notifier.mark_read(&identity.user, request).instrument(span_of(&socket)).await, Some(turn)),
             Err(Refusal::Answer(busy)) => (Err(busy), None),
             Err(Refusal::Ignore) => return,
         },
     };
     fanout.reply(&socket, ack, &Reply::from(result));
-}
-
-/// Marks notifications read and tells every connection of the user.
-pub async fn mark_read(
-    io: &SocketIo,
-    fanout: &Fanout,
-    inbox: &Inbox,
-    user: &UserId,
-    request: MarkReadRequest,
-) -> Result<ReadUpdate, ErrorReply> {
-    if request.seqs.len() > MARK_READ_MAX {
-        return Err(ErrorReply::new("too_many", format!("mark at most {MARK_READ_MAX} notifications at once, or all")));
-    }
-    let seqs: Vec<Seq> = request.seqs.iter().copied().map(Seq).collect();
-    let unread = inbox.mark_read(user, (!request.all).then_some(seqs.as_slice())).await.map_err(|err| {
-        tracing::warn!(%err, "mark_read failed");
-        ErrorReply::new("unavailable", "read state can't be saved right now; try again")
-    })?;
-    let update = ReadUpdate { seqs: if request.all { Vec::new() } else { request.seqs }, all: request.all, unread };
-    fanout.deliver(io, Audience::Room(&user_key(user)), EV_READ, &update);
-    Ok(update)
 }
 
 #[cfg(test)]

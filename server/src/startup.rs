@@ -25,12 +25,14 @@ use crate::auth::Tokens;
 use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
 use crate::conn::KillableListener;
+use crate::engine::{self, Engine};
 use crate::fanout::{Audience, Fanout, Transports};
 use crate::headers::CookiePolicy;
 use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::{ConnectionCaps, TokenBucket, WindowCaps};
 use crate::metrics::{Live, Metrics};
+use crate::notify::Notifier;
 use crate::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::publish::ApiKeys;
 use crate::realtime::Gate;
@@ -75,7 +77,10 @@ impl Application {
         let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
         let message_limits =
             MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
-        let chat = Chat::new(store, fanout.clone(), metrics.clone(), message_limits);
+        let settings = engine::Settings { hold: limits.order_hold, window_items: limits.window_messages };
+        let engine = Engine::local(store, inbox.clone(), fanout.clone(), settings, limits.window_bytes);
+        let chat = Chat::new(engine.clone(), metrics.clone(), message_limits);
+        let notifier = Notifier::new(engine.clone(), metrics.clone());
         let drain = Drain::default();
 
         let tokens = Tokens::new(&config.token_secrets, config.token_audience.as_deref());
@@ -101,7 +106,8 @@ impl Application {
         let (socket_layer, io) = SocketIo::builder()
             .with_state(chat.clone())
             .with_state(gate)
-            .with_state(inbox.clone())
+            .with_state(engine.clone())
+            .with_state(notifier.clone())
             .with_state(announcer)
             .with_state(fanout.clone())
             .max_payload(limits.socket_payload_max_bytes)
@@ -114,12 +120,15 @@ impl Application {
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         realtime::register(&io);
+        engine.attach(io.clone());
 
         let api_keys = ApiKeys::new(&config.api_keys);
         let publish_rate = (0..api_keys.len()).map(|_| TokenBucket::new(limits.publish_rate)).collect();
         let state = AppState {
             leptos_options,
             chat,
+            engine,
+            notifier,
             io: io.clone(),
             keys: VisitorKeys::new(config.secret.as_ref()),
             cookies: CookiePolicy {
@@ -257,7 +266,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.drain.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
     }
-    match tokio::time::timeout(READY_TIMEOUT, state.chat.store().ping()).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer"),
     }

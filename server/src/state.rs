@@ -14,6 +14,7 @@ use socketioxide::SocketIo;
 
 use crate::auth::Tokens;
 use crate::chat::Chat;
+use crate::engine::Engine;
 use crate::fanout::{Fanout, Transports};
 use crate::form::FormRate;
 use crate::headers::{CookiePolicy, CspNonce};
@@ -21,6 +22,7 @@ use crate::inbox::Inbox;
 use crate::lifecycle::Drain;
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::presence::SharedPresence;
 use crate::publish::ApiKeys;
 use crate::store::Store;
@@ -38,6 +40,10 @@ pub struct HttpLimits {
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub chat: Chat,
+    /// Delivery: streams, windows, the broker.
+    pub engine: Engine,
+    /// Storing notifications and read state, then telling users.
+    pub notifier: Notifier,
     /// The Socket.IO server, to broadcast from HTTP handlers.
     pub io: SocketIo,
     pub keys: VisitorKeys,
@@ -61,7 +67,7 @@ impl AppState {
     /// What every page render gets as Leptos context.
     pub fn page_context(&self) -> impl Fn() + Clone + Send + Sync + 'static {
         let backend = Backend(Arc::new(PageData {
-            store: self.chat.store().clone(),
+            store: self.engine.store().clone(),
             inbox: self.inbox.clone(),
             presence: self.presence.clone(),
         }));

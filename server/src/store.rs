@@ -2,7 +2,8 @@
 //!
 //! Two collections:
 //! - `room_heads` `{_id: room, seq}`: each room's newest sequence number,
-//!   advanced atomically with `$inc` (one round trip allocates a sequence);
+//!   advanced atomically with `$inc` (one round trip allocates the numbers
+//!   of a whole batch);
 //! - `messages` `{room, seq, client_id, name, body, at}`: unique on
 //!   `(room, seq)` and on `(room, client_id)`, the latter making resends
 //!   idempotent.
@@ -10,15 +11,15 @@
 //! Every history read is a range on `seq` (`seq > from`), which the
 //! `(room, seq)` index answers directly; nothing sorts a whole room.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use herald::protocol::CATCH_UP_MAX;
 use herald::{ClientMsgId, DisplayName, HISTORY_WINDOW, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
 use mongodb::bson::Document;
 use mongodb::bson::{DateTime, doc};
-use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use mongodb::error::{Error as MongoError, ErrorKind, IndexedWriteError, InsertManyError, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ use crate::config::Secret;
 use crate::metrics::Metrics;
 
 /// MongoDB's duplicate-key error code.
-const DUPLICATE_KEY: i32 = 11000;
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
 /// How long an operation waits for a reachable server before failing, so a
 /// database outage turns into an error instead of a hang.
 const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,9 +45,68 @@ pub enum StoreError {
     /// The write would collide with data that is not the caller's.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// One item of a batch was refused by the database.
+    #[error("write refused: {0}")]
+    Refused(String),
+    /// A failure every item of a batch shares.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
+    /// More writes are waiting for this stream than it queues.
+    #[error("too many writes are waiting for this stream")]
+    Overloaded,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// What storing one item of a batch came to.
+#[derive(Debug, Clone)]
+pub enum Append<T> {
+    /// Stored now, under one of the batch's numbers.
+    Stored(T),
+    /// Stored before (same client id or idempotency key): that copy.
+    Existing(T),
+}
+
+impl<T> Append<T> {
+    pub fn into_item(self) -> T {
+        match self {
+            Append::Stored(item) | Append::Existing(item) => item,
+        }
+    }
+}
+
+/// A batch's outcome.
+#[derive(Debug)]
+pub struct Appended<T> {
+    /// One answer per item of the batch, in its order.
+    pub answers: Vec<Result<Append<T>, StoreError>>,
+    /// The numbers allocated to the batch, first and last: each is an
+    /// item's or holds nothing. `None` when nothing was allocated, or when
+    /// it is not known what was (a timed-out write may land later).
+    pub allocated: Option<(Seq, Seq)>,
+}
+
+impl<T> Appended<T> {
+    /// Every one of `count` items failed with `err`.
+    pub fn failed(count: usize, err: StoreError) -> Self {
+        let shared = Arc::new(err);
+        Self { answers: (0..count).map(|_| Err(StoreError::Shared(shared.clone()))).collect(), allocated: None }
+    }
+}
+
+/// The per-item failures of an unordered `insert_many`, by position; any
+/// other failure is the whole batch's.
+pub(crate) fn insert_failures(result: Result<(), MongoError>) -> Result<HashMap<usize, IndexedWriteError>, MongoError> {
+    match result {
+        Ok(()) => Ok(HashMap::new()),
+        Err(err) => match err.kind.as_ref() {
+            ErrorKind::InsertMany(InsertManyError {
+                write_errors: Some(errors), write_concern_error: None, ..
+            }) => Ok(errors.iter().map(|e| (e.index, e.clone())).collect()),
+            _ => Err(err),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct MessageDoc {
     room: String,
     seq: i64,
@@ -97,11 +157,12 @@ impl MessageDoc {
     }
 }
 
-/// Allocates the next sequence number of `key` in `heads`: one atomic
-/// `$inc` with upsert.
-pub(crate) async fn next_seq(heads: &Collection<Document>, key: &str) -> Result<Seq, StoreError> {
+/// Allocates the next `count` sequence numbers of `key` in `heads`, first
+/// and last: one atomic `$inc` with upsert.
+pub(crate) async fn next_seqs(heads: &Collection<Document>, key: &str, count: u64) -> Result<(Seq, Seq), StoreError> {
+    let count = count.max(1);
     let filter = doc! {"_id": key};
-    let update = doc! {"$inc": {"seq": 1_i64}};
+    let update = doc! {"$inc": {"seq": i64::try_from(count).unwrap_or(i64::MAX)}};
     // Two first writers of a new key can race to upsert it; the loser sees a
     // duplicate key and simply increments the winner's.
     let mut retried = false;
@@ -114,7 +175,8 @@ pub(crate) async fn next_seq(heads: &Collection<Document>, key: &str) -> Result<
         match result {
             Ok(Some(head)) => {
                 let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                return u64::try_from(seq).map(Seq).map_err(|_| StoreError::Corrupt("negative head".into()));
+                let last = u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative head".into()))?;
+                return Ok((Seq(last.saturating_sub(count - 1).max(1)), Seq(last)));
             }
             // Some MongoDB-compatible servers answer a lost upsert race with
             // no document instead of a duplicate key: the same race, retried.
@@ -143,15 +205,6 @@ pub(crate) fn is_duplicate_key(err: &MongoError) -> bool {
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
         _ => false,
     }
-}
-
-/// A room's messages after some sequence number.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatchUp {
-    pub head: Seq,
-    pub messages: Vec<StoredMessage>,
-    /// More messages were missed than [`CATCH_UP_MAX`]; only the newest came.
-    pub truncated: bool,
 }
 
 /// What every storage operation goes through: a time limit, so a dead or
@@ -232,55 +285,119 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a message: one sequence allocation plus one insert. A message
-    /// whose client id is already stored in the room is returned as stored
-    /// the first time, not stored again. With `retry` (the client says it may
-    /// have sent this before) the existing copy is looked up first, which
-    /// spares a sequence number. A system message only ever matches a system
-    /// message, and a person's only a person's: a client id someone else
-    /// took first is a conflict, never someone else's message returned.
-    ///
-    /// `allocated` hears the sequence number as soon as it is allocated,
-    /// before the insert: delivery order is kept by number (see
-    /// `sequencer`), and a number being written must hold back later ones.
-    pub async fn append(
-        &self,
-        message: &NewMessage,
-        retry: bool,
-        allocated: impl FnOnce(Seq),
-    ) -> Result<StoredMessage, StoreError> {
-        self.bounds
-            .run(async {
-                if retry && let Some(existing) = self.find_by_client_id(message).await? {
-                    return Ok(existing);
-                }
-                let seq = next_seq(&self.heads, message.room.as_str()).await?;
-                allocated(seq);
-                let doc = MessageDoc::new(message, seq, DateTime::now());
-                match self.messages.insert_one(&doc).await {
-                    Ok(_) => doc.into_message(),
-                    Err(err) if is_duplicate_key(&err) => self.find_by_client_id(message).await?.ok_or_else(|| {
-                        StoreError::Conflict(format!(
-                            "client id {} in {} belongs to another sender",
-                            doc.client_id, doc.room
-                        ))
-                    }),
-                    Err(err) => Err(err.into()),
-                }
-            })
-            .await
+    /// Stores a batch of messages of one room, each with its `retry` flag:
+    /// at most one sequence allocation (`$inc` by the number of new
+    /// messages) and one unordered insert for all of them, plus a point
+    /// read when some are resent. A message whose client id is already
+    /// stored in the room is answered with the copy stored the first time,
+    /// not stored again; with `retry` (the client says it may have sent
+    /// this before) the copy is looked up first, which spares a number. A
+    /// system message only ever matches a system message, and a person's
+    /// only a person's: a client id someone else took first is a conflict,
+    /// never someone else's message returned. Two messages of a batch with
+    /// one client id are stored once.
+    pub async fn append_batch(&self, room: &RoomName, batch: &[(NewMessage, bool)]) -> Appended<StoredMessage> {
+        match self.bounds.run(self.append_unbounded(room, batch)).await {
+            Ok(appended) => appended,
+            Err(err) => Appended::failed(batch.len(), err),
+        }
     }
 
-    /// The stored copy of `message` (same room and client id, and of the
-    /// same kind: system or not).
-    async fn find_by_client_id(&self, message: &NewMessage) -> Result<Option<StoredMessage>, StoreError> {
-        let system = if message.system {
-            doc! {"$eq": true}
-        } else {
-            doc! {"$ne": true}
+    async fn append_unbounded(
+        &self,
+        room: &RoomName,
+        batch: &[(NewMessage, bool)],
+    ) -> Result<Appended<StoredMessage>, StoreError> {
+        let mut answers: Vec<Option<Result<Append<StoredMessage>, StoreError>>> = batch.iter().map(|_| None).collect();
+        let copy_of = |message: &NewMessage, copies: &HashMap<String, (bool, StoredMessage)>| {
+            copies
+                .get(message.client_id.as_str())
+                .filter(|(system, _)| *system == message.system)
+                .map(|(_, m)| m.clone())
         };
-        let filter = doc! {"room": message.room.as_str(), "client_id": message.client_id.as_str(), "system": system};
-        self.messages.find_one(filter).await?.map(MessageDoc::into_message).transpose()
+        let resent: Vec<&str> = batch.iter().filter(|(_, retry)| *retry).map(|(m, _)| m.client_id.as_str()).collect();
+        if !resent.is_empty() {
+            let copies = self.find_by_client_ids(room, &resent).await?;
+            for (answer, (message, _)) in answers.iter_mut().zip(batch).filter(|(_, (_, retry))| *retry) {
+                *answer = copy_of(message, &copies).map(|copy| Ok(Append::Existing(copy)));
+            }
+        }
+        // One insert per client id; a second message with it gets the first's answer.
+        let mut first_with: HashMap<&str, usize> = HashMap::new();
+        let mut inserts = Vec::new();
+        let mut twins = Vec::new();
+        for (i, (message, _)) in batch.iter().enumerate().filter(|(i, _)| answers[*i].is_none()) {
+            match first_with.get(message.client_id.as_str()) {
+                Some(&first) => twins.push((i, first)),
+                None => {
+                    first_with.insert(message.client_id.as_str(), i);
+                    inserts.push(i);
+                }
+            }
+        }
+        let mut allocated = None;
+        if !inserts.is_empty() {
+            let (first, last) = next_seqs(&self.heads, room.as_str(), inserts.len() as u64).await?;
+            allocated = Some((first, last));
+            let at = DateTime::now();
+            let docs: Vec<MessageDoc> = (first.get()..=last.get())
+                .zip(&inserts)
+                .map(|(seq, &i)| MessageDoc::new(&batch[i].0, Seq(seq), at))
+                .collect();
+            let mut failures = insert_failures(self.messages.insert_many(&docs).ordered(false).await.map(|_| ()))?;
+            let mut taken = Vec::new();
+            for (k, (&i, doc)) in inserts.iter().zip(docs).enumerate() {
+                answers[i] = match failures.remove(&k) {
+                    None => Some(doc.into_message().map(Append::Stored)),
+                    Some(failure) if failure.code == DUPLICATE_KEY => {
+                        taken.push(i);
+                        None
+                    }
+                    Some(failure) => Some(Err(StoreError::Refused(failure.message))),
+                };
+            }
+            if !taken.is_empty() {
+                let ids: Vec<&str> = taken.iter().map(|&i| batch[i].0.client_id.as_str()).collect();
+                let copies = self.find_by_client_ids(room, &ids).await?;
+                for i in taken {
+                    let message = &batch[i].0;
+                    answers[i] = Some(copy_of(message, &copies).map(Append::Existing).ok_or_else(|| {
+                        StoreError::Conflict(format!(
+                            "client id {} in {room} belongs to another sender",
+                            message.client_id
+                        ))
+                    }));
+                }
+            }
+        }
+        for (twin, first) in twins {
+            let same_kind = batch[twin].0.system == batch[first].0.system;
+            answers[twin] = Some(match &answers[first] {
+                Some(Ok(stored)) if same_kind => Ok(Append::Existing(stored.clone().into_item())),
+                _ => {
+                    Err(StoreError::Conflict(format!("client id {} in {room} was not stored", batch[twin].0.client_id)))
+                }
+            });
+        }
+        let answers = answers.into_iter().map(|a| a.unwrap_or_else(|| Err(StoreError::Corrupt("unanswered".into()))));
+        Ok(Appended { answers: answers.collect(), allocated })
+    }
+
+    /// The stored messages of `room` with these client ids, by client id,
+    /// each with whether it is a system message.
+    async fn find_by_client_ids(
+        &self,
+        room: &RoomName,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (bool, StoredMessage)>, StoreError> {
+        let filter = doc! {"room": room.as_str(), "client_id": {"$in": ids}};
+        let docs: Vec<MessageDoc> = self.messages.find(filter).await?.try_collect().await?;
+        let mut copies = HashMap::with_capacity(docs.len());
+        for doc in docs {
+            let (client_id, system) = (doc.client_id.clone(), doc.system);
+            copies.insert(client_id, (system, doc.into_message()?));
+        }
+        Ok(copies)
     }
 
     /// The room's newest sequence number (0 for a room with no messages).
@@ -289,6 +406,16 @@ impl Store {
     }
 
     /// Messages with `from < seq <= to`, oldest first, at most `limit`.
+    pub async fn range(
+        &self,
+        room: &RoomName,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.bounds.run(self.range_between(room, from, to, limit)).await
+    }
+
     async fn range_between(
         &self,
         room: &RoomName,
@@ -324,22 +451,6 @@ impl Store {
                 let head = current_seq(&self.heads, room.as_str()).await?;
                 let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
                 Ok((head, self.range_between(room, from, head, HISTORY_WINDOW).await?))
-            })
-            .await
-    }
-
-    /// What a client that has everything up to `since` missed, up to
-    /// `upto` (the newest number delivered live; newer ones reach a joined
-    /// socket live) or the room's head.
-    pub async fn since(&self, room: &RoomName, since: Seq, upto: Option<Seq>) -> Result<CatchUp, StoreError> {
-        self.bounds
-            .run(async {
-                let stored = current_seq(&self.heads, room.as_str()).await?;
-                let head = upto.map_or(stored, |upto| upto.min(stored));
-                let floor = Seq(head.get().saturating_sub(CATCH_UP_MAX));
-                let from = since.max(floor);
-                let messages = self.range_between(room, from, head, CATCH_UP_MAX).await?;
-                Ok(CatchUp { head, messages, truncated: from > since })
             })
             .await
     }

@@ -1,0 +1,101 @@
+//! The seam between storing an event and delivering it: a [`Broker`]
+//! carries a stream's publications to every node that has listeners for
+//! the channel, each node's engine then orders and delivers them to its own
+//! sockets. One node uses [`super::memory::MemoryBroker`]; a cluster plugs
+//! another implementation in here and nothing above the engine changes.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use herald::Seq;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::channel::Channel;
+
+/// An event's payload, encoded to JSON once by whoever published it and
+/// shared by every delivery, window and reply that carries it.
+#[derive(Debug, Clone)]
+pub struct Encoded(Arc<RawValue>);
+
+impl Encoded {
+    /// Encodes `value`; `None` (logged) if it can't be, which for Herald's
+    /// own types means a bug, never bad input.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Option<Self> {
+        match serde_json::value::to_raw_value(value) {
+            Ok(raw) => Some(Self(Arc::from(raw))),
+            Err(err) => {
+                tracing::error!(%err, "could not encode an event");
+                None
+            }
+        }
+    }
+
+    pub fn raw(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// Its size, for the windows' memory budget.
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.get().is_empty()
+    }
+}
+
+impl Serialize for Encoded {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// What a broker carries for a channel.
+#[derive(Debug, Clone)]
+pub enum Publication {
+    /// Items of the channel's stream, in increasing sequence order.
+    Stream {
+        /// The numbers this publication accounts for: every number in
+        /// `first..=last` is one of `items` or holds nothing (it was wasted
+        /// by a duplicate or a failed write), so nobody waits for it.
+        /// `None` for copies of items accounted for before (a retried send
+        /// that found its stored copy): they are delivered only where they
+        /// were not.
+        span: Option<(Seq, Seq)>,
+        items: Vec<(Seq, Encoded)>,
+    },
+    /// An event outside the stream's order (a read-state change), delivered
+    /// as it comes.
+    Event { event: &'static str, payload: Encoded },
+}
+
+/// Why a publication may not have reached every node.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the broker is unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Carries publications to every node with listeners for a channel.
+///
+/// Ordering: publications of one channel from one publisher arrive at each
+/// node in the order they were published; publications of different
+/// publishers (nodes) may interleave in any order. Receivers put a stream
+/// back in order by its numbers and fill holes from the store (see
+/// [`super::stream`]), so a broker needs no more than that.
+///
+/// Failure: a publication may be lost (the broker reports an error, or a
+/// node is cut off). Nothing is lost for good: every stream item is stored
+/// before it is published, and a receiver that sees a hole, or is told it
+/// missed something, reads it from the store. A broker never blocks a
+/// publisher for longer than its own bounded timeout.
+pub trait Broker: Send + Sync + 'static {
+    fn publish(&self, channel: &Channel, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>>;
+}
+
+/// A node's side of a broker: what it does with a publication that reached
+/// it.
+pub trait Receive: Send + Sync + 'static {
+    fn receive(&self, channel: &Channel, publication: Publication);
+}

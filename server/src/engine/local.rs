@@ -1,0 +1,40 @@
+//! The last hop of every delivery: this node's sockets of a channel, with
+//! the fan-out's slow-consumer rules. Only the engine delivers, and it does
+//! so through here.
+
+use std::sync::OnceLock;
+
+use socketioxide::SocketIo;
+
+use super::broker::Encoded;
+use super::channel::Channel;
+use crate::fanout::{Audience, Fanout};
+
+/// This node's sockets.
+pub struct Local {
+    /// Set once the Socket.IO layer is built (it is built with the states
+    /// that hold the engine).
+    io: OnceLock<SocketIo>,
+    fanout: Fanout,
+}
+
+impl Local {
+    pub fn new(fanout: Fanout) -> Self {
+        Self { io: OnceLock::new(), fanout }
+    }
+
+    pub fn attach(&self, io: SocketIo) {
+        let _ = self.io.set(io);
+    }
+
+    /// Emits `event` to the channel's sockets on this node; how many took it.
+    pub fn deliver(&self, channel: &Channel, event: &str, payload: &Encoded) -> usize {
+        let Some(io) = self.io.get() else { return 0 };
+        let room = channel.socket_room();
+        let audience = match &room {
+            Some(room) => Audience::Room(room),
+            None => Audience::Everyone,
+        };
+        self.fanout.deliver_encoded(io, audience, event, payload.raw())
+    }
+}

@@ -1,0 +1,144 @@
+//! What a stream's storage does for the engine, over the two stores: a
+//! room's messages ([`Store`]) and notifications ([`Inbox`]).
+
+use futures::future::BoxFuture;
+use herald::notification::Notification;
+use herald::{NewMessage, RoomName, Seq, StoredMessage};
+use serde::Serialize;
+
+use super::channel::Channel;
+use crate::inbox::{Inbox, NewNotification, Recipient};
+use crate::store::{Appended, Store, StoreError};
+
+/// A stream's durable log: the only truth about what it holds.
+pub trait Log: Send + Sync + 'static {
+    /// What a writer asks to store.
+    type New: Send + Sync + 'static;
+    /// What is stored, as clients receive it.
+    type Item: Serialize + Clone + Send + Sync + 'static;
+    /// The Socket.IO event an item is delivered as.
+    const EVENT: &'static str;
+
+    /// The stream's newest allocated number.
+    fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>>;
+    /// Stores a batch: one allocation, one insert (see the stores).
+    fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>>;
+    /// Items with `from < seq <= to`, oldest first, at most `limit`.
+    fn range<'a>(
+        &'a self,
+        channel: &'a Channel,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<Self::Item>, StoreError>>;
+    fn seq(item: &Self::Item) -> Seq;
+    /// Whether the newest items are kept in memory for catch-ups: not when
+    /// stored items change (a notification's read state).
+    fn windowed(channel: &Channel) -> bool;
+}
+
+/// A chat room's messages.
+#[derive(Clone)]
+pub struct Rooms(pub Store);
+
+/// A channel that is not a room, given to the rooms' log: a bug.
+fn not_a_room(channel: &Channel) -> StoreError {
+    StoreError::Corrupt(format!("{channel} is not a room"))
+}
+
+fn room_of(channel: &Channel) -> Option<&RoomName> {
+    match channel {
+        Channel::Room(room) => Some(room),
+        _ => None,
+    }
+}
+
+impl Log for Rooms {
+    type New = (NewMessage, bool);
+    type Item = StoredMessage;
+    const EVENT: &'static str = herald::protocol::EV_MESSAGE;
+
+    fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>> {
+        Box::pin(async move { self.0.head(room_of(channel).ok_or_else(|| not_a_room(channel))?).await })
+    }
+
+    fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>> {
+        Box::pin(async move {
+            match room_of(channel) {
+                Some(room) => self.0.append_batch(room, batch).await,
+                None => Appended::failed(batch.len(), not_a_room(channel)),
+            }
+        })
+    }
+
+    fn range<'a>(
+        &'a self,
+        channel: &'a Channel,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<Self::Item>, StoreError>> {
+        Box::pin(
+            async move { self.0.range(room_of(channel).ok_or_else(|| not_a_room(channel))?, from, to, limit).await },
+        )
+    }
+
+    fn seq(item: &Self::Item) -> Seq {
+        item.seq
+    }
+
+    fn windowed(_: &Channel) -> bool {
+        true
+    }
+}
+
+/// Users' inboxes and the broadcast stream.
+#[derive(Clone)]
+pub struct Notes(pub Inbox);
+
+fn recipient_of(channel: &Channel) -> Result<Recipient, StoreError> {
+    match channel {
+        Channel::User(user) => Ok(Recipient::User(user.clone())),
+        Channel::Everyone => Ok(Recipient::Everyone),
+        Channel::Room(_) => Err(StoreError::Corrupt(format!("{channel} has no notifications"))),
+    }
+}
+
+impl Log for Notes {
+    type New = NewNotification;
+    type Item = Notification;
+    const EVENT: &'static str = herald::notification::EV_NOTIFICATION;
+
+    fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>> {
+        Box::pin(async move { self.0.head(&recipient_of(channel)?).await })
+    }
+
+    fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>> {
+        Box::pin(async move {
+            match recipient_of(channel) {
+                Ok(recipient) => self.0.store_batch(&recipient, batch).await,
+                Err(err) => Appended::failed(batch.len(), err),
+            }
+        })
+    }
+
+    fn range<'a>(
+        &'a self,
+        channel: &'a Channel,
+        from: Seq,
+        to: Seq,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Vec<Self::Item>, StoreError>> {
+        Box::pin(async move { self.0.range(&recipient_of(channel)?, from, to, limit).await })
+    }
+
+    fn seq(item: &Self::Item) -> Seq {
+        item.seq
+    }
+
+    /// The broadcast stream's items never change; an inbox's do (read
+    /// state), so an inbox catch-up reads the store.
+    fn windowed(channel: &Channel) -> bool {
+        matches!(channel, Channel::Everyone)
+    }
+}

@@ -1,0 +1,160 @@
+//! Herald's delivery engine: what happens between "store this" and "every
+//! listener has it".
+//!
+//! - [`channel`]: every channel name ([`Channel`]).
+//! - [`broker`]: the seam to other nodes ([`Broker`], [`Publication`],
+//!   [`Encoded`]), beside its one-node implementation in [`memory`].
+//! - [`stream`]: per-stream group commit, order, window and catch-up, over
+//!   a [`log::Log`] (the rooms' messages, the notifications).
+//! - [`order`]: one stream's order and window, as pure state.
+//! - [`local`]: the last hop, this node's sockets.
+//!
+//! Architecture invariant: only the engine delivers to sockets, and
+//! everything it delivers was stored first. Handlers and services (`chat`,
+//! `notify`) call [`Engine`]; none of them emits.
+
+pub mod broker;
+pub mod channel;
+pub mod local;
+pub mod log;
+pub mod memory;
+pub mod order;
+pub mod stream;
+
+use std::sync::{Arc, Weak};
+
+use herald::notification::Notification;
+use herald::{NewMessage, Seq, StoredMessage};
+use serde::Serialize;
+use socketioxide::SocketIo;
+
+pub use broker::{Broker, Encoded, Publication};
+pub use channel::Channel;
+pub use stream::{CatchUp, Settings};
+
+use broker::Receive;
+use local::Local;
+use memory::MemoryBroker;
+use order::Budget;
+use stream::Streams;
+
+use crate::fanout::Fanout;
+use crate::inbox::{Inbox, NewNotification};
+use crate::store::{Store, StoreError};
+
+/// The delivery engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Node>);
+
+/// This node's streams, and how publications reach them.
+struct Node {
+    rooms: Arc<Streams<log::Rooms>>,
+    notes: Arc<Streams<log::Notes>>,
+    local: Arc<Local>,
+    broker: Arc<dyn Broker>,
+    budget: Arc<Budget>,
+}
+
+impl Receive for Node {
+    fn receive(&self, channel: &Channel, publication: Publication) {
+        match channel {
+            Channel::Room(_) => self.rooms.receive(channel, publication),
+            Channel::User(_) | Channel::Everyone => self.notes.receive(channel, publication),
+        }
+    }
+}
+
+impl Engine {
+    /// One node's engine: publications go straight to its own streams.
+    /// `window_bytes` bounds the memory of every window together.
+    pub fn local(store: Store, inbox: Inbox, fanout: Fanout, settings: Settings, window_bytes: usize) -> Self {
+        Self(Arc::new_cyclic(|node: &Weak<Node>| {
+            let receiver: Weak<dyn Receive> = node.clone();
+            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(receiver));
+            let local = Arc::new(Local::new(fanout));
+            let budget = Arc::new(Budget::new(window_bytes));
+            let rooms = Streams::new(log::Rooms(store), settings, budget.clone(), local.clone(), broker.clone());
+            let notes = Streams::new(log::Notes(inbox), settings, budget.clone(), local.clone(), broker.clone());
+            let (rooms, notes) = (Arc::new(rooms), Arc::new(notes));
+            Node { rooms, notes, local, broker, budget }
+        }))
+    }
+
+    /// Hands the engine the Socket.IO server it delivers through, once it
+    /// is built.
+    pub fn attach(&self, io: SocketIo) {
+        self.0.local.attach(io);
+    }
+
+    /// Stores a chat message (with whatever else is sent to its room
+    /// meanwhile), then delivers it; answers once it is delivered here.
+    pub async fn post(&self, message: NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
+        let channel = Channel::Room(message.room.clone());
+        self.0.rooms.append(&channel, (message, retry)).await
+    }
+
+    /// Stores a notification for a user or everyone, then delivers it.
+    pub async fn notify(&self, channel: &Channel, note: NewNotification) -> Result<Notification, StoreError> {
+        self.0.notes.append(channel, note).await
+    }
+
+    /// Tells `channel`'s sockets on every node `event`, outside any
+    /// stream's order (a read-state change).
+    pub async fn tell<T: Serialize + ?Sized>(&self, channel: &Channel, event: &'static str, payload: &T) {
+        let Some(payload) = Encoded::of(payload) else { return };
+        if let Err(err) = self.0.broker.publish(channel, Publication::Event { event, payload }).await {
+            tracing::warn!(%err, %channel, event, "could not publish an event");
+        }
+    }
+
+    /// A socket of this node listens to `channel` (keeps its stream and
+    /// window); each call is undone by one [`Engine::unlisten`].
+    pub fn listen(&self, channel: &Channel) {
+        self.streams_of(channel, |rooms| rooms.listen(channel), |notes| notes.listen(channel));
+    }
+
+    pub fn unlisten(&self, channel: &Channel) {
+        self.streams_of(channel, |rooms| rooms.unlisten(channel), |notes| notes.unlisten(channel));
+    }
+
+    /// This node's sockets listening to `channel`.
+    pub fn online(&self, channel: &Channel) -> usize {
+        self.streams_of(channel, |rooms| rooms.listeners(channel), |notes| notes.listeners(channel))
+    }
+
+    /// What a client holding everything of `channel` up to `since` missed;
+    /// `joined` puts its socket in the channel in the same step (see
+    /// [`stream`]).
+    pub async fn catch_up(&self, channel: &Channel, since: Seq, joined: impl FnOnce()) -> Result<CatchUp, StoreError> {
+        match channel {
+            Channel::Room(_) => self.0.rooms.catch_up(channel, since, joined).await,
+            Channel::User(_) | Channel::Everyone => self.0.notes.catch_up(channel, since, joined).await,
+        }
+    }
+
+    /// Bytes the windows hold, and the streams kept (for `/metrics`).
+    pub fn memory(&self) -> (usize, usize) {
+        (self.0.budget.used(), self.0.rooms.len() + self.0.notes.len())
+    }
+
+    /// The stores under the engine, for reads it does not serve.
+    pub fn store(&self) -> &Store {
+        &self.0.rooms.log().0
+    }
+
+    pub fn inbox(&self) -> &Inbox {
+        &self.0.notes.log().0
+    }
+
+    fn streams_of<R>(
+        &self,
+        channel: &Channel,
+        rooms: impl FnOnce(&Streams<log::Rooms>) -> R,
+        notes: impl FnOnce(&Streams<log::Notes>) -> R,
+    ) -> R {
+        match channel {
+            Channel::Room(_) => rooms(&self.0.rooms),
+            Channel::User(_) | Channel::Everyone => notes(&self.0.notes),
+        }
+    }
+}

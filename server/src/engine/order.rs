@@ -1,0 +1,435 @@
+//! One stream's delivery order on this node, and its window: pure state,
+//! no I/O (the caller delivers what it is handed, under the stream's lock).
+//!
+//! The [`Order`]'s cursor is the newest number delivered or known to hold
+//! nothing. A publication whose numbers start right after it is delivered
+//! at once; a later one is held until the hole before it is filled (by the
+//! publication that was missing, or by a read of the store: see
+//! [`Order::fill`]); a number the store does not have was skipped. So every
+//! listener gets a stream's items once each, in increasing order, and a
+//! catch-up that ends at the cursor leaves nothing between it and what
+//! arrives live: the newest seq a client holds is a true watermark.
+//!
+//! The [`Window`] keeps the newest items (floor, cursor], encoded, bounded
+//! per stream and by a byte budget shared by every stream of the node.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use herald::Seq;
+
+use super::broker::Encoded;
+
+/// The most publications one stream holds while waiting for a hole to be
+/// filled; one more skips the hole (its items are still in the store, for
+/// the next catch-up).
+pub const HELD_MAX: usize = 1024;
+
+/// Memory all windows of a node may use, in bytes of encoded items.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Self { used: AtomicUsize::new(0), max }
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|after| *after <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes in use (for `/metrics`).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
+/// How much one stream's window may keep.
+#[derive(Clone, Copy)]
+pub struct Keep<'a> {
+    pub items: usize,
+    pub budget: &'a Budget,
+}
+
+/// The newest items of a stream: every item with `floor < seq <= cursor`
+/// (numbers in that range that are absent hold nothing).
+#[derive(Debug, Default)]
+pub struct Window {
+    floor: Seq,
+    items: VecDeque<(Seq, Encoded)>,
+    bytes: usize,
+}
+
+impl Window {
+    pub fn floor(&self) -> Seq {
+        self.floor
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The items after `from` (which must be at least the floor).
+    pub fn after(&self, from: Seq) -> Vec<Encoded> {
+        let start = self.items.partition_point(|(seq, _)| *seq <= from);
+        self.items.range(start..).map(|(_, item)| item.clone()).collect()
+    }
+
+    /// The items of `(from, to]`.
+    pub fn between(&self, from: Seq, to: Seq) -> Vec<Encoded> {
+        let start = self.items.partition_point(|(seq, _)| *seq <= from);
+        let end = self.items.partition_point(|(seq, _)| *seq <= to);
+        self.items.range(start..end.max(start)).map(|(_, item)| item.clone()).collect()
+    }
+
+    fn contains(&self, seq: Seq) -> bool {
+        self.items.binary_search_by_key(&seq, |(s, _)| *s).is_ok()
+    }
+
+    /// Appends the item numbered `seq` (above every item kept), making room
+    /// by dropping the oldest. One that can't be kept empties the window
+    /// at `seq`: the window stays whole up to the cursor.
+    fn push(&mut self, seq: Seq, item: Encoded, keep: Keep<'_>) {
+        while !self.items.is_empty() && self.items.len() >= keep.items {
+            self.pop_front(keep.budget);
+        }
+        loop {
+            if keep.items > 0 && keep.budget.take(item.len()) {
+                self.bytes += item.len();
+                self.items.push_back((seq, item));
+                return;
+            }
+            if self.items.is_empty() {
+                self.floor = seq;
+                return;
+            }
+            self.pop_front(keep.budget);
+        }
+    }
+
+    /// Puts a late item (a number that was skipped, after all stored) in
+    /// its place, if it is above the floor and fits.
+    fn insert_late(&mut self, seq: Seq, item: Encoded, keep: Keep<'_>) {
+        if seq <= self.floor || self.items.len() >= keep.items || !keep.budget.take(item.len()) {
+            return;
+        }
+        let at = self.items.partition_point(|(s, _)| *s < seq);
+        self.bytes += item.len();
+        self.items.insert(at, (seq, item));
+    }
+
+    fn pop_front(&mut self, budget: &Budget) {
+        if let Some((seq, item)) = self.items.pop_front() {
+            self.floor = seq;
+            self.bytes -= item.len();
+            budget.give(item.len());
+        }
+    }
+
+    /// Extends the window down to `from`, with `older` (every item of
+    /// `(from, floor]`, oldest first), as far as it has room: the oldest
+    /// are the ones left out.
+    pub fn prepend(&mut self, from: Seq, older: &[(Seq, Encoded)], keep: Keep<'_>) {
+        let room = keep.items.saturating_sub(self.items.len());
+        let skip = older.len().saturating_sub(room);
+        let mut floor = if skip == 0 { from } else { older[skip - 1].0 };
+        let mut kept = Vec::new();
+        for (seq, item) in older[skip..].iter().rev() {
+            if !keep.budget.take(item.len()) {
+                floor = *seq;
+                break;
+            }
+            kept.push((*seq, item.clone()));
+        }
+        self.floor = floor.min(self.floor);
+        for (seq, item) in kept {
+            self.bytes += item.len();
+            self.items.push_front((seq, item));
+        }
+    }
+
+    /// Gives back the memory and starts again empty at `floor`.
+    fn clear(&mut self, floor: Seq, budget: &Budget) {
+        budget.give(self.bytes);
+        self.bytes = 0;
+        self.items.clear();
+        self.floor = floor;
+    }
+}
+
+/// A publication held until the hole before it is filled.
+#[derive(Debug)]
+struct Held {
+    last: Seq,
+    items: Vec<(Seq, Encoded)>,
+}
+
+/// One stream's order and window.
+#[derive(Debug, Default)]
+pub struct Order {
+    cursor: Option<Seq>,
+    window: Window,
+    /// By their first number.
+    held: BTreeMap<Seq, Held>,
+}
+
+impl Order {
+    /// The newest number delivered or skipped; `None` before the stream is
+    /// started on this node.
+    pub fn cursor(&self) -> Option<Seq> {
+        self.cursor
+    }
+
+    pub fn window(&self) -> &Window {
+        &self.window
+    }
+
+    pub fn window_mut(&mut self) -> &mut Window {
+        &mut self.window
+    }
+
+    /// Starts the stream at `head`: everything at or below it is in the
+    /// store, and what comes next is delivered. Does nothing if started.
+    pub fn start(&mut self, head: Seq) {
+        if self.cursor.is_none() {
+            self.cursor = Some(head);
+            self.window.floor = head;
+        }
+    }
+
+    /// Forgets the stream (nobody here listens any more), giving its
+    /// window's memory back.
+    pub fn stop(&mut self, budget: &Budget) {
+        self.cursor = None;
+        self.held.clear();
+        self.window.clear(Seq(0), budget);
+    }
+
+    /// Takes a publication of `items` accounting for `first..=last` (see
+    /// `broker::Publication`); returns what to deliver now, in order. Not
+    /// started yet, the stream starts right before it.
+    pub fn accept(&mut self, (first, last): (Seq, Seq), items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+        let cursor = *self.cursor.get_or_insert_with(|| {
+            self.window.floor = Seq(first.get().saturating_sub(1));
+            self.window.floor
+        });
+        let mut out = Vec::new();
+        if last <= cursor {
+            return out; // accounted for already
+        }
+        if first.get() > cursor.get() + 1 {
+            if self.held.len() >= HELD_MAX {
+                tracing::warn!(cursor = cursor.get(), "too many publications held; skipping the hole before them");
+                self.skip_to_held(keep, &mut out);
+            }
+            self.held.insert(first, Held { last, items });
+            self.release(keep, &mut out);
+            return out;
+        }
+        self.advance(last, items, keep, &mut out);
+        self.release(keep, &mut out);
+        out
+    }
+
+    /// Takes copies of items accounted for before (a resend that found its
+    /// stored copy): each is delivered unless it already was.
+    pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+        let mut out = Vec::new();
+        for (seq, item) in items {
+            let delivered =
+                self.cursor.is_some_and(|cursor| seq <= cursor) && seq > self.window.floor && self.window.contains(seq);
+            if delivered || self.held.values().any(|held| held.items.iter().any(|(s, _)| *s == seq)) {
+                continue;
+            }
+            if self.cursor.is_some_and(|cursor| seq <= cursor) {
+                self.window.insert_late(seq, item.clone(), keep);
+            }
+            out.push(item);
+        }
+        out
+    }
+
+    /// The hole a held publication waits on: `(cursor, first held)`,
+    /// exclusive at both ends.
+    pub fn hole(&self) -> Option<(Seq, Seq)> {
+        let cursor = self.cursor?;
+        let (first, _) = self.held.first_key_value()?;
+        (first.get() > cursor.get() + 1).then_some((cursor, *first))
+    }
+
+    /// Fills the hole below `upto` with what the store holds there
+    /// (`found`, oldest first): those are delivered, the rest of the
+    /// numbers were skipped; then what was held behind it.
+    pub fn fill(&mut self, upto: Seq, found: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+        let mut out = Vec::new();
+        let Some(cursor) = self.cursor else { return out };
+        let last = Seq(upto.get().saturating_sub(1));
+        if last > cursor {
+            self.advance(last, found, keep, &mut out);
+        }
+        self.release(keep, &mut out);
+        out
+    }
+
+    fn advance(&mut self, last: Seq, items: Vec<(Seq, Encoded)>, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+        let cursor = self.cursor.unwrap_or_default();
+        for (seq, item) in items.into_iter().filter(|(seq, _)| *seq > cursor && *seq <= last) {
+            self.window.push(seq, item.clone(), keep);
+            out.push(item);
+        }
+        self.cursor = Some(last.max(cursor));
+    }
+
+    /// Delivers the held publications the cursor has reached.
+    fn release(&mut self, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+        while let Some(entry) = self.held.first_entry() {
+            let cursor = self.cursor.unwrap_or_default();
+            if entry.key().get() > cursor.get() + 1 {
+                return;
+            }
+            let held = entry.remove();
+            if held.last > cursor {
+                self.advance(held.last, held.items, keep, out);
+            }
+        }
+    }
+
+    fn skip_to_held(&mut self, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+        if let Some((first, _)) = self.held.first_key_value() {
+            let upto = *first;
+            self.cursor = Some(Seq(upto.get() - 1));
+            self.release(keep, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64) -> (Seq, Encoded) {
+        (Seq(seq), Encoded::of(&seq).unwrap())
+    }
+
+    fn items(seqs: &[u64]) -> Vec<(Seq, Encoded)> {
+        seqs.iter().map(|s| item(*s)).collect()
+    }
+
+    fn seqs(out: &[Encoded]) -> Vec<u64> {
+        out.iter().map(|e| e.raw().get().parse().unwrap()).collect()
+    }
+
+    fn started(head: u64) -> Order {
+        let mut order = Order::default();
+        order.start(Seq(head));
+        order
+    }
+
+    static BIG: Budget = Budget { used: AtomicUsize::new(0), max: usize::MAX };
+
+    fn keep(items: usize) -> Keep<'static> {
+        Keep { items, budget: &BIG }
+    }
+
+    #[test]
+    fn the_next_publication_goes_out_at_once_and_a_later_one_waits_for_the_hole() {
+        let mut order = started(10);
+        assert_eq!(seqs(&order.accept((Seq(11), Seq(12)), items(&[11, 12]), keep(100))), [11, 12]);
+        assert!(order.accept((Seq(15), Seq(15)), items(&[15]), keep(100)).is_empty(), "13 and 14 missing");
+        assert_eq!(order.hole(), Some((Seq(12), Seq(15))));
+        assert_eq!(seqs(&order.accept((Seq(13), Seq(14)), items(&[14]), keep(100))), [14, 15], "13 held nothing");
+        assert_eq!(order.cursor(), Some(Seq(15)));
+        assert_eq!(order.hole(), None);
+    }
+
+    #[test]
+    fn a_hole_the_store_fills_delivers_what_it_holds_and_skips_the_rest() {
+        let mut order = started(0);
+        assert!(order.accept((Seq(4), Seq(5)), items(&[4, 5]), keep(100)).is_empty());
+        assert_eq!(seqs(&order.fill(Seq(4), items(&[2]), keep(100))), [2, 4, 5]);
+        assert_eq!(order.cursor(), Some(Seq(5)));
+    }
+
+    #[test]
+    fn what_was_accounted_for_is_never_delivered_twice() {
+        let mut order = started(0);
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(2)), items(&[1, 2]), keep(100))), [1, 2]);
+        assert!(order.accept((Seq(2), Seq(2)), items(&[2]), keep(100)).is_empty());
+        assert!(order.accept_copies(items(&[1]), keep(100)).is_empty(), "1 was delivered");
+    }
+
+    #[test]
+    fn a_copy_of_a_skipped_number_is_delivered_late_and_kept() {
+        let mut order = started(0);
+        // 1 timed out and was skipped, then landed after all.
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(2)), items(&[2]), keep(100))), [2]);
+        assert_eq!(seqs(&order.accept_copies(items(&[1]), keep(100))), [1]);
+        assert_eq!(seqs(&order.window().after(Seq(0))), [1, 2]);
+        assert!(order.accept_copies(items(&[1]), keep(100)).is_empty());
+    }
+
+    #[test]
+    fn an_unstarted_stream_starts_at_its_first_publication() {
+        let mut order = Order::default();
+        assert_eq!(seqs(&order.accept((Seq(7), Seq(8)), items(&[7, 8]), keep(100))), [7, 8]);
+        assert_eq!(order.window().floor(), Seq(6));
+    }
+
+    #[test]
+    fn the_window_keeps_the_newest_items_whole_up_to_the_cursor() {
+        let mut order = started(0);
+        order.accept((Seq(1), Seq(5)), items(&[1, 2, 3, 4, 5]), keep(3));
+        assert_eq!(order.window().floor(), Seq(2));
+        assert_eq!(seqs(&order.window().after(Seq(2))), [3, 4, 5]);
+        assert_eq!(seqs(&order.window().after(Seq(4))), [5]);
+    }
+
+    #[test]
+    fn a_window_over_the_budget_drops_its_oldest_and_gives_memory_back() {
+        let budget = Budget::new(2 * "10".len());
+        let keep = Keep { items: 100, budget: &budget };
+        let mut order = started(9);
+        order.accept((Seq(10), Seq(12)), items(&[10, 11, 12]), keep);
+        assert_eq!(seqs(&order.window().after(Seq(0))), [11, 12]);
+        assert_eq!(budget.used(), 4);
+        order.stop(&budget);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_backfill_extends_the_window_as_far_as_it_has_room() {
+        let mut order = started(10);
+        order.accept((Seq(11), Seq(11)), items(&[11]), keep(3));
+        let floor = order.window().floor();
+        order.window_mut().prepend(Seq(5), &items(&[7, 8, 10]), keep(3));
+        assert_eq!(floor, Seq(10));
+        assert_eq!(order.window().floor(), Seq(7), "7 left out, so the window starts above it");
+        assert_eq!(seqs(&order.window().after(Seq(7))), [8, 10, 11]);
+    }
+
+    #[test]
+    fn too_many_held_publications_skip_the_hole() {
+        let mut order = started(0);
+        for n in 0..HELD_MAX as u64 {
+            assert!(order.accept((Seq(10 + n), Seq(10 + n)), items(&[10 + n]), keep(0)).is_empty());
+        }
+        let out = order.accept((Seq(5000), Seq(5000)), items(&[5000]), keep(0));
+        assert_eq!(out.len(), HELD_MAX);
+        assert_eq!(order.cursor(), Some(Seq(10 + HELD_MAX as u64 - 1)));
+    }
+}

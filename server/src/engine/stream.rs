@@ -1,0 +1,447 @@
+//! Every stream of one kind on this node: writing them in groups, and
+//! delivering what reaches the node in order, with a window for catch-ups.
+//!
+//! **Group commit.** Writes to one stream queue while a write of it is in
+//! flight, and are stored together when it is done: one batch, one
+//! allocation and one insert (see the stores), whatever its size, up to
+//! [`BATCH_MAX`]. So a stream's write rate is bounded by its batch size over
+//! the store's latency, not by one latency per write, and this node writes
+//! each stream one batch at a time: its numbers are published in order.
+//! Each write is answered once its batch is published (delivered on this
+//! node): an acknowledged message has been sent to everyone here.
+//!
+//! **Delivery.** What the broker brings is put in order by [`Order`]; a
+//! hole that stays open for `hold` is filled from the store.
+//!
+//! **Start.** A stream with listeners starts at the store's head, read once
+//! while no write of this node is in flight (a writer finishes its batch and
+//! waits), so nothing this node allocated is missing below the cursor.
+//!
+//! **Catch-up.** A join or sync is answered from the window when `since`
+//! falls inside it; below it, one read of the store per stream at a time
+//! extends the window for everyone waiting. The answer ends at the cursor,
+//! and the socket joins the channel in the same step, so it gets everything
+//! after `since` exactly once: in the answer, or live.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald::Seq;
+use herald::protocol::CATCH_UP_MAX;
+use tokio::sync::{Notify, oneshot};
+
+use super::broker::{Broker, Encoded, Publication};
+use super::channel::Channel;
+use super::local::Local;
+use super::log::Log;
+use super::order::{Budget, Keep, Order};
+use crate::store::{Append, Appended, StoreError};
+use crate::sync::lock;
+
+/// The most writes stored in one batch.
+pub const BATCH_MAX: usize = 256;
+/// The most writes one stream queues; one more is refused as overloaded.
+pub const QUEUE_MAX: usize = 4096;
+/// How often a hole is looked up in a store that fails before it is
+/// skipped (what it held is still stored, for the next catch-up).
+const FILL_TRIES: u32 = 10;
+
+/// How streams behave, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a hole may stay open before it is filled from the store.
+    pub hold: Duration,
+    /// The most items one stream's window keeps.
+    pub window_items: usize,
+}
+
+/// What a join or sync missed.
+#[derive(Debug)]
+pub struct CatchUp {
+    /// The stream's cursor: everything up to it is in `items` or was
+    /// before `since`; everything after it arrives live.
+    pub head: Seq,
+    /// Oldest first, at most [`CATCH_UP_MAX`].
+    pub items: Vec<Encoded>,
+    /// More than [`CATCH_UP_MAX`] were missed; only the newest came.
+    pub truncated: bool,
+}
+
+/// Every stream of one log.
+pub struct Streams<L: Log> {
+    log: L,
+    cells: Mutex<HashMap<Channel, Arc<Cell<L>>>>,
+    settings: Settings,
+    budget: Arc<Budget>,
+    local: Arc<Local>,
+    broker: Arc<dyn Broker>,
+}
+
+/// One stream.
+struct Cell<L: Log> {
+    channel: Channel,
+    state: Mutex<State<L>>,
+    /// A start or a writer finished.
+    changed: Notify,
+    /// One read of the store extends the window at a time.
+    backfill: tokio::sync::Mutex<()>,
+}
+
+struct State<L: Log> {
+    queue: VecDeque<Pending<L>>,
+    /// A writer task is storing (or about to store) a batch.
+    writing: bool,
+    /// The head is being read for a start.
+    starting: bool,
+    /// A start waits for the writer to finish its batch.
+    start_wanted: bool,
+    /// A task is waiting to fill a hole.
+    filling: bool,
+    /// This node's sockets that want the stream delivered.
+    listeners: usize,
+    order: Order,
+}
+
+impl<L: Log> State<L> {
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && !self.writing && !self.starting && !self.filling && self.listeners == 0
+    }
+}
+
+struct Pending<L: Log> {
+    item: L::New,
+    answer: oneshot::Sender<Result<L::Item, StoreError>>,
+}
+
+impl<L: Log> Streams<L> {
+    pub fn new(log: L, settings: Settings, budget: Arc<Budget>, local: Arc<Local>, broker: Arc<dyn Broker>) -> Self {
+        Self { log, cells: Mutex::default(), settings, budget, local, broker }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    fn cell(&self, channel: &Channel) -> Arc<Cell<L>> {
+        lock(&self.cells)
+            .entry(channel.clone())
+            .or_insert_with(|| {
+                Arc::new(Cell {
+                    channel: channel.clone(),
+                    state: Mutex::new(State {
+                        queue: VecDeque::new(),
+                        writing: false,
+                        starting: false,
+                        start_wanted: false,
+                        filling: false,
+                        listeners: 0,
+                        order: Order::default(),
+                    }),
+                    changed: Notify::new(),
+                    backfill: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    fn get(&self, channel: &Channel) -> Option<Arc<Cell<L>>> {
+        lock(&self.cells).get(channel).cloned()
+    }
+
+    /// Forgets the stream if nothing uses it: nobody listens, writes or
+    /// waits, and nobody else holds it.
+    fn tidy(&self, channel: &Channel) {
+        let mut cells = lock(&self.cells);
+        if let Some(cell) = cells.get(channel)
+            && Arc::strong_count(cell) == 1
+            && lock(&cell.state).idle()
+        {
+            cells.remove(channel);
+        }
+    }
+
+    /// How many streams this node keeps (for `/metrics`).
+    pub fn len(&self) -> usize {
+        lock(&self.cells).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn keep(&self, channel: &Channel) -> Keep<'_> {
+        let items = if L::windowed(channel) { self.settings.window_items } else { 0 };
+        Keep { items, budget: &self.budget }
+    }
+
+    /// One more socket of this node wants `channel` delivered.
+    pub fn listen(&self, channel: &Channel) {
+        lock(&self.cell(channel).state).listeners += 1;
+    }
+
+    /// One socket fewer; the last one's leaving drops the window.
+    pub fn unlisten(&self, channel: &Channel) {
+        if let Some(cell) = self.get(channel) {
+            let mut state = lock(&cell.state);
+            state.listeners = state.listeners.saturating_sub(1);
+            if state.listeners == 0 {
+                state.order.stop(&self.budget);
+            }
+        }
+        self.tidy(channel);
+    }
+
+    /// This node's sockets listening to `channel`.
+    pub fn listeners(&self, channel: &Channel) -> usize {
+        self.get(channel).map_or(0, |cell| lock(&cell.state).listeners)
+    }
+
+    /// Stores `item` in `channel`'s stream with whatever else is written
+    /// to it meanwhile, publishes it, and answers with the stored item (or
+    /// the copy stored before it).
+    pub async fn append(self: &Arc<Self>, channel: &Channel, item: L::New) -> Result<L::Item, StoreError> {
+        let cell = self.cell(channel);
+        let (answer, answered) = oneshot::channel();
+        let spawn = {
+            let mut state = lock(&cell.state);
+            if state.queue.len() >= QUEUE_MAX {
+                return Err(StoreError::Overloaded);
+            }
+            state.queue.push_back(Pending { item, answer });
+            let spawn = !state.writing && !state.starting && !state.start_wanted;
+            state.writing |= spawn;
+            spawn
+        };
+        if spawn {
+            tokio::spawn(self.clone().write(cell));
+        } else {
+            drop(cell);
+        }
+        answered.await.unwrap_or_else(|_| Err(StoreError::Corrupt("the stream's writer stopped".into())))
+    }
+
+    /// The stream's writer: stores what is queued, a batch at a time, until
+    /// nothing is (or a start wants the stream to itself).
+    async fn write(self: Arc<Self>, cell: Arc<Cell<L>>) {
+        loop {
+            let batch: Vec<Pending<L>> = {
+                let mut state = lock(&cell.state);
+                if state.queue.is_empty() || state.start_wanted {
+                    state.writing = false;
+                    break;
+                }
+                let size = state.queue.len().min(BATCH_MAX);
+                state.queue.drain(..size).collect()
+            };
+            let (items, answers): (Vec<L::New>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.answer)).unzip();
+            let appended = self.log.append(&cell.channel, &items).await;
+            self.publish(&cell.channel, &appended).await;
+            for (answer, result) in answers.into_iter().zip(appended.answers) {
+                let _ = answer.send(result.map(Append::into_item));
+            }
+        }
+        cell.changed.notify_waiters();
+        let channel = cell.channel.clone();
+        drop(cell);
+        self.tidy(&channel);
+    }
+
+    /// Publishes a stored batch: its new items with the numbers it took,
+    /// then any stored copies it was answered with.
+    async fn publish(&self, channel: &Channel, appended: &Appended<L::Item>) {
+        let encode = |item: &L::Item| Some((L::seq(item), Encoded::of(item)?));
+        let mut fresh = Vec::new();
+        let mut copies = Vec::new();
+        for answer in &appended.answers {
+            match answer {
+                Ok(Append::Stored(item)) => fresh.extend(encode(item)),
+                Ok(Append::Existing(item)) => copies.extend(encode(item)),
+                Err(_) => {}
+            }
+        }
+        fresh.sort_by_key(|(seq, _)| *seq);
+        copies.sort_by_key(|(seq, _)| *seq);
+        copies.dedup_by_key(|(seq, _)| *seq);
+        let mut publications = Vec::with_capacity(2);
+        if let Some(span) = appended.allocated {
+            publications.push(Publication::Stream { span: Some(span), items: fresh });
+        }
+        if !copies.is_empty() {
+            publications.push(Publication::Stream { span: None, items: copies });
+        }
+        for publication in publications {
+            if let Err(err) = self.broker.publish(channel, publication).await {
+                tracing::warn!(%err, %channel, "publishing failed; listeners catch up from the store");
+            }
+        }
+    }
+
+    /// Takes what the broker brought for `channel` on this node.
+    pub fn receive(self: &Arc<Self>, channel: &Channel, publication: Publication) {
+        let Some(cell) = self.get(channel) else { return };
+        match publication {
+            Publication::Event { event, payload } => {
+                self.local.deliver(channel, event, &payload);
+            }
+            Publication::Stream { span, items } => {
+                let keep = self.keep(channel);
+                let mut state = lock(&cell.state);
+                if state.listeners == 0 {
+                    return;
+                }
+                let out = match span {
+                    Some(span) => state.order.accept(span, items, keep),
+                    None => state.order.accept_copies(items, keep),
+                };
+                for payload in &out {
+                    self.local.deliver(channel, L::EVENT, payload);
+                }
+                if state.order.hole().is_some() && !state.filling {
+                    state.filling = true;
+                    tokio::spawn(self.clone().fill(cell.clone()));
+                }
+            }
+        }
+    }
+
+    /// Fills the stream's holes that stay open for `hold` from the store.
+    async fn fill(self: Arc<Self>, cell: Arc<Cell<L>>) {
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(self.settings.hold).await;
+            let hole = {
+                let mut state = lock(&cell.state);
+                let hole = state.order.hole();
+                state.filling = hole.is_some();
+                hole
+            };
+            let Some((cursor, upto)) = hole else { break };
+            let found = self.log.range(&cell.channel, cursor, Seq(upto.get() - 1), upto.get() - cursor.get() - 1).await;
+            let found = match found {
+                Ok(found) => found,
+                Err(err) if failures < FILL_TRIES => {
+                    failures += 1;
+                    tracing::warn!(%err, channel = %cell.channel, "filling a hole failed; trying again");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, channel = %cell.channel, "filling a hole failed; skipping it");
+                    Vec::new()
+                }
+            };
+            failures = 0;
+            let found = found.iter().filter_map(|item| Some((L::seq(item), Encoded::of(item)?))).collect();
+            let keep = self.keep(&cell.channel);
+            let mut state = lock(&cell.state);
+            for payload in &state.order.fill(upto, found, keep) {
+                self.local.deliver(&cell.channel, L::EVENT, payload);
+            }
+        }
+        let channel = cell.channel.clone();
+        drop(cell);
+        self.tidy(&channel);
+    }
+
+    /// Starts the stream if it is not: reads its head while no write of
+    /// this node is in flight.
+    async fn started(self: &Arc<Self>, cell: &Arc<Cell<L>>) -> Result<(), StoreError> {
+        loop {
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = lock(&cell.state);
+                if state.order.cursor().is_some() {
+                    return Ok(());
+                }
+                if !state.starting && !state.writing {
+                    state.starting = true;
+                    break;
+                }
+                state.start_wanted |= state.writing;
+            }
+            changed.await;
+        }
+        let head = self.log.head(&cell.channel).await;
+        let spawn = {
+            let mut state = lock(&cell.state);
+            state.starting = false;
+            state.start_wanted = false;
+            if let Ok(head) = &head {
+                state.order.start(*head);
+            }
+            let spawn = !state.queue.is_empty() && !state.writing;
+            state.writing |= spawn;
+            spawn
+        };
+        cell.changed.notify_waiters();
+        if spawn {
+            tokio::spawn(self.clone().write(cell.clone()));
+        }
+        head.map(|_| ())
+    }
+
+    /// What a client holding everything up to `since` missed, up to the
+    /// cursor; `joined` runs in the same step as the cursor is read (the
+    /// socket joins the channel there), so everything after the cursor
+    /// reaches it live.
+    pub async fn catch_up(
+        self: &Arc<Self>,
+        channel: &Channel,
+        since: Seq,
+        joined: impl FnOnce(),
+    ) -> Result<CatchUp, StoreError> {
+        let cell = self.cell(channel);
+        let keep = self.keep(channel);
+        let mut joined = Some(joined);
+        let (head, from, floor, recent) = loop {
+            self.started(&cell).await?;
+            let state = lock(&cell.state);
+            // Stopped meanwhile (its last listener left): start again.
+            let Some(head) = state.order.cursor() else { continue };
+            if let Some(joined) = joined.take() {
+                joined();
+            }
+            let from = since.max(Seq(head.get().saturating_sub(CATCH_UP_MAX)));
+            let window = state.order.window();
+            break (head, from, window.floor(), window.after(from.max(window.floor())));
+        };
+        let mut items = if from < floor { self.backfill(&cell, from, floor, keep).await? } else { Vec::new() };
+        items.extend(recent);
+        Ok(CatchUp { head, items, truncated: from > since })
+    }
+
+    /// The items of `(from, floor]`, below the window: read once for
+    /// everyone waiting, and kept in the window as far as it has room.
+    async fn backfill(
+        &self,
+        cell: &Cell<L>,
+        from: Seq,
+        floor: Seq,
+        keep: Keep<'_>,
+    ) -> Result<Vec<Encoded>, StoreError> {
+        let _one = cell.backfill.lock().await;
+        let kept = {
+            let state = lock(&cell.state);
+            let window = state.order.window();
+            if state.order.cursor().is_some() && window.floor() <= from {
+                // Someone else's read extended the window meanwhile.
+                return Ok(window.between(from, floor));
+            }
+            window.len()
+        };
+        let room = keep.items.saturating_sub(kept) as u64;
+        let lo = Seq(floor.get().saturating_sub((floor.get() - from.get()).max(room)));
+        let found = self.log.range(&cell.channel, lo, floor, floor.get() - lo.get()).await?;
+        let found: Vec<(Seq, Encoded)> =
+            found.iter().filter_map(|item| Some((L::seq(item), Encoded::of(item)?))).collect();
+        {
+            let mut state = lock(&cell.state);
+            if state.order.cursor().is_some() && state.order.window().floor() == floor {
+                state.order.window_mut().prepend(lo, &found, keep);
+            }
+        }
+        Ok(found.into_iter().filter(|(seq, _)| *seq > from).map(|(_, item)| item).collect())
+    }
+}

@@ -1,0 +1,69 @@
+//! Notifications: store one, then publish it; mark some read, then tell the
+//! user's connections. The one owner of "stored before delivered" for
+//! notifications, shared by the publish API, the socket events and the
+//! no-JavaScript form.
+
+use std::sync::Arc;
+
+use herald::notification::{EventName, Notification};
+use herald::protocol::{EV_READ, ErrorReply, MARK_READ_MAX, MarkReadRequest, ReadUpdate};
+use herald::{Seq, UserId};
+use serde_json::Value;
+
+use crate::engine::{Channel, Engine};
+use crate::inbox::NewNotification;
+use crate::metrics::Metrics;
+use crate::store::StoreError;
+
+/// Storing and delivering notifications. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+}
+
+impl Notifier {
+    pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
+        Self { engine, metrics }
+    }
+
+    /// Stores a notification for a user (`Channel::User`) or everyone
+    /// (`Channel::Everyone`), with the stream's other notifications
+    /// published meanwhile (one batch), then delivers it. Answers with the
+    /// stored notification and how many of this node's connections listen.
+    pub async fn notify(
+        &self,
+        channel: &Channel,
+        event: &EventName,
+        data: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Notification, usize), StoreError> {
+        let note = NewNotification {
+            event: event.clone(),
+            data: data.to_string(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        let stored = self.engine.notify(channel, note).await?;
+        self.metrics.notification_stored();
+        Ok((stored, self.engine.online(channel)))
+    }
+
+    /// Marks notifications read and tells every connection of the user.
+    pub async fn mark_read(&self, user: &UserId, request: MarkReadRequest) -> Result<ReadUpdate, ErrorReply> {
+        if request.seqs.len() > MARK_READ_MAX {
+            return Err(ErrorReply::new(
+                "too_many",
+                format!("mark at most {MARK_READ_MAX} notifications at once, or all"),
+            ));
+        }
+        let seqs: Vec<Seq> = request.seqs.iter().copied().map(Seq).collect();
+        let unread =
+            self.engine.inbox().mark_read(user, (!request.all).then_some(seqs.as_slice())).await.map_err(|err| {
+                tracing::warn!(%err, "mark_read failed");
+                ErrorReply::new("unavailable", "read state can't be saved right now; try again")
+            })?;
+        let update = ReadUpdate { seqs: if request.all { Vec::new() } else { request.seqs }, all: request.all, unread };
+        self.engine.tell(&Channel::User(user.clone()), EV_READ, &update).await;
+        Ok(update)
+    }
+}
