@@ -110,7 +110,10 @@ impl Engine {
     /// A socket of this node listens to `channel` (keeps its stream and
     /// window); each call is undone by one [`Engine::unlisten`].
     pub fn listen(&self, channel: &Channel) {
-        self.streams_of(channel, |rooms| rooms.listen(channel), |notes| notes.listen(channel));
+        match channel {
+            Channel::Room(_) => self.0.rooms.listen(channel),
+            Channel::User(_) | Channel::Everyone => self.0.notes.listen(channel),
+        }
     }
 
     pub fn unlisten(&self, channel: &Channel) {

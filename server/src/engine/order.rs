@@ -221,14 +221,12 @@ impl Order {
     }
 
     /// Takes a publication of `items` accounting for `first..=last` (see
-    /// `broker::Publication`); returns what to deliver now, in order. Not
-    /// started yet, the stream starts right before it.
+    /// `broker::Publication`); returns what to deliver now, in order. Before
+    /// the stream is started nothing is: its start reads the head, which
+    /// covers everything published before.
     pub fn accept(&mut self, (first, last): (Seq, Seq), items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
-        let cursor = *self.cursor.get_or_insert_with(|| {
-            self.window.floor = Seq(first.get().saturating_sub(1));
-            self.window.floor
-        });
         let mut out = Vec::new();
+        let Some(cursor) = self.cursor else { return out };
         if last <= cursor {
             return out; // accounted for already
         }
@@ -246,18 +244,19 @@ impl Order {
         out
     }
 
-    /// Takes copies of items accounted for before (a resend that found its
-    /// stored copy): each is delivered unless it already was.
+    /// Takes copies of stored items (a resend that found its stored copy):
+    /// each is delivered unless it already was, or is still to come in its
+    /// place.
     pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
         let mut out = Vec::new();
         for (seq, item) in items {
-            let delivered =
-                self.cursor.is_some_and(|cursor| seq <= cursor) && seq > self.window.floor && self.window.contains(seq);
-            if delivered || self.held.values().any(|held| held.items.iter().any(|(s, _)| *s == seq)) {
-                continue;
-            }
-            if self.cursor.is_some_and(|cursor| seq <= cursor) {
-                self.window.insert_late(seq, item.clone(), keep);
+            match self.cursor {
+                // Not accounted for yet: its own publication (or the store)
+                // delivers it in its place.
+                Some(cursor) if seq > cursor => continue,
+                Some(_) if seq > self.window.floor && self.window.contains(seq) => continue,
+                Some(_) => self.window.insert_late(seq, item.clone(), keep),
+                None => {}
             }
             out.push(item);
         }
@@ -371,6 +370,7 @@ mod tests {
         assert_eq!(seqs(&order.accept((Seq(1), Seq(2)), items(&[1, 2]), keep(100))), [1, 2]);
         assert!(order.accept((Seq(2), Seq(2)), items(&[2]), keep(100)).is_empty());
         assert!(order.accept_copies(items(&[1]), keep(100)).is_empty(), "1 was delivered");
+        assert!(order.accept_copies(items(&[3]), keep(100)).is_empty(), "3 comes in its place");
     }
 
     #[test]
@@ -384,10 +384,12 @@ mod tests {
     }
 
     #[test]
-    fn an_unstarted_stream_starts_at_its_first_publication() {
+    fn an_unstarted_stream_delivers_nothing_until_its_start() {
         let mut order = Order::default();
-        assert_eq!(seqs(&order.accept((Seq(7), Seq(8)), items(&[7, 8]), keep(100))), [7, 8]);
-        assert_eq!(order.window().floor(), Seq(6));
+        assert!(order.accept((Seq(7), Seq(8)), items(&[7, 8]), keep(100)).is_empty());
+        order.start(Seq(8));
+        assert_eq!(seqs(&order.accept((Seq(9), Seq(9)), items(&[9]), keep(100))), [9]);
+        assert_eq!(order.window().floor(), Seq(8));
     }
 
     #[test]

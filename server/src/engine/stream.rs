@@ -1,21 +1,24 @@
 //! Every stream of one kind on this node: writing them in groups, and
 //! delivering what reaches the node in order, with a window for catch-ups.
 //!
-//! **Group commit.** Writes to one stream queue while a write of it is in
-//! flight, and are stored together when it is done: one batch, one
-//! allocation and one insert (see the stores), whatever its size, up to
-//! [`BATCH_MAX`]. So a stream's write rate is bounded by its batch size over
-//! the store's latency, not by one latency per write, and this node writes
-//! each stream one batch at a time: its numbers are published in order.
-//! Each write is answered once its batch is published (delivered on this
-//! node): an acknowledged message has been sent to everyone here.
+//! **Group commit.** A write to a stream starts a batch of its own while
+//! fewer than [`WRITERS_MAX`] of the stream's batches are in flight on this
+//! node; otherwise it queues, and the next free writer stores everything
+//! queued together: one allocation and one insert (see the stores),
+//! whatever its size, up to [`BATCH_MAX`]. So a write waits for one round
+//! trip of the store when the stream is quiet, and a busy stream's rate is
+//! bounded by its batch size over the store's latency, not by one latency
+//! per write. Each write is answered once its batch is delivered on this
+//! node (or `hold` has passed): an acknowledged message has been sent to
+//! everyone here.
 //!
-//! **Delivery.** What the broker brings is put in order by [`Order`]; a
-//! hole that stays open for `hold` is filled from the store.
+//! **Delivery.** What the broker brings is put in order by [`Order`]:
+//! batches in flight together may finish in any order, and a hole that
+//! stays open for `hold` is filled from the store.
 //!
 //! **Start.** A stream with listeners starts at the store's head, read once
-//! while no write of this node is in flight (a writer finishes its batch and
-//! waits), so nothing this node allocated is missing below the cursor.
+//! while no write of this node is in flight (writers finish their batches
+//! and wait), so nothing this node allocated is missing below the cursor.
 //!
 //! **Catch-up.** A join or sync is answered from the window when `since`
 //! falls inside it; below it, one read of the store per stream at a time
@@ -23,7 +26,7 @@
 //! and the socket joins the channel in the same step, so it gets everything
 //! after `since` exactly once: in the answer, or live.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +44,8 @@ use crate::sync::lock;
 
 /// The most writes stored in one batch.
 pub const BATCH_MAX: usize = 256;
+/// The most batches of one stream in flight at once on this node.
+pub const WRITERS_MAX: usize = 4;
 /// The most writes one stream queues; one more is refused as overloaded.
 pub const QUEUE_MAX: usize = 4096;
 /// How often a hole is looked up in a store that fails before it is
@@ -82,7 +87,7 @@ pub struct Streams<L: Log> {
 struct Cell<L: Log> {
     channel: Channel,
     state: Mutex<State<L>>,
-    /// A start or a writer finished.
+    /// A start or a writer finished, or the cursor moved.
     changed: Notify,
     /// One read of the store extends the window at a time.
     backfill: tokio::sync::Mutex<()>,
@@ -90,14 +95,19 @@ struct Cell<L: Log> {
 
 struct State<L: Log> {
     queue: VecDeque<Pending<L>>,
-    /// A writer task is storing (or about to store) a batch.
-    writing: bool,
+    /// Writer tasks storing (or about to store) a batch.
+    writers: usize,
     /// The head is being read for a start.
     starting: bool,
     /// A start waits for the writer to finish its batch.
     start_wanted: bool,
     /// A task is waiting to fill a hole.
     filling: bool,
+    /// Batches started on this node so far, and those still in flight: a
+    /// hole is only filled from the store once every batch that was in
+    /// flight when it opened has finished (one of them may hold it).
+    batches: u64,
+    in_flight: BTreeSet<u64>,
     /// This node's sockets that want the stream delivered.
     listeners: usize,
     order: Order,
@@ -105,7 +115,7 @@ struct State<L: Log> {
 
 impl<L: Log> State<L> {
     fn idle(&self) -> bool {
-        self.queue.is_empty() && !self.writing && !self.starting && !self.filling && self.listeners == 0
+        self.queue.is_empty() && self.writers == 0 && !self.starting && !self.filling && self.listeners == 0
     }
 }
 
@@ -131,10 +141,12 @@ impl<L: Log> Streams<L> {
                     channel: channel.clone(),
                     state: Mutex::new(State {
                         queue: VecDeque::new(),
-                        writing: false,
+                        writers: 0,
                         starting: false,
                         start_wanted: false,
                         filling: false,
+                        batches: 0,
+                        in_flight: BTreeSet::new(),
                         listeners: 0,
                         order: Order::default(),
                     }),
@@ -175,9 +187,25 @@ impl<L: Log> Streams<L> {
         Keep { items, budget: &self.budget }
     }
 
-    /// One more socket of this node wants `channel` delivered.
-    pub fn listen(&self, channel: &Channel) {
-        lock(&self.cell(channel).state).listeners += 1;
+    /// One more socket of this node wants `channel` delivered. The stream
+    /// starts (in the background) if it has not: from then on the socket
+    /// gets what is stored live, and what was stored before from a
+    /// catch-up.
+    pub fn listen(self: &Arc<Self>, channel: &Channel) {
+        let cell = self.cell(channel);
+        let start = {
+            let mut state = lock(&cell.state);
+            state.listeners += 1;
+            state.order.cursor().is_none() && !state.starting
+        };
+        if start {
+            let streams = self.clone();
+            tokio::spawn(async move {
+                if let Err(err) = streams.started(&cell).await {
+                    tracing::warn!(%err, channel = %cell.channel, "starting a stream failed; its next catch-up starts it");
+                }
+            });
+        }
     }
 
     /// One socket fewer; the last one's leaving drops the window.
@@ -209,8 +237,8 @@ impl<L: Log> Streams<L> {
                 return Err(StoreError::Overloaded);
             }
             state.queue.push_back(Pending { item, answer });
-            let spawn = !state.writing && !state.starting && !state.start_wanted;
-            state.writing |= spawn;
+            let spawn = state.writers < WRITERS_MAX && !state.starting && !state.start_wanted;
+            state.writers += usize::from(spawn);
             spawn
         };
         if spawn {
@@ -221,22 +249,30 @@ impl<L: Log> Streams<L> {
         answered.await.unwrap_or_else(|_| Err(StoreError::Corrupt("the stream's writer stopped".into())))
     }
 
-    /// The stream's writer: stores what is queued, a batch at a time, until
-    /// nothing is (or a start wants the stream to itself).
+    /// One of the stream's writers: stores what is queued, a batch at a
+    /// time, until nothing is (or a start wants the stream to itself).
     async fn write(self: Arc<Self>, cell: Arc<Cell<L>>) {
+        let mut ticket;
         loop {
             let batch: Vec<Pending<L>> = {
                 let mut state = lock(&cell.state);
                 if state.queue.is_empty() || state.start_wanted {
-                    state.writing = false;
+                    state.writers -= 1;
                     break;
                 }
                 let size = state.queue.len().min(BATCH_MAX);
+                ticket = state.batches;
+                state.batches += 1;
+                state.in_flight.insert(ticket);
                 state.queue.drain(..size).collect()
             };
             let (items, answers): (Vec<L::New>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.answer)).unzip();
             let appended = self.log.append(&cell.channel, &items).await;
             self.publish(&cell.channel, &appended).await;
+            lock(&cell.state).in_flight.remove(&ticket);
+            if let Some((_, last)) = appended.allocated {
+                self.delivered(&cell, last).await;
+            }
             for (answer, result) in answers.into_iter().zip(appended.answers) {
                 let _ = answer.send(result.map(Append::into_item));
             }
@@ -245,6 +281,28 @@ impl<L: Log> Streams<L> {
         let channel = cell.channel.clone();
         drop(cell);
         self.tidy(&channel);
+    }
+
+    /// Waits until this node delivered the stream up to `last` (a batch in
+    /// flight with lower numbers may finish later), for at most `hold`
+    /// after which a hole is filled from the store anyway. Returns at once
+    /// when nobody here listens.
+    async fn delivered(&self, cell: &Cell<L>, last: Seq) {
+        let deadline = tokio::time::Instant::now() + self.settings.hold;
+        loop {
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let state = lock(&cell.state);
+                if state.listeners == 0 || state.order.cursor().is_none_or(|cursor| cursor >= last) {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Publishes a stored batch: its new items with the numbers it took,
@@ -297,16 +355,22 @@ impl<L: Log> Streams<L> {
                 for payload in &out {
                     self.local.deliver(channel, L::EVENT, payload);
                 }
-                if state.order.hole().is_some() && !state.filling {
+                cell.changed.notify_waiters();
+                if let Some(hole) = state.order.hole()
+                    && !state.filling
+                {
                     state.filling = true;
-                    tokio::spawn(self.clone().fill(cell.clone()));
+                    tokio::spawn(self.clone().fill(cell.clone(), (hole, state.batches)));
                 }
             }
         }
     }
 
-    /// Fills the stream's holes that stay open for `hold` from the store.
-    async fn fill(self: Arc<Self>, cell: Arc<Cell<L>>) {
+    /// Fills the stream's holes from the store: one that stayed open for
+    /// `hold`, once every batch of this node that was in flight when it
+    /// opened has finished. `seen` is the hole as it opened, with the
+    /// batches started by then.
+    async fn fill(self: Arc<Self>, cell: Arc<Cell<L>>, mut seen: ((Seq, Seq), u64)) {
         let mut failures = 0;
         loop {
             tokio::time::sleep(self.settings.hold).await;
@@ -314,7 +378,19 @@ impl<L: Log> Streams<L> {
                 let mut state = lock(&cell.state);
                 let hole = state.order.hole();
                 state.filling = hole.is_some();
-                hole
+                match hole {
+                    // Still the same, and no batch of then still in flight.
+                    Some(hole) if hole == seen.0 && state.in_flight.first().is_none_or(|first| *first >= seen.1) => {
+                        Some(hole)
+                    }
+                    Some(hole) => {
+                        if hole != seen.0 {
+                            seen = (hole, state.batches);
+                        }
+                        continue;
+                    }
+                    None => None,
+                }
             };
             let Some((cursor, upto)) = hole else { break };
             let found = self.log.range(&cell.channel, cursor, Seq(upto.get() - 1), upto.get() - cursor.get() - 1).await;
@@ -337,6 +413,7 @@ impl<L: Log> Streams<L> {
             for payload in &state.order.fill(upto, found, keep) {
                 self.local.deliver(&cell.channel, L::EVENT, payload);
             }
+            cell.changed.notify_waiters();
         }
         let channel = cell.channel.clone();
         drop(cell);
@@ -355,11 +432,11 @@ impl<L: Log> Streams<L> {
                 if state.order.cursor().is_some() {
                     return Ok(());
                 }
-                if !state.starting && !state.writing {
+                if !state.starting && state.writers == 0 {
                     state.starting = true;
                     break;
                 }
-                state.start_wanted |= state.writing;
+                state.start_wanted |= state.writers > 0;
             }
             changed.await;
         }
@@ -371,12 +448,12 @@ impl<L: Log> Streams<L> {
             if let Ok(head) = &head {
                 state.order.start(*head);
             }
-            let spawn = !state.queue.is_empty() && !state.writing;
-            state.writing |= spawn;
+            let spawn = state.queue.len().min(WRITERS_MAX.saturating_sub(state.writers));
+            state.writers += spawn;
             spawn
         };
         cell.changed.notify_waiters();
-        if spawn {
+        for _ in 0..spawn {
             tokio::spawn(self.clone().write(cell.clone()));
         }
         head.map(|_| ())

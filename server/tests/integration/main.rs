@@ -6,6 +6,7 @@
 
 mod common;
 
+mod engine;
 mod fuzz_boundary;
 mod heartbeat;
 mod hostile;

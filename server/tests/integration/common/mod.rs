@@ -89,6 +89,39 @@ impl TestApp {
         self.count_messages(doc! {}).await
     }
 
+    /// The sequence numbers stored in `room` (collection `messages`),
+    /// ascending.
+    pub async fn room_seqs(&self, room: &str) -> Vec<u64> {
+        self.seqs("messages", doc! {"room": room}).await
+    }
+
+    /// The sequence numbers stored in `user`'s inbox (collection
+    /// `notifications`, key `inbox:<user>`), ascending.
+    pub async fn inbox_seqs(&self, user: &str) -> Vec<u64> {
+        self.seqs("notifications", doc! {"key": format!("inbox:{user}")}).await
+    }
+
+    async fn seqs(&self, collection: &str, filter: Document) -> Vec<u64> {
+        use futures::TryStreamExt;
+        let docs: Vec<Document> = self
+            .db
+            .collection::<Document>(collection)
+            .find(filter)
+            .projection(doc! {"_id": 0, "seq": 1})
+            .sort(doc! {"seq": 1})
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("read");
+        docs.iter()
+            .map(|d| {
+                let seq = d.get("seq").and_then(|s| s.as_i64().or_else(|| s.as_i32().map(i64::from)));
+                u64::try_from(seq.unwrap_or_else(|| panic!("no whole seq in {collection} document {d}"))).unwrap()
+            })
+            .collect()
+    }
+
     /// A page's HTML and the `Set-Cookie` pairs it sent.
     pub async fn get_page(&self, path: &str, cookie: Option<&str>) -> (u16, String, Vec<String>) {
         let mut request = self.http.get(self.url(path));

@@ -135,6 +135,18 @@ impl SioClient {
         self.call_raw(frame, self.next_ack).await
     }
 
+    /// Emits `event` with `data` at once and returns the receiver of its ack
+    /// (unbounded: the caller bounds the wait), for tests that send many
+    /// requests before awaiting any answer.
+    pub fn emit<T: Serialize + ?Sized>(&mut self, event: &str, data: &T) -> oneshot::Receiver<Value> {
+        self.next_ack += 1;
+        let frame = wire::event_frame(event, data, Some(self.next_ack)).unwrap();
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(self.next_ack, tx);
+        self.send_raw(frame);
+        rx
+    }
+
     /// Sends a hand-made frame carrying ack id `id` and waits for that ack.
     pub async fn call_raw(&mut self, frame: String, id: u64) -> Value {
         let (tx, rx) = oneshot::channel();
