@@ -9,6 +9,9 @@
 //! - [`shell`] and [`App`]: the HTML document and the routes.
 //! - [`pages`]: the room page (`/`, `/r/{room}`) and the not-found page.
 //! - [`components`]: message list, composer, connection status.
+//! - [`signals`]: the state a room page shares between its components and
+//!   its live connection (chat and notification signals, connection state,
+//!   what the page asks the connection to do), so neither depends on the other.
 //! - [`api`]: [`api::RoomPage`], the data a room page renders, and the
 //!   `load_room` server function that produces it.
 //! - [`timeline`]: the client-side model of a room (stored messages by
@@ -31,6 +34,7 @@ pub mod components;
 #[cfg(feature = "hydrate")]
 mod live;
 pub mod pages;
+pub mod signals;
 #[cfg(feature = "ssr")]
 pub mod ssr;
 pub mod timeline;

@@ -26,9 +26,7 @@ use leptos::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::components::account::NoteSignals;
-use crate::components::chat::{ChatSignals, Outgoing};
-use crate::components::status::ConnState;
+use crate::signals::{ChatSignals, ConnState, NoteSignals, Outgoing};
 use crate::timeline::Pending;
 
 /// How long to wait for the server's handshake packets.

@@ -6,8 +6,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::{InboxPage, RoomLoad, load_inbox, load_room};
-use crate::components::account::describe;
 use crate::components::chat::ChatRoom;
+use crate::signals::describe;
 
 /// `GET /`: the lobby.
 #[component]

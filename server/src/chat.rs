@@ -8,7 +8,7 @@ use herald::protocol::ErrorReply;
 use herald::{NewMessage, StoredMessage};
 
 use crate::engine::Engine;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
 
 /// Why a message was not posted.

@@ -4,67 +4,57 @@
 //! MongoDB for history.
 //!
 //! ## Layout
-//! - [`config`]: typed configuration from a TOML file and the environment
-//!   (`docs/CONFIG.md`); secrets in [`config::Secret`]; limits.
-//! - [`startup`]: [`startup::Application`] (`build` → `port` →
-//!   `run_until_stopped`) and the [`startup::router`].
-//! - [`state`]: [`state::AppState`], the one state object handlers share.
-//! - [`store`]: MongoDB storage — sequence allocation, idempotent appends,
-//!   range-bounded history reads.
-//! - [`chat`]: posting a message (store, then broadcast), shared by both
-//!   ways of sending.
-//! - [`engine`]: the delivery engine: per-stream group commit, order and
-//!   windows, the broker seam; every channel name; the only code that
-//!   delivers to sockets.
-//! - [`notify`]: storing a notification, then publishing it; marking read,
-//!   then telling the user.
-//! - [`realtime`]: the Socket.IO events `join`, `leave`, `send`.
-//! - [`form`]: `POST /add_message`, the no-JavaScript form.
-//! - [`inbox`]: notification storage — users' inboxes and the broadcast
-//!   stream, with retention.
-//! - [`inbox_form`]: `POST /notifications/read`, marking read without
-//!   JavaScript.
-//! - [`publish`]: `POST /api/publish`, the authenticated publish API.
-//! - [`auth`]: user tokens (HS256, rotation) — verifying and issuing.
-//! - [`session`]: `GET /login?token=…` and `POST /logout`, the browser
-//!   session cookie.
-//! - [`visitor`]: visitor cookie, display-name cookie and CSRF tokens.
-//! - [`telemetry`]: logging setup (text or JSON).
-//! - [`metrics`]: counters and `GET /metrics` (Prometheus text).
-//! - [`fanout`]: delivering an event to many sockets; cutting slow
-//!   consumers.
-//! - [`conn`]: the listener whose TCP connections can be cut.
-//! - [`transport`]: Origin allow-list and upgrade tracking on `/socket.io/`.
-//! - [`headers`]: security headers and the CSP nonce for pages.
-//! - [`limits`]: token buckets (send and publish rates), per-IP connection
-//!   caps.
-//! - [`sync`]: taking a mutex, one way everywhere.
-//! - [`lifecycle`]: draining in-flight work for a graceful shutdown.
+//!
+//! Folders by concept, in floors: a file imports only from its own floor's
+//! folder or from floors below it, never from above, and there is no
+//! import circle (`../shared/tools/import-circles.py` checks the circles).
+//! Top down:
+//!
+//! 1. `main.rs`, the binary: the CLI, configuration, logging, signals.
+//! 2. [`startup`]: [`startup::Application`] (`build` → `port` →
+//!    `run_until_stopped`) and the [`startup::router`]; `/readyz` and
+//!    `/metrics`.
+//! 3. The edges that answer HTTP requests, named by who is on the other
+//!    end:
+//!    - [`web`]: browsers: the visitor middleware, `/login` and `/logout`,
+//!      the no-JavaScript forms (`POST /add_message`,
+//!      `POST /notifications/read`), their plain HTML answers;
+//!    - [`api`]: backends: `POST /api/publish`, `GET /api/presence/{room}`,
+//!      API-key checks, JSON errors.
+//! 4. [`state`]: [`state::AppState`], the one state object handlers share
+//!    (it imports no handler module); and [`realtime`]: sockets: the
+//!    Socket.IO handshake and events, and the guard on `/socket.io/`.
+//!    `web` and `realtime` never import each other: what they share is in
+//!    [`auth`].
+//! 5. The services both ways of sending end in: [`chat`] (posting a
+//!    message: check, store, then deliver) and [`notify`] (storing a
+//!    notification, then publishing it; marking read, then telling the
+//!    user).
+//! 6. [`engine`]: the delivery engine: per-stream group commit, order and
+//!    windows, the broker seam, presence, the fan-out to this node's
+//!    sockets; every channel name. The only code that delivers to sockets.
+//! 7. [`store`]: MongoDB storage (rooms' messages, notifications; sequence
+//!    allocation, idempotent appends, bounded operations), which knows
+//!    nothing of Socket.IO; and [`http`]: the accept loop, connections that
+//!    can be cut, WebSocket frames, security headers, rates and caps.
+//! 8. [`auth`]: user tokens, the session cookie, CSRF tokens, API keys; and
+//!    [`ops`]: metrics, logging, draining for shutdown.
+//! 9. [`config`]: typed configuration from a TOML file and the environment
+//!    (`docs/CONFIG.md`); [`ids`]: random ids; [`sync`]: taking a mutex,
+//!    one way everywhere.
 
+pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod config;
-pub mod conn;
 pub mod engine;
-pub mod fanout;
-pub mod form;
-pub mod frames;
-pub mod headers;
 pub mod http;
-pub mod inbox;
-pub mod inbox_form;
-pub mod lifecycle;
-pub mod limits;
-pub mod metrics;
+pub mod ids;
 pub mod notify;
-pub mod presence;
-pub mod publish;
+pub mod ops;
 pub mod realtime;
-pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod sync;
-pub mod telemetry;
-pub mod transport;
-pub mod visitor;
+pub mod web;

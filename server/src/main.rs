@@ -6,10 +6,10 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald::{DisplayName, UserId};
-use server::auth::{Tokens, parse_ttl};
+use server::auth::tokens::{Tokens, parse_ttl};
 use server::config::Config;
+use server::ops::telemetry;
 use server::startup::Application;
-use server::telemetry;
 
 /// Herald: a real-time chat and notification server.
 #[derive(Parser)]

@@ -11,9 +11,9 @@ use herald::{Seq, UserId};
 use serde_json::Value;
 
 use crate::engine::{Channel, Engine};
-use crate::inbox::NewNotification;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
+use crate::store::inbox::NewNotification;
 
 /// Storing and delivering notifications. Cheap to clone.
 #[derive(Clone)]

@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use herald::protocol::{Closing, EV_CLOSING};
+use herald::protocol::Closing;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use socketioxide::{SocketIo, TransportType};
@@ -21,26 +21,30 @@ use tokio::time::Instant;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Tokens;
+use crate::api::{self, publish};
+use crate::auth::api_keys::ApiKeys;
+use crate::auth::csrf::VisitorKeys;
+use crate::auth::tokens::Tokens;
 use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
-use crate::conn::KillableListener;
+use crate::engine::fanout::{Fanout, Transports};
+use crate::engine::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::engine::{self, Engine};
-use crate::fanout::{Audience, Fanout, Transports};
-use crate::headers::CookiePolicy;
-use crate::inbox::Inbox;
-use crate::lifecycle::Drain;
-use crate::limits::{ConnectionCaps, TokenBucket, WindowCaps};
-use crate::metrics::{Live, Metrics};
+use crate::http::admission::{ConnectionCaps, FormRate, TokenBucket, WindowCaps};
+use crate::http::conn::KillableListener;
+use crate::http::headers::{self, CookiePolicy};
+use crate::http::serve;
 use crate::notify::Notifier;
-use crate::presence::{Announcer, LocalPresence, SharedPresence};
-use crate::publish::ApiKeys;
-use crate::realtime::Gate;
+use crate::ops::lifecycle::Drain;
+use crate::ops::metrics::{Live, Metrics};
+use crate::realtime;
+use crate::realtime::socket::Gate;
+use crate::realtime::transport::{self, TransportGuard};
 use crate::state::{AppState, HttpLimits};
-use crate::store::{Bounds, Store};
-use crate::transport::TransportGuard;
-use crate::visitor::{self, VisitorKeys};
-use crate::{form, headers, http, inbox_form, publish, realtime, session, transport};
+use crate::store::Bounds;
+use crate::store::inbox::Inbox;
+use crate::store::messages::Store;
+use crate::web::{inbox, login, send, visitor};
 
 /// Each WebSocket's read buffer (socketioxide's default is 4 KiB). It is
 /// allocated for the connection's life, so at 4 KiB it would be half of what
@@ -55,7 +59,7 @@ pub struct Application {
     listener: KillableListener,
     router: Router,
     io: SocketIo,
-    fanout: Fanout,
+    engine: Engine,
     drain: Drain,
     shutdown_timeout: Duration,
     head_timeout: Duration,
@@ -127,7 +131,7 @@ impl Application {
         let state = AppState {
             leptos_options,
             chat,
-            engine,
+            engine: engine.clone(),
             notifier,
             io: io.clone(),
             keys: VisitorKeys::new(config.secret.as_ref()),
@@ -146,7 +150,7 @@ impl Application {
             presence,
             fanout: fanout.clone(),
             transports: transports.clone(),
-            form_rate: Arc::new(form::FormRate::new(limits.send_rate)),
+            form_rate: Arc::new(FormRate::new(limits.send_rate)),
             drain: drain.clone(),
             metrics: metrics.clone(),
         };
@@ -173,7 +177,7 @@ impl Application {
             listener,
             router,
             io,
-            fanout,
+            engine,
             drain,
             shutdown_timeout: limits.shutdown_timeout,
             head_timeout: limits.head_timeout,
@@ -205,9 +209,9 @@ impl Application {
     ///
     /// Whatever is still open at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, router, io, fanout, drain, shutdown_timeout, head_timeout } = self;
+        let Self { listener, router, io, engine, drain, shutdown_timeout, head_timeout } = self;
         let (sockets_closed, stop_http) = tokio::sync::oneshot::channel::<()>();
-        let server = http::serve(listener, router, head_timeout, async move {
+        let server = serve::serve(listener, router, head_timeout, async move {
             let _ = stop_http.await;
         });
         tokio::pin!(server);
@@ -228,7 +232,7 @@ impl Application {
                 reason: "shutting_down".to_owned(),
                 detail: "Herald is restarting; reconnect in a moment".to_owned(),
             };
-            let told = fanout.deliver(&io, Audience::Everyone, EV_CLOSING, &closing);
+            let told = engine.goodbye(&closing);
             // A WebSocket's writer sends what is queued before it closes; a
             // long-polling client only gets its queue (acks, `closing`) on
             // its next poll, so give it a moment to make one.
@@ -293,12 +297,12 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
     let options = state.leptos_options.clone();
     let routes = generate_route_list(App);
     Router::new()
-        .route("/add_message", post(form::add_message))
+        .route("/add_message", post(send::add_message))
         .route("/api/publish", post(publish::publish))
-        .route("/api/presence/{room}", get(publish::presence))
-        .route("/notifications/read", post(inbox_form::mark_read_form))
-        .route("/login", get(session::login))
-        .route("/logout", post(session::logout))
+        .route("/api/presence/{room}", get(api::presence))
+        .route("/notifications/read", post(inbox::mark_read_form))
+        .route("/login", get(login::login))
+        .route("/logout", post(login::logout))
         .route("/healthz", get(async || "ok"))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,4 +1,7 @@
-//! The state shared by every handler.
+//! The state shared by every handler, and what pages read through it.
+//!
+//! Architecture invariant: this file imports no handler module (`web`,
+//! `api`, `realtime`); the types of its fields are defined below them.
 
 use std::sync::Arc;
 
@@ -12,21 +15,21 @@ use herald::{RoomName, Seq, UserId};
 use leptos::prelude::{LeptosOptions, provide_context, use_context};
 use socketioxide::SocketIo;
 
-use crate::auth::Tokens;
+use crate::auth::api_keys::ApiKeys;
+use crate::auth::csrf::VisitorKeys;
+use crate::auth::tokens::Tokens;
 use crate::chat::Chat;
 use crate::engine::Engine;
-use crate::fanout::{Fanout, Transports};
-use crate::form::FormRate;
-use crate::headers::{CookiePolicy, CspNonce};
-use crate::inbox::Inbox;
-use crate::lifecycle::Drain;
-use crate::limits::TokenBucket;
-use crate::metrics::Metrics;
+use crate::engine::fanout::{Fanout, Transports};
+use crate::engine::presence::SharedPresence;
+use crate::http::admission::{FormRate, TokenBucket};
+use crate::http::headers::{CookiePolicy, CspNonce};
 use crate::notify::Notifier;
-use crate::presence::SharedPresence;
-use crate::publish::ApiKeys;
-use crate::store::Store;
-use crate::visitor::VisitorKeys;
+use crate::ops::lifecycle::Drain;
+use crate::ops::metrics::Metrics;
+use crate::store::StoreError;
+use crate::store::inbox::Inbox;
+use crate::store::messages::Store;
 
 /// Size limits for HTTP handlers that read bodies themselves.
 #[derive(Debug, Clone, Copy)]
@@ -73,7 +76,7 @@ impl AppState {
         }));
         move || {
             provide_context(backend.clone());
-            // The response's CSP nonce (see `headers`), for the inline
+            // The response's CSP nonce (see `http::headers`), for the inline
             // scripts Leptos writes.
             if let Some(nonce) = use_context::<axum::http::request::Parts>()
                 .and_then(|parts| parts.extensions.get::<CspNonce>().cloned())
@@ -99,7 +102,7 @@ struct PageData {
     presence: SharedPresence,
 }
 
-fn unavailable(what: &'static str) -> impl Fn(crate::store::StoreError) -> HistoryUnavailable {
+fn unavailable(what: &'static str) -> impl Fn(StoreError) -> HistoryUnavailable {
     move |err| {
         tracing::error!(%err, "reading {what} failed");
         HistoryUnavailable

@@ -5,11 +5,12 @@ use herald::{DisplayName, MessageBody};
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use super::account::{AccountBar, MarkRead, NoteSignals, Toasts};
+use super::account::{AccountBar, Toasts};
 use super::composer::Composer;
 use super::message_list::MessageList;
-use super::status::{ConnState, ConnStatus};
+use super::status::ConnStatus;
 use crate::api::RoomPage;
+use crate::signals::{ChatSignals, ConnState, MarkRead, NoteSignals, Outgoing};
 use crate::timeline::{Pending, Timeline};
 
 /// How many sends may wait for the connection at once; past it the composer
@@ -18,26 +19,6 @@ const OUTBOX_CAPACITY: usize = 32;
 
 /// Shown (only) to visitors without JavaScript.
 const NOJS_NOTICE: &str = r#"<p class="notice" data-testid="nojs-notice">JavaScript is off, so this page does not update live: reload it to see new messages. Sending still works.</p>"#;
-
-/// The signals a room's live connection drives.
-#[derive(Clone, Copy)]
-pub struct ChatSignals {
-    pub timeline: RwSignal<Timeline>,
-    pub status: RwSignal<ConnState>,
-    pub error: RwSignal<Option<String>>,
-    pub notice: RwSignal<Option<String>>,
-    /// The composer's text; a refused message is put back into it.
-    pub draft: RwSignal<String>,
-    pub presence: RwSignal<PresenceSnapshot>,
-    pub notes: NoteSignals,
-}
-
-/// What the page asks its live connection to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outgoing {
-    Send(Pending),
-    MarkRead(MarkRead),
-}
 
 #[component]
 pub fn ChatRoom(page: RoomPage) -> impl IntoView {

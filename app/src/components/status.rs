@@ -2,31 +2,11 @@
 
 use leptos::prelude::*;
 
-/// The state of the page's live connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnState {
-    /// Server-rendered and not (yet) taken over by the browser: what a
-    /// visitor without JavaScript keeps seeing.
-    Static,
-    Connecting,
-    Connected,
-    /// The connection dropped; retrying.
-    Reconnecting,
-    /// Several attempts in a row failed; still retrying, less often.
-    Offline,
-}
+use crate::signals::ConnState;
 
+// What the indicator says; the state itself sits in `crate::signals`, where
+// the live connection sets it.
 impl ConnState {
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Static => "static",
-            Self::Connecting => "connecting",
-            Self::Connected => "connected",
-            Self::Reconnecting => "reconnecting",
-            Self::Offline => "offline",
-        }
-    }
-
     fn label(self) -> &'static str {
         match self {
             Self::Static => "Not live",

@@ -8,7 +8,7 @@ use socketioxide::SocketIo;
 
 use super::broker::Encoded;
 use super::channel::Channel;
-use crate::fanout::{Audience, Fanout};
+use super::fanout::{Audience, Fanout};
 
 /// This node's sockets.
 pub struct Local {

@@ -7,8 +7,9 @@ use herald::{NewMessage, RoomName, Seq, StoredMessage};
 use serde::Serialize;
 
 use super::channel::Channel;
-use crate::inbox::{Inbox, NewNotification, Recipient};
-use crate::store::{Appended, Store, StoreError};
+use crate::store::inbox::{Inbox, NewNotification, Recipient};
+use crate::store::messages::Store;
+use crate::store::{Appended, StoreError};
 
 /// A stream's durable log: the only truth about what it holds.
 pub trait Log: Send + Sync + 'static {

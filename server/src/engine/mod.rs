@@ -15,15 +15,18 @@
 
 pub mod broker;
 pub mod channel;
+pub mod fanout;
 pub mod local;
 pub mod log;
 pub mod memory;
 pub mod order;
+pub mod presence;
 pub mod stream;
 
 use std::sync::{Arc, Weak};
 
 use herald::notification::Notification;
+use herald::protocol::{Closing, EV_CLOSING};
 use herald::{NewMessage, Seq, StoredMessage};
 use serde::Serialize;
 use socketioxide::SocketIo;
@@ -33,14 +36,15 @@ pub use channel::Channel;
 pub use stream::{CatchUp, Settings};
 
 use broker::Receive;
+use fanout::Fanout;
 use local::Local;
 use memory::MemoryBroker;
 use order::Budget;
 use stream::Streams;
 
-use crate::fanout::Fanout;
-use crate::inbox::{Inbox, NewNotification};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
+use crate::store::inbox::{Inbox, NewNotification};
+use crate::store::messages::Store;
 
 /// The delivery engine. Cheap to clone.
 #[derive(Clone)]
@@ -105,6 +109,13 @@ impl Engine {
         if let Err(err) = self.0.broker.publish(channel, Publication::Event { event, payload }).await {
             tracing::warn!(%err, %channel, event, "could not publish an event");
         }
+    }
+
+    /// Tells every socket of this node why it is about to be closed (the
+    /// shutdown's `closing`), outside any stream; how many took it.
+    pub fn goodbye(&self, closing: &Closing) -> usize {
+        let Some(payload) = Encoded::of(closing) else { return 0 };
+        self.0.local.deliver(&Channel::Everyone, EV_CLOSING, &payload)
     }
 
     /// A socket of this node listens to `channel` (keeps its stream and

@@ -224,7 +224,12 @@ impl Order {
     /// `broker::Publication`); returns what to deliver now, in order. Before
     /// the stream is started nothing is: its start reads the head, which
     /// covers everything published before.
-    pub fn accept(&mut self, (first, last): (Seq, Seq), items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+    pub fn accept(
+        &mut self,
+        (first, last): (Seq, Seq),
+        items: Vec<(Seq, Encoded)>,
+        keep: Keep<'_>,
+    ) -> Vec<(Seq, Encoded)> {
         let mut out = Vec::new();
         let Some(cursor) = self.cursor else { return out };
         if last <= cursor {
@@ -247,7 +252,7 @@ impl Order {
     /// Takes copies of stored items (a resend that found its stored copy):
     /// each is delivered unless it already was, or is still to come in its
     /// place.
-    pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+    pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<(Seq, Encoded)> {
         let mut out = Vec::new();
         for (seq, item) in items {
             match self.cursor {
@@ -258,7 +263,7 @@ impl Order {
                 Some(_) => self.window.insert_late(seq, item.clone(), keep),
                 None => {}
             }
-            out.push(item);
+            out.push((seq, item));
         }
         out
     }
@@ -274,7 +279,7 @@ impl Order {
     /// Fills the hole below `upto` with what the store holds there
     /// (`found`, oldest first): those are delivered, the rest of the
     /// numbers were skipped; then what was held behind it.
-    pub fn fill(&mut self, upto: Seq, found: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<Encoded> {
+    pub fn fill(&mut self, upto: Seq, found: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<(Seq, Encoded)> {
         let mut out = Vec::new();
         let Some(cursor) = self.cursor else { return out };
         let last = Seq(upto.get().saturating_sub(1));
@@ -285,17 +290,17 @@ impl Order {
         out
     }
 
-    fn advance(&mut self, last: Seq, items: Vec<(Seq, Encoded)>, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+    fn advance(&mut self, last: Seq, items: Vec<(Seq, Encoded)>, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         let cursor = self.cursor.unwrap_or_default();
         for (seq, item) in items.into_iter().filter(|(seq, _)| *seq > cursor && *seq <= last) {
             self.window.push(seq, item.clone(), keep);
-            out.push(item);
+            out.push((seq, item));
         }
         self.cursor = Some(last.max(cursor));
     }
 
     /// Delivers the held publications the cursor has reached.
-    fn release(&mut self, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+    fn release(&mut self, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         while let Some(entry) = self.held.first_entry() {
             let cursor = self.cursor.unwrap_or_default();
             if entry.key().get() > cursor.get() + 1 {
@@ -308,7 +313,7 @@ impl Order {
         }
     }
 
-    fn skip_to_held(&mut self, keep: Keep<'_>, out: &mut Vec<Encoded>) {
+    fn skip_to_held(&mut self, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         if let Some((first, _)) = self.held.first_key_value() {
             let upto = *first;
             self.cursor = Some(Seq(upto.get() - 1));
@@ -329,8 +334,16 @@ mod tests {
         seqs.iter().map(|s| item(*s)).collect()
     }
 
-    fn seqs(out: &[Encoded]) -> Vec<u64> {
-        out.iter().map(|e| e.raw().get().parse().unwrap()).collect()
+    fn seqs(out: &[(Seq, Encoded)]) -> Vec<u64> {
+        let number = |(seq, item): &(Seq, Encoded)| {
+            assert_eq!(item.raw().get(), seq.get().to_string(), "an item goes out with its own number");
+            seq.get()
+        };
+        out.iter().map(number).collect()
+    }
+
+    fn window(order: &Order, from: u64) -> Vec<u64> {
+        order.window().after(Seq(from)).iter().map(|e| e.raw().get().parse().unwrap()).collect()
     }
 
     fn started(head: u64) -> Order {
@@ -379,7 +392,7 @@ mod tests {
         // 1 timed out and was skipped, then landed after all.
         assert_eq!(seqs(&order.accept((Seq(1), Seq(2)), items(&[2]), keep(100))), [2]);
         assert_eq!(seqs(&order.accept_copies(items(&[1]), keep(100))), [1]);
-        assert_eq!(seqs(&order.window().after(Seq(0))), [1, 2]);
+        assert_eq!(window(&order, 0), [1, 2]);
         assert!(order.accept_copies(items(&[1]), keep(100)).is_empty());
     }
 
@@ -397,8 +410,8 @@ mod tests {
         let mut order = started(0);
         order.accept((Seq(1), Seq(5)), items(&[1, 2, 3, 4, 5]), keep(3));
         assert_eq!(order.window().floor(), Seq(2));
-        assert_eq!(seqs(&order.window().after(Seq(2))), [3, 4, 5]);
-        assert_eq!(seqs(&order.window().after(Seq(4))), [5]);
+        assert_eq!(window(&order, 2), [3, 4, 5]);
+        assert_eq!(window(&order, 4), [5]);
     }
 
     #[test]
@@ -407,7 +420,7 @@ mod tests {
         let keep = Keep { items: 100, budget: &budget };
         let mut order = started(9);
         order.accept((Seq(10), Seq(12)), items(&[10, 11, 12]), keep);
-        assert_eq!(seqs(&order.window().after(Seq(0))), [11, 12]);
+        assert_eq!(window(&order, 0), [11, 12]);
         assert_eq!(budget.used(), 4);
         order.stop(&budget);
         assert_eq!(budget.used(), 0);
@@ -421,7 +434,7 @@ mod tests {
         order.window_mut().prepend(Seq(5), &items(&[7, 8, 10]), keep(3));
         assert_eq!(floor, Seq(10));
         assert_eq!(order.window().floor(), Seq(7), "7 left out, so the window starts above it");
-        assert_eq!(seqs(&order.window().after(Seq(7))), [8, 10, 11]);
+        assert_eq!(window(&order, 7), [8, 10, 11]);
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! whatever its size, up to [`BATCH_MAX`]. So a write waits for one round
 //! trip of the store when the stream is quiet, and a busy stream's rate is
 //! bounded by its batch size over the store's latency, not by one latency
-//! per write. Each write is answered once its batch is delivered on this
-//! node (or `hold` has passed): an acknowledged message has been sent to
-//! everyone here.
+//! per write. Each write is answered once its batch is stored and in this
+//! node's delivery order, without waiting for the fan-out: the next batch's
+//! round trip to the store overlaps with it.
 //!
 //! **Delivery.** What the broker brings is put in order by [`Order`]:
 //! batches in flight together may finish in any order, and a hole that
-//! stays open for `hold` is filled from the store.
+//! stays open for `hold` is filled from the store. What may go out goes to
+//! the stream's outbox, which one task empties in order, an item at a time,
+//! letting other tasks run between items (a room of thousands costs
+//! milliseconds per item).
 //!
 //! **Start.** A stream with listeners starts at the store's head, read once
 //! while no write of this node is in flight (writers finish their batches
@@ -103,10 +106,18 @@ struct State<L: Log> {
     start_wanted: bool,
     /// A task is waiting to fill a hole.
     filling: bool,
+    /// In order, what is to be delivered to this node's sockets, and
+    /// whether a task is delivering it.
+    outbox: VecDeque<(Seq, Encoded)>,
+    delivering: bool,
     /// Batches started on this node so far, and those still in flight: a
     /// hole is only filled from the store once every batch that was in
     /// flight when it opened has finished (one of them may hold it).
     batches: u64,
+    /// A batch of this node finished: the stream's head exists in the
+    /// store. Until then one batch at a time, so that two first writes do
+    /// not race to create it (a lost race can waste a number).
+    written: bool,
     in_flight: BTreeSet<u64>,
     /// This node's sockets that want the stream delivered.
     listeners: usize,
@@ -114,8 +125,17 @@ struct State<L: Log> {
 }
 
 impl<L: Log> State<L> {
+    fn writers_max(&self) -> usize {
+        if self.written { WRITERS_MAX } else { 1 }
+    }
+
     fn idle(&self) -> bool {
-        self.queue.is_empty() && self.writers == 0 && !self.starting && !self.filling && self.listeners == 0
+        self.queue.is_empty()
+            && self.writers == 0
+            && !self.starting
+            && !self.filling
+            && !self.delivering
+            && self.listeners == 0
     }
 }
 
@@ -145,7 +165,10 @@ impl<L: Log> Streams<L> {
                         starting: false,
                         start_wanted: false,
                         filling: false,
+                        outbox: VecDeque::new(),
+                        delivering: false,
                         batches: 0,
+                        written: false,
                         in_flight: BTreeSet::new(),
                         listeners: 0,
                         order: Order::default(),
@@ -215,6 +238,7 @@ impl<L: Log> Streams<L> {
             state.listeners = state.listeners.saturating_sub(1);
             if state.listeners == 0 {
                 state.order.stop(&self.budget);
+                state.outbox.clear();
             }
         }
         self.tidy(channel);
@@ -237,7 +261,7 @@ impl<L: Log> Streams<L> {
                 return Err(StoreError::Overloaded);
             }
             state.queue.push_back(Pending { item, answer });
-            let spawn = state.writers < WRITERS_MAX && !state.starting && !state.start_wanted;
+            let spawn = state.writers < state.writers_max() && !state.starting && !state.start_wanted;
             state.writers += usize::from(spawn);
             spawn
         };
@@ -269,9 +293,10 @@ impl<L: Log> Streams<L> {
             let (items, answers): (Vec<L::New>, Vec<_>) = batch.into_iter().map(|p| (p.item, p.answer)).unzip();
             let appended = self.log.append(&cell.channel, &items).await;
             self.publish(&cell.channel, &appended).await;
-            lock(&cell.state).in_flight.remove(&ticket);
-            if let Some((_, last)) = appended.allocated {
-                self.delivered(&cell, last).await;
+            {
+                let mut state = lock(&cell.state);
+                state.in_flight.remove(&ticket);
+                state.written = true;
             }
             for (answer, result) in answers.into_iter().zip(appended.answers) {
                 let _ = answer.send(result.map(Append::into_item));
@@ -281,28 +306,6 @@ impl<L: Log> Streams<L> {
         let channel = cell.channel.clone();
         drop(cell);
         self.tidy(&channel);
-    }
-
-    /// Waits until this node delivered the stream up to `last` (a batch in
-    /// flight with lower numbers may finish later), for at most `hold`
-    /// after which a hole is filled from the store anyway. Returns at once
-    /// when nobody here listens.
-    async fn delivered(&self, cell: &Cell<L>, last: Seq) {
-        let deadline = tokio::time::Instant::now() + self.settings.hold;
-        loop {
-            let changed = cell.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            {
-                let state = lock(&cell.state);
-                if state.listeners == 0 || state.order.cursor().is_none_or(|cursor| cursor >= last) {
-                    return;
-                }
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Publishes a stored batch: its new items with the numbers it took,
@@ -352,10 +355,7 @@ impl<L: Log> Streams<L> {
                     Some(span) => state.order.accept(span, items, keep),
                     None => state.order.accept_copies(items, keep),
                 };
-                for payload in &out {
-                    self.local.deliver(channel, L::EVENT, payload);
-                }
-                cell.changed.notify_waiters();
+                self.send(&cell, &mut state, out);
                 if let Some(hole) = state.order.hole()
                     && !state.filling
                 {
@@ -364,6 +364,39 @@ impl<L: Log> Streams<L> {
                 }
             }
         }
+    }
+
+    /// Puts what may go out in the stream's outbox, and starts its
+    /// delivery if it is not running.
+    fn send(self: &Arc<Self>, cell: &Arc<Cell<L>>, state: &mut State<L>, out: Vec<(Seq, Encoded)>) {
+        if out.is_empty() {
+            return;
+        }
+        state.outbox.extend(out);
+        if !state.delivering {
+            state.delivering = true;
+            tokio::spawn(self.clone().deliver(cell.clone()));
+        }
+    }
+
+    /// Empties the stream's outbox into this node's sockets, in order, an
+    /// item at a time under the stream's lock: a join in between sees
+    /// exactly what is still to come.
+    async fn deliver(self: Arc<Self>, cell: Arc<Cell<L>>) {
+        loop {
+            {
+                let mut state = lock(&cell.state);
+                let Some((_, payload)) = state.outbox.pop_front() else {
+                    state.delivering = false;
+                    break;
+                };
+                self.local.deliver(&cell.channel, L::EVENT, &payload);
+            }
+            tokio::task::yield_now().await;
+        }
+        let channel = cell.channel.clone();
+        drop(cell);
+        self.tidy(&channel);
     }
 
     /// Fills the stream's holes from the store: one that stayed open for
@@ -410,10 +443,8 @@ impl<L: Log> Streams<L> {
             let found = found.iter().filter_map(|item| Some((L::seq(item), Encoded::of(item)?))).collect();
             let keep = self.keep(&cell.channel);
             let mut state = lock(&cell.state);
-            for payload in &state.order.fill(upto, found, keep) {
-                self.local.deliver(&cell.channel, L::EVENT, payload);
-            }
-            cell.changed.notify_waiters();
+            let out = state.order.fill(upto, found, keep);
+            self.send(&cell, &mut state, out);
         }
         let channel = cell.channel.clone();
         drop(cell);
@@ -448,7 +479,7 @@ impl<L: Log> Streams<L> {
             if let Ok(head) = &head {
                 state.order.start(*head);
             }
-            let spawn = state.queue.len().min(WRITERS_MAX.saturating_sub(state.writers));
+            let spawn = state.queue.len().min(state.writers_max().saturating_sub(state.writers));
             state.writers += spawn;
             spawn
         };
@@ -476,13 +507,15 @@ impl<L: Log> Streams<L> {
             self.started(&cell).await?;
             let state = lock(&cell.state);
             // Stopped meanwhile (its last listener left): start again.
-            let Some(head) = state.order.cursor() else { continue };
+            let Some(cursor) = state.order.cursor() else { continue };
             if let Some(joined) = joined.take() {
                 joined();
             }
+            // What the outbox holds reaches the joined socket live.
+            let head = state.outbox.iter().map(|(seq, _)| Seq(seq.get().saturating_sub(1))).fold(cursor, Seq::min);
             let from = since.max(Seq(head.get().saturating_sub(CATCH_UP_MAX)));
             let window = state.order.window();
-            break (head, from, window.floor(), window.after(from.max(window.floor())));
+            break (head, from, window.floor(), window.between(from.max(window.floor()), head));
         };
         let mut items = if from < floor { self.backfill(&cell, from, floor, keep).await? } else { Vec::new() };
         items.extend(recent);

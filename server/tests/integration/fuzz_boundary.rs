@@ -6,11 +6,12 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use proptest::prelude::*;
-use server::auth::Tokens;
+use server::auth::api_keys::ApiKeys;
+use server::auth::csrf::VisitorKeys;
+use server::auth::session::read_cookie;
+use server::auth::tokens::Tokens;
 use server::config::{Config, Origins, Secret, parse_duration};
-use server::publish::ApiKeys;
-use server::transport::origin_allowed;
-use server::visitor::{VisitorKeys, read_cookie};
+use server::realtime::transport::origin_allowed;
 
 const SECRET: &str = "fuzz-token-secret-fuzz-token-secret-01";
 

@@ -35,7 +35,7 @@ async fn fill_room(db: &mongodb::Database, room: &str, count: i64, chars: usize)
 // 1. Replies are bounded like broadcasts.
 #[tokio::test]
 async fn a_socket_that_never_reads_and_keeps_joining_is_let_go_and_the_server_holds_no_more() {
-    let db = format!("test_hostile_{}", server::visitor::random_hex::<6>());
+    let db = format!("test_hostile_{}", server::ids::random_hex::<6>());
     // No event budget: this is about what replies cost, not how often one
     // may ask.
     let herald = Running::start(&db, &[("HERALD_EVENT_RATE", "0")]).await;
@@ -519,8 +519,9 @@ async fn a_form_token_older_than_a_day_gets_the_expired_form_and_stores_nothing(
     let app = spawn_app().await;
     let (_, _, cookies) = app.get_page("/r/forms", None).await;
     let vid = cookies.iter().find_map(|c| c.strip_prefix("herald_vid=")).unwrap().to_owned();
-    let keys =
-        server::visitor::VisitorKeys::new(Some(&server::config::Secret::new("integration-test-secret-of-32-chars!")));
+    let keys = server::auth::csrf::VisitorKeys::new(Some(&server::config::Secret::new(
+        "integration-test-secret-of-32-chars!",
+    )));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let post = |csrf: String| {
         let form =

@@ -70,7 +70,7 @@ async fn the_inbox_page_lists_notifications_and_marks_them_read_by_form() {
 #[tokio::test]
 async fn notifications_stored_before_idempotency_keys_still_let_herald_start() {
     let uri = std::env::var("HERALD_TEST_MONGO_URI").expect("HERALD_TEST_MONGO_URI");
-    let name = format!("test_legacy_{}", server::visitor::random_hex::<8>());
+    let name = format!("test_legacy_{}", server::ids::random_hex::<8>());
     let db = mongodb::Client::with_uri_str(&uri).await.unwrap().database(&name);
     let legacy = |seq: i64| {
         doc! {

@@ -37,7 +37,7 @@ pub async fn spawn_app() -> TestApp {
 /// Like [`spawn_app`], with some settings overridden.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let uri = mongo_uri();
-    let db_name = format!("test_{}", server::visitor::random_hex::<8>());
+    let db_name = format!("test_{}", server::ids::random_hex::<8>());
     let config = Config::from_lookup(|key| {
         if let Some((_, value)) = overrides.iter().find(|(k, _)| *k == key) {
             return Some((*value).to_owned());
@@ -150,7 +150,7 @@ pub fn form_field(html: &str, field: &str) -> String {
 /// A token for `user` signed with `secret`, valid for `ttl_secs` (negative:
 /// already expired).
 pub fn token(secret: &str, user: &str, name: Option<&str>, ttl_secs: i64) -> String {
-    let tokens = server::auth::Tokens::new(&[Secret::new(secret)], None);
+    let tokens = server::auth::tokens::Tokens::new(&[Secret::new(secret)], None);
     if ttl_secs > 0 {
         let name = name.map(|n| herald::DisplayName::parse(n).unwrap());
         let user = herald::UserId::parse(user).unwrap();

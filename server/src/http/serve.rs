@@ -16,7 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::conn::KillableListener;
+use crate::http::conn::KillableListener;
 
 /// Serves `router` on `listener` until `stop` completes, then stops
 /// accepting, lets requests in flight finish (idle connections close at

@@ -3,27 +3,19 @@
 //! The session cookie (`herald_session`, HttpOnly, SameSite=Lax) holds the
 //! token itself and expires with it, so the server keeps no session state:
 //! every request and every Socket.IO handshake from that browser verifies
-//! it again.
+//! it again (see [`crate::auth::session`]).
 
 use axum::Form;
 use axum::extract::{Extension, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use cookie::{Cookie, SameSite};
-use herald::Identity;
 use serde::Deserialize;
 
-use crate::auth::{TokenError, Tokens};
+use crate::auth::session::SESSION_COOKIE;
 use crate::state::AppState;
-use crate::visitor::{VisitorId, read_cookie};
-
-pub const SESSION_COOKIE: &str = "herald_session";
-
-/// The identity of a request's session cookie: `None` without one, an error
-/// for an invalid (say, expired) one.
-pub fn session_identity(tokens: &Tokens, headers: &HeaderMap) -> Option<Result<Identity, TokenError>> {
-    read_cookie(headers, SESSION_COOKIE).map(|token| tokens.verify(&token))
-}
+use crate::web::response::{expired_form, page, redirect_with_cookie};
+use crate::web::visitor::VisitorId;
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -79,11 +71,6 @@ pub async fn logout(
     redirect_with_cookie("/", &cookie)
 }
 
-/// The answer to a plain form post whose CSRF token does not check out.
-pub(crate) fn expired_form(title: &str) -> Response {
-    page(StatusCode::FORBIDDEN, title, "This form has expired: go back, reload and try again.")
-}
-
 /// Only a plain path on this site: it starts with one `/`, and holds no
 /// backslash, whitespace or control character anywhere. Browsers strip tabs
 /// and newlines from a URL and read `\` as `/`, so `/<TAB>/evil.example` or
@@ -95,43 +82,6 @@ fn is_local_path(path: &str) -> bool {
     chars.next() == Some('/')
         && chars.next() != Some('/')
         && !path.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control())
-}
-
-fn redirect_with_cookie(location: &str, cookie: &Cookie<'_>) -> Response {
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_owned())]).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
-}
-
-/// A minimal HTML page for outcomes of plain forms (login, logout, marking
-/// read) that have no page of their own to show an error on.
-pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response {
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
-         content=\"width=device-width, initial-scale=1\"><title>{title} · Herald</title>\
-         <link rel=\"stylesheet\" href=\"/pkg/herald.css\"></head><body><main class=\"plain-page\">\
-         <h1>{title}</h1><p>{text}</p><p><a href=\"/\">Go to the lobby</a></p></main></body></html>",
-        title = escape(title),
-        text = escape(text)
-    );
-    (status, Html(html)).into_response()
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -158,10 +108,5 @@ mod tests {
         ] {
             assert!(!is_local_path(bad), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
     }
 }

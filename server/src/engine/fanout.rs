@@ -8,14 +8,14 @@
 //! never blocks. A socket that falls behind is a **slow consumer**:
 //!
 //! - A WebSocket whose unsent bytes (counted on its TCP connection, see
-//!   [`crate::conn`]) pass `HERALD_OUTBOUND_BUFFER_BYTES` is sent nothing
+//!   [`crate::http::conn`]) pass `HERALD_OUTBOUND_BUFFER_BYTES` is sent nothing
 //!   more but `closing` (reason `slow_consumer`), and its connection is cut
 //!   [`SLOW_CONSUMER_GRACE`] later: a client that is reading, only slowly,
 //!   learns why; one that isn't holds no more than its budget meanwhile.
 //! - A socket whose packet queue (`HERALD_OUTBOUND_BUFFER_PACKETS`) is full
 //!   has no room left for a goodbye. A WebSocket is cut at once; a
 //!   long-polling session is dismissed: its next poll is answered with
-//!   `closing` and an Engine.IO close (see [`crate::transport`]).
+//!   `closing` and an Engine.IO close (see [`crate::realtime::transport`]).
 //!
 //! Either way its client reconnects and catches up from history, as after
 //! any dropped connection; nothing it missed is lost.
@@ -35,8 +35,8 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError, SocketIo, TransportType};
 
-use crate::conn::{KillSwitch, PeerConn};
-use crate::metrics::Metrics;
+use crate::http::conn::{KillSwitch, PeerConn};
+use crate::ops::metrics::Metrics;
 use crate::sync::lock;
 
 /// How long a slow WebSocket has, after `closing` is queued behind its

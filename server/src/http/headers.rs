@@ -15,10 +15,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use cookie::Cookie;
-use rand::RngCore;
 
 use crate::config::TrustedProxies;
-use crate::conn::PeerConn;
+use crate::http::conn::PeerConn;
+use crate::ids::random_bytes;
 
 /// This response's CSP nonce.
 #[derive(Clone)]
@@ -26,8 +26,7 @@ pub struct CspNonce(pub Arc<str>);
 
 impl CspNonce {
     fn generate() -> Self {
-        let mut bytes = [0u8; 16];
-        rand::rng().fill_bytes(&mut bytes);
+        let bytes = random_bytes::<16>();
         Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into())
     }
 }

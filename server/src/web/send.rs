@@ -6,12 +6,11 @@
 //! nothing stored.
 //!
 //! Posts share the limits of the socket's `send`: `HERALD_SEND_RATE` and
-//! `HERALD_SEND_BURST`, per visitor and per address ([`FormRate`]). Over
-//! either, the answer is a small 429 page with the reason and
-//! `Retry-After`, not the room page: a flood must not cost a history read
-//! per post.
+//! `HERALD_SEND_BURST`, per visitor and per address
+//! ([`FormRate`](crate::http::admission::FormRate)). Over either, the answer
+//! is a small 429 page with the reason and `Retry-After`, not the room page:
+//! a flood must not cost a history read per post.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use app::ssr::{FormRejection, Visitor};
@@ -26,37 +25,14 @@ use herald::protocol::SendRequest;
 use serde::Deserialize;
 
 use crate::chat::PostError;
-use crate::config::Rate;
-use crate::conn::PeerConn;
-use crate::headers::CspNonce;
-use crate::limits::{IpKey, RateTable, retry_after_secs};
-use crate::metrics::Rejection;
+use crate::http::admission::retry_after_secs;
+use crate::http::conn::PeerConn;
+use crate::http::headers::CspNonce;
+use crate::ids::random_hex;
+use crate::ops::metrics::Rejection;
 use crate::state::AppState;
-use crate::visitor::{VisitorId, random_hex};
-
-/// How many visitors and addresses the form's rate tables remember.
-const FORM_RATE_KEYS: usize = 65_536;
-
-/// The form's send rate, per visitor and per address.
-pub struct FormRate {
-    visitors: RateTable<String>,
-    addresses: RateTable<IpKey>,
-}
-
-impl FormRate {
-    pub fn new(rate: Rate) -> Self {
-        Self { visitors: RateTable::new(rate, FORM_RATE_KEYS), addresses: RateTable::new(rate, FORM_RATE_KEYS) }
-    }
-
-    /// Takes a post from the visitor's and the address's buckets.
-    fn take(&self, visitor: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
-        self.visitors.take(&visitor.to_owned())?;
-        match ip {
-            Some(ip) => self.addresses.take(&IpKey::of(ip)),
-            None => Ok(()),
-        }
-    }
-}
+use crate::web::response::{page, see_other};
+use crate::web::visitor::{VisitorId, name_cookie};
 
 /// The form's fields. Missing fields read as empty, so that they are
 /// reported like any other invalid value.
@@ -125,8 +101,8 @@ pub async fn add_message(
     match state.chat.post(&message, true).await {
         Ok(stored) => {
             let location = format!("{}#m-{}", stored.room.page_path(), stored.seq);
-            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-            response.headers_mut().append(header::SET_COOKIE, state.keys.name_cookie(&stored.name));
+            let mut response = see_other(&location);
+            response.headers_mut().append(header::SET_COOKIE, name_cookie(&stored.name));
             response
         }
         Err(PostError::Invalid(reply)) => reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&reply.reason)).await,
@@ -144,7 +120,7 @@ fn too_fast(wait: Duration) -> Response {
         "You are sending messages faster than this server allows. Nothing was stored: wait {secs} s, \
          go back and send again."
     );
-    let mut response = crate::session::page(StatusCode::TOO_MANY_REQUESTS, "Too many messages", &text);
+    let mut response = page(StatusCode::TOO_MANY_REQUESTS, "Too many messages", &text);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

@@ -6,31 +6,23 @@
 //! the file a key is written without its `HERALD_` prefix, in lower case
 //! (`HERALD_SEND_RATE` is `send_rate`); the environment wins over the file.
 //! A value that can't be used stops start-up with an error naming the key.
+//!
+//! The values it reads into have files of their own: [`Secret`] (never
+//! printed), [`Limits`] and [`Rate`], [`Origins`] and [`TrustedProxies`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use std::{env, fmt};
-/// A value that must never be printed: `Debug` shows `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
 
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
+mod limits;
+mod network;
+mod secret;
 
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use self::limits::{Limits, Rate};
+pub use self::network::{Origins, TrustedProxies};
+pub use self::secret::Secret;
 
 /// Every configuration key, as an environment variable.
 pub const KEYS: &[&str] = &[
@@ -85,178 +77,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log collectors.
     Json,
-}
-
-/// A token bucket's shape: `per_sec` tokens refill each second, up to
-/// `burst`. A `per_sec` of 0 turns the limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_sec: u32,
-    pub burst: u32,
-}
-
-/// Bounds on what clients may send and how much the server holds for them.
-/// `docs/CONFIG.md` gives the reason for each default.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub message_max_chars: usize,
-    pub name_max_chars: usize,
-    pub publish_data_max_bytes: usize,
-    pub http_body_max_bytes: usize,
-    pub socket_payload_max_bytes: u64,
-    pub outbound_buffer_packets: usize,
-    /// Unsent bytes a WebSocket may owe before it is a slow consumer.
-    pub outbound_buffer_bytes: u64,
-    /// Socket.IO connections; 0: no limit.
-    pub connections_per_ip: u32,
-    /// TCP connections, whatever they carry; 0: no limit.
-    pub tcp_connections_per_ip: u32,
-    /// Engine.IO handshakes per address within a connect timeout; 0: no
-    /// limit.
-    pub handshakes_per_ip: u32,
-    pub send_rate: Rate,
-    pub publish_rate: Rate,
-    /// Every client event's cost is taken from this (see
-    /// `realtime::EventCost`).
-    pub event_rate: Rate,
-    /// Store operations client events other than `send` may run at once,
-    /// server-wide.
-    pub event_store_concurrency: usize,
-    /// At most one presence snapshot per room per this.
-    pub presence_interval: Duration,
-    /// How long a stream holds a later item while an earlier one may still
-    /// arrive, before it reads the hole from the store.
-    pub order_hold: Duration,
-    /// The newest items each active stream keeps in memory for catch-ups.
-    pub window_messages: usize,
-    /// Memory all streams' windows may use together.
-    pub window_bytes: usize,
-    /// How long an Engine.IO session may take to connect to Socket.IO.
-    pub connect_timeout: Duration,
-    /// How often Engine.IO pings each client.
-    pub ping_interval: Duration,
-    /// How long a client may take to answer a ping before it is closed.
-    pub ping_timeout: Duration,
-    /// How long a connection may take to send a request's head.
-    pub head_timeout: Duration,
-    pub request_timeout: Duration,
-    pub store_timeout: Duration,
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            message_max_chars: herald::message::BODY_MAX_CHARS,
-            name_max_chars: herald::message::NAME_MAX_CHARS,
-            publish_data_max_bytes: 16 * 1024,
-            http_body_max_bytes: 64 * 1024,
-            socket_payload_max_bytes: 32 * 1024,
-            outbound_buffer_packets: 1024,
-            outbound_buffer_bytes: 128 * 1024,
-            connections_per_ip: 256,
-            tcp_connections_per_ip: 1024,
-            handshakes_per_ip: 256,
-            send_rate: Rate { per_sec: 10, burst: 20 },
-            publish_rate: Rate { per_sec: 1000, burst: 2000 },
-            event_rate: Rate { per_sec: 20, burst: 60 },
-            event_store_concurrency: 4,
-            presence_interval: Duration::from_secs(1),
-            order_hold: Duration::from_millis(500),
-            window_messages: herald::protocol::CATCH_UP_MAX as usize,
-            window_bytes: 64 * 1024 * 1024,
-            connect_timeout: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(25),
-            ping_timeout: Duration::from_secs(20),
-            head_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(15),
-            store_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Which browser origins may open a Socket.IO connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origins {
-    /// Only the page's own origin (the `Origin` matches the `Host`).
-    SameOrigin,
-    /// The page's own origin and these (`scheme://host[:port]`).
-    List(Vec<String>),
-    /// Any origin (`*`).
-    Any,
-}
-
-/// The load balancers and proxies whose `X-Forwarded-For` is believed, as
-/// addresses or CIDR ranges. Empty: the TCP peer is the client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
-
-impl TrustedProxies {
-    pub fn parse(entries: &[String]) -> Result<Self, String> {
-        let mut ranges = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (addr, prefix) = entry.split_once('/').map_or((entry.as_str(), None), |(a, p)| (a, Some(p)));
-            let invalid = || format!("{entry:?} is not an IP address or a CIDR range like 10.0.0.0/8");
-            let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let prefix = match prefix {
-                None => max,
-                Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(invalid)?,
-            };
-            ranges.push((addr, prefix));
-        }
-        Ok(Self(ranges))
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|(net, prefix)| match (net, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-                u32::from(*net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(*prefix)).unwrap_or(0);
-                u128::from(*net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        })
-    }
-
-    /// The client's address: the TCP peer, unless that is a trusted proxy;
-    /// then the nearest `X-Forwarded-For` hop that isn't one (a client can
-    /// put anything on the left of that header, so it is read from the
-    /// right).
-    ///
-    /// Every `X-Forwarded-For` line of `headers` counts, in order, as one
-    /// list: a proxy that adds a line of its own (rather than appending to
-    /// the client's) must not leave the client's line to be read as the
-    /// nearest hop.
-    pub fn client_ip_of(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-        if !self.contains(peer) {
-            return peer;
-        }
-        let lines: Vec<&str> =
-            headers.get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
-        self.client_ip(peer, Some(&lines.join(",")))
-    }
-
-    /// [`Self::client_ip_of`] with the header's lines already joined.
-    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
-        if !self.contains(peer) {
-            return peer;
-        }
-        let hops = forwarded_for.unwrap_or_default().split(',').map(str::trim).rev();
-        let mut client = peer;
-        for hop in hops {
-            let Ok(ip) = hop.parse::<IpAddr>() else { break };
-            client = ip;
-            if !self.contains(ip) {
-                break;
-            }
-        }
-        client
-    }
 }
 
 /// Herald's configuration.
@@ -706,7 +526,7 @@ mod tests {
 
     #[test]
     fn every_key_is_documented_and_every_documented_key_exists() {
-        let doc = include_str!("../../docs/CONFIG.md");
+        let doc = include_str!("../../../docs/CONFIG.md");
         let documented: Vec<&str> = doc
             .lines()
             .filter_map(|line| line.strip_prefix("| `HERALD_"))
@@ -721,30 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let proxies = TrustedProxies::parse(&["10.0.0.0/8".into(), "::1".into()]).unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(proxies.client_ip(ip("203.0.113.9"), Some("1.2.3.4")), ip("203.0.113.9"), "untrusted peer");
-        assert_eq!(proxies.client_ip(ip("10.1.2.3"), Some("1.2.3.4")), ip("1.2.3.4"));
-        assert_eq!(
-            proxies.client_ip(ip("10.1.2.3"), Some("6.6.6.6, 1.2.3.4, 10.9.9.9")),
-            ip("1.2.3.4"),
-            "from the right"
-        );
-        assert_eq!(proxies.client_ip(ip("10.1.2.3"), None), ip("10.1.2.3"));
-        assert_eq!(proxies.client_ip(ip("10.1.2.3"), Some("garbage")), ip("10.1.2.3"));
-        assert_eq!(proxies.client_ip(ip("::1"), Some("2001:db8::1")), ip("2001:db8::1"));
-        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
-        assert!(TrustedProxies::parse(&["proxy.local".into()]).is_err());
+    fn trusted_proxies_name_their_key() {
         assert_eq!(config(&[("HERALD_TRUSTED_PROXIES", "10.0.0.0/99")]).unwrap_err().key, "HERALD_TRUSTED_PROXIES");
-        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()]).unwrap().contains(ip("8.8.8.8")));
-
-        // A proxy that adds its own header line: the client's own line
-        // (first) must not be taken for the nearest hop.
-        let mut headers = axum::http::HeaderMap::new();
-        headers.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
-        headers.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        assert_eq!(proxies.client_ip_of(ip("10.1.2.3"), &headers), ip("1.2.3.4"));
-        assert_eq!(proxies.client_ip_of(ip("203.0.113.9"), &headers), ip("203.0.113.9"));
     }
 }

@@ -18,12 +18,12 @@
 //! - **WebSocket message size.** Once an upgrade is accepted, the
 //!   connection follows its client's frames and closes with 1009 at the
 //!   header of a message over `HERALD_SOCKET_PAYLOAD_MAX_BYTES` (see
-//!   [`crate::frames`]).
+//!   [`crate::http::frames`]).
 //! - **Upgrade tracking.** A WebSocket upgraded from long-polling names its
 //!   socket in `sid`; once Socket.IO has accepted the upgrade (answered
 //!   101), its TCP connection is recorded so a slow consumer can be cut (see
-//!   [`crate::fanout`]). Nothing is recorded for a request that was not
-//!   accepted, and the record goes with the connection.
+//!   [`crate::engine::fanout`]). Nothing is recorded for a request that was
+//!   not accepted, and the record goes with the connection.
 //! - **Goodbye to dismissed long-polling sessions.** A long-polling slow
 //!   consumer's next poll is answered with `closing` (reason
 //!   `slow_consumer`) and an Engine.IO close, so its client learns why and
@@ -40,11 +40,11 @@ use hyper::upgrade::OnUpgrade;
 use socketioxide::socket::Sid;
 
 use crate::config::{Origins, TrustedProxies};
-use crate::conn::PeerConn;
-use crate::fanout::{Transports, slow_consumer_closing};
-use crate::lifecycle::Drain;
-use crate::limits::WindowCaps;
-use crate::metrics::{Metrics, Rejection};
+use crate::engine::fanout::{Transports, slow_consumer_closing};
+use crate::http::admission::WindowCaps;
+use crate::http::conn::PeerConn;
+use crate::ops::lifecycle::Drain;
+use crate::ops::metrics::{Metrics, Rejection};
 
 /// The path prefix socketioxide serves.
 pub const SOCKET_PATH: &str = "/socket.io";
@@ -61,7 +61,7 @@ pub struct TransportGuard {
     pub connect_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
     /// `HERALD_SOCKET_PAYLOAD_MAX_BYTES`: the largest WebSocket message a
-    /// client may send (see [`crate::frames`]).
+    /// client may send (see [`crate::http::frames`]).
     pub payload_max: u64,
 }
 
@@ -185,9 +185,9 @@ fn own_head(request: Request) -> Request {
 /// Whether a header of a session's first request is read once this guard
 /// has passed it on: Engine.IO reads the WebSocket key (to answer the
 /// upgrade) and the content type (of a polling request), and the connect
-/// handler (`realtime`) reads the session cookie and, behind a trusted
-/// proxy, `X-Forwarded-For`. A header a socket handler starts to read must
-/// be added here, or it reads as absent.
+/// handler (`realtime::handshake`) reads the session cookie and, behind a
+/// trusted proxy, `X-Forwarded-For`. A header a socket handler starts to
+/// read must be added here, or it reads as absent.
 fn is_read_later(name: &header::HeaderName) -> bool {
     name == header::COOKIE
         || name == header::SEC_WEBSOCKET_KEY
@@ -211,7 +211,7 @@ fn goodbye_poll() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::KillSwitch;
+    use crate::http::conn::KillSwitch;
     use axum::extract::OriginalUri;
 
     #[test]

@@ -8,7 +8,7 @@
 //! ([`InboundFrames`]), from their headers only, and the moment a header says
 //! its message would pass `HERALD_SOCKET_PAYLOAD_MAX_BYTES` it stops reading
 //! and answers with [`CLOSE_TOO_BIG`], status 1009 "message too big"
-//! ([`crate::conn::Killable`] does both). Nothing of that frame's payload has
+//! ([`crate::http::conn::Killable`] does both). Nothing of that frame's payload has
 //! been read, let alone buffered.
 
 /// A close frame with status 1009 (RFC 6455 §7.4.1: "a message that is too

@@ -4,6 +4,8 @@
 //!   API key's publishes); takes weighted costs.
 //! - [`RateTable`]: a bucket per key (visitor, IP address) in a table of
 //!   bounded size, for callers that have no connection to hang a bucket on.
+//! - [`FormRate`]: the no-JavaScript form's two tables, per visitor and per
+//!   address.
 //! - [`ConnectionCaps`]: open things (connections) per address.
 //! - [`WindowCaps`]: things started (handshakes) per address within a
 //!   sliding window.
@@ -251,6 +253,30 @@ impl WindowCaps {
         *count += 1;
         expiries.push_back((now + self.window, ip));
         true
+    }
+}
+
+/// How many visitors and addresses the form's rate tables remember.
+const FORM_RATE_KEYS: usize = 65_536;
+
+/// The form's send rate, per visitor and per address.
+pub struct FormRate {
+    visitors: RateTable<String>,
+    addresses: RateTable<IpKey>,
+}
+
+impl FormRate {
+    pub fn new(rate: Rate) -> Self {
+        Self { visitors: RateTable::new(rate, FORM_RATE_KEYS), addresses: RateTable::new(rate, FORM_RATE_KEYS) }
+    }
+
+    /// Takes a post from the visitor's and the address's buckets.
+    pub fn take(&self, visitor: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
+        self.visitors.take(&visitor.to_owned())?;
+        match ip {
+            Some(ip) => self.addresses.take(&IpKey::of(ip)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -18,10 +18,10 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::random_hex;
 use crate::store::{
     Append, Appended, Bounds, DUPLICATE_KEY, StoreError, current_seq, insert_failures, next_seqs, seq_to_i64,
 };
-use crate::visitor::random_hex;
 
 const BROADCAST_KEY: &str = "broadcast";
 

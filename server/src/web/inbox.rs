@@ -4,14 +4,14 @@
 use app::ssr::Visitor;
 use axum::Form;
 use axum::extract::{Extension, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use herald::protocol::MarkReadRequest;
 use serde::Deserialize;
 
-use crate::session::{expired_form, page};
 use crate::state::AppState;
-use crate::visitor::VisitorId;
+use crate::web::response::{expired_form, page, see_other};
+use crate::web::visitor::VisitorId;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -35,7 +35,7 @@ pub async fn mark_read_form(
     };
     let request = MarkReadRequest { seqs: form.seq.into_iter().collect(), all: form.all };
     match state.notifier.mark_read(&identity.user, request).await {
-        Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/notifications")]).into_response(),
+        Ok(_) => see_other("/notifications"),
         Err(err) => page(StatusCode::SERVICE_UNAVAILABLE, "Notifications", &err.reason),
     }
 }

@@ -22,9 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TrustedProxies;
-use crate::frames::{CLOSE_TOO_BIG, InboundFrames};
-use crate::limits::{ConnectionCaps, ConnectionSlot};
-use crate::metrics::{Metrics, Rejection};
+use crate::http::admission::{ConnectionCaps, ConnectionSlot};
+use crate::http::frames::{CLOSE_TOO_BIG, InboundFrames};
+use crate::ops::metrics::{Metrics, Rejection};
 use crate::sync::lock;
 
 #[derive(Default)]
@@ -71,7 +71,7 @@ impl KillSwitch {
     }
 
     /// Says the connection now carries a WebSocket whose client may send
-    /// messages of at most `limit` bytes (see [`crate::frames`]). Called
+    /// messages of at most `limit` bytes (see [`crate::http::frames`]). Called
     /// once the upgrade is accepted, before its 101 is written.
     pub fn websocket(&self, limit: u64) {
         self.0.websocket_limit.store(limit.max(1), Ordering::Release);
@@ -390,7 +390,7 @@ impl Listener for KillableListener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::CLOSE_TOO_BIG;
+    use crate::http::frames::CLOSE_TOO_BIG;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// A `Killable` over one end of a pipe of `capacity` bytes: the other

@@ -128,7 +128,7 @@ pub struct Live {
     pub polling: usize,
     pub rooms: usize,
     /// WebSocket upgrades whose TCP connection is tracked (see
-    /// `fanout::Transports`).
+    /// `engine::fanout::Transports`).
     pub upgrades_tracked: usize,
 }
 

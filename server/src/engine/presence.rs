@@ -22,9 +22,9 @@ use serde::Serialize;
 use socketioxide::SocketIo;
 use tokio::time::Instant;
 
-use crate::engine::Channel;
-use crate::fanout::{Audience, Fanout};
-use crate::metrics::Metrics;
+use super::channel::Channel;
+use super::fanout::{Audience, Fanout};
+use crate::ops::metrics::Metrics;
 use crate::sync::lock;
 
 /// A connection's id (Socket.IO `sid`, as text).

@@ -1,0 +1,44 @@
+//! The API for backends: `POST /api/publish` ([`publish`]) and
+//! `GET /api/presence/{room}`.
+//!
+//! Every request is authenticated by an API key (`Authorization: Bearer
+//! <key>`, [`require_api_key`]); every error is answered as JSON
+//! ([`error::ApiError`]). `docs/PROTOCOL.md` documents the API.
+
+pub mod error;
+pub mod publish;
+pub mod request;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald::RoomName;
+
+use crate::api::error::ApiError;
+use crate::auth::api_keys::ApiKeys;
+use crate::state::AppState;
+
+/// Checks the request's `Authorization: Bearer <key>`; returns which key.
+pub fn require_api_key(keys: &ApiKeys, headers: &HeaderMap) -> Result<usize, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match keys.find(presented) {
+        Some(key) if !presented.is_empty() => Ok(key),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required")),
+    }
+}
+
+/// `GET /api/presence/{room}`.
+pub async fn presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(room): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    require_api_key(&state.api_keys, &headers)?;
+    let room =
+        RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "invalid_room", e.to_string()))?;
+    Ok(axum::Json(state.presence.roster(&room)).into_response())
+}

@@ -1,0 +1,172 @@
+//! `join` and `leave`: a socket in and out of a chat room, with what it
+//! missed, and the room's presence told.
+
+use herald::protocol::{ErrorReply, JoinRequest, LeaveRequest, Object, ROOMS_PER_SOCKET_MAX, Reply};
+use herald::{RoomName, Seq};
+use serde::Serialize;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use tracing::Instrument;
+
+use crate::engine::fanout::Fanout;
+use crate::engine::presence::{Announcer, Member};
+use crate::engine::{Channel, Encoded, Engine};
+use crate::realtime::socket::{
+    ConnectionState, EventCost, Gate, ReadTurn, Refusal, admit_or_answer, connection, span_of, user_of,
+};
+use crate::sync::lock;
+
+/// The answer to a `join` (`protocol::Joined`), its messages encoded once
+/// for every joiner.
+#[derive(Serialize)]
+struct Joined {
+    room: RoomName,
+    head: Seq,
+    messages: Vec<Encoded>,
+    truncated: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn on_join(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<Object<JoinRequest>>,
+    State(engine): State<Engine>,
+    State(announcer): State<Announcer>,
+    State(gate): State<Gate>,
+    State(fanout): State<Fanout>,
+    ack: AckSender,
+) {
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Join, ack) else { return };
+    let result = match request {
+        Ok(Object(request)) => join(&socket, &gate, &fanout, &engine, request).instrument(span_of(&socket)).await,
+        Err(err) => Err(Refusal::Answer(ErrorReply::malformed(err))),
+    };
+    // The turn (when the join read the store) is held until the answer is
+    // queued.
+    let (reply, newly_joined, _turn) = match result {
+        Ok((joined, newly, turn)) => (Reply::Ok(joined), newly, turn),
+        Err(Refusal::Answer(error)) => (Reply::Error(error), false, None),
+        Err(Refusal::Ignore) => return,
+    };
+    let room = match &reply {
+        Reply::Ok(joined) => Some(joined.room.clone()),
+        Reply::Error(_) => None,
+    };
+    fanout.reply(&socket, ack, &reply);
+    if let Some(room) = room.filter(|_| newly_joined) {
+        let member = match user_of(&socket) {
+            Some(identity) => Member::User(identity),
+            None => Member::Anonymous,
+        };
+        if announcer.presence().join(&room, &socket.id.to_string(), member) {
+            announcer.changed(&io, &room);
+        }
+    }
+}
+
+/// Forgets that the socket joined `room` (it left, or its join failed):
+/// out of the room's sockets and off its listeners. False if it was not in.
+fn forget_room(socket: &SocketRef, conn: &ConnectionState, engine: &Engine, room: &RoomName) -> bool {
+    let channel = Channel::Room(room.clone());
+    if let Some(key) = channel.socket_room() {
+        socket.leave(key);
+    }
+    let was_in = lock(&conn.joined).remove(room).is_some();
+    if was_in {
+        engine.unlisten(&channel);
+    }
+    was_in
+}
+
+/// Joins a room and reads what the client missed; the flag says whether
+/// the socket was not in the room before.
+async fn join(
+    socket: &SocketRef,
+    gate: &Gate,
+    fanout: &Fanout,
+    engine: &Engine,
+    request: JoinRequest,
+) -> Result<(Joined, bool, Option<ReadTurn>), Refusal> {
+    let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
+    let conn = connection(socket).ok_or(Refusal::Ignore)?;
+    let channel = Channel::Room(room.clone());
+    {
+        let mut joined = lock(&conn.joined);
+        // Already in (or joining): everything stored since it joined is sent
+        // to it live, and the first join's answer carries the catch-up, so
+        // there is nothing to read.
+        if let Some(head) = joined.get(&room) {
+            let joined = Joined { room, head: (*head).max(Seq(request.since)), messages: Vec::new(), truncated: false };
+            return Ok((joined, false, None));
+        }
+        if joined.len() >= ROOMS_PER_SOCKET_MAX {
+            return Err(Refusal::Answer(ErrorReply::new(
+                "too_many_rooms",
+                format!("a connection may join at most {ROOMS_PER_SOCKET_MAX} rooms"),
+            )));
+        }
+        // Taken now, so that joins of the same room sent together read once;
+        // from now on the room's stream is kept for this socket.
+        joined.insert(room.clone(), Seq(request.since));
+        engine.listen(&channel);
+    }
+    let turn = match gate.read_turn(&conn, socket, fanout).await {
+        Ok(turn) => turn,
+        Err(refusal) => {
+            forget_room(socket, &conn, engine, &room);
+            return Err(refusal);
+        }
+    };
+    // The socket joins the room's sockets in the step the catch-up's end is
+    // read: everything after it reaches the socket live, everything up to
+    // it is in the answer, nothing both ways.
+    let key = channel.socket_room().unwrap_or_default();
+    match engine.catch_up(&channel, Seq(request.since), || socket.join(key)).await {
+        Ok(catch_up) => {
+            // Still joined (not left meanwhile): remember the head. Left
+            // meanwhile: out of the room again, whichever came first.
+            let still = lock(&conn.joined).get_mut(&room).map(|head| *head = catch_up.head).is_some();
+            if !still && let Some(key) = channel.socket_room() {
+                socket.leave(key);
+            }
+            let joined = Joined { room, head: catch_up.head, messages: catch_up.items, truncated: catch_up.truncated };
+            Ok((joined, still, Some(turn)))
+        }
+        Err(err) => {
+            tracing::warn!(%err, %room, "join: reading history failed");
+            // Not in the room before (or this would have been answered from
+            // memory), so not in it after.
+            forget_room(socket, &conn, engine, &room);
+            Err(Refusal::Answer(ErrorReply::unavailable()))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn on_leave(
+    socket: SocketRef,
+    io: SocketIo,
+    TryData(request): TryData<Object<LeaveRequest>>,
+    State(announcer): State<Announcer>,
+    State(gate): State<Gate>,
+    State(fanout): State<Fanout>,
+    State(engine): State<Engine>,
+    ack: AckSender,
+) {
+    let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Leave, ack) else { return };
+    let result = request.map_err(ErrorReply::malformed).and_then(|Object(request)| {
+        let room = RoomName::parse(&request.room)?;
+        if let Some(conn) = connection(&socket) {
+            forget_room(&socket, &conn, &engine, &room);
+        }
+        Ok(room)
+    });
+    let left = result.as_ref().ok().cloned();
+    fanout.reply(&socket, ack, &Reply::from(result.map(|_| ())));
+    if let Some(room) = left
+        && announcer.presence().leave(&room, &socket.id.to_string())
+    {
+        announcer.changed(&io, &room);
+    }
+}

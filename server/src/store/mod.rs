@@ -1,0 +1,193 @@
+//! MongoDB storage: the two stores, and what they share.
+//!
+//! - [`messages`]: chat rooms' messages ([`messages::Store`]).
+//! - [`inbox`]: notifications: users' inboxes and the broadcast stream,
+//!   with retention ([`inbox::Inbox`]).
+//!
+//! Here: connecting, [`Bounds`] (every operation timed out and measured),
+//! [`StoreError`], a batch's outcome ([`Append`], [`Appended`]), and the
+//! sequence helpers both stores allocate and read their numbers with.
+//!
+//! Architecture invariant: storage knows nothing of Socket.IO or of who is
+//! listening; it stores, allocates and reads.
+
+pub mod inbox;
+pub mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald::Seq;
+use mongodb::bson::{Document, doc};
+use mongodb::error::{Error as MongoError, ErrorKind, IndexedWriteError, InsertManyError, WriteFailure};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database};
+
+use crate::config::Secret;
+use crate::ops::metrics::Metrics;
+
+/// MongoDB's duplicate-key error code.
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
+/// How long an operation waits for a reachable server before failing, so a
+/// database outage turns into an error instead of a hang.
+const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Storage failed; the cause is logged, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("database error: {0}")]
+    Mongo(#[from] MongoError),
+    #[error("stored document is invalid: {0}")]
+    Corrupt(String),
+    /// The write would collide with data that is not the caller's.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// One item of a batch was refused by the database.
+    #[error("write refused: {0}")]
+    Refused(String),
+    /// A failure every item of a batch shares.
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
+    /// More writes are waiting for this stream than it queues.
+    #[error("too many writes are waiting for this stream")]
+    Overloaded,
+}
+
+/// What storing one item of a batch came to.
+#[derive(Debug, Clone)]
+pub enum Append<T> {
+    /// Stored now, under one of the batch's numbers.
+    Stored(T),
+    /// Stored before (same client id or idempotency key): that copy.
+    Existing(T),
+}
+
+impl<T> Append<T> {
+    pub fn into_item(self) -> T {
+        match self {
+            Append::Stored(item) | Append::Existing(item) => item,
+        }
+    }
+}
+
+/// A batch's outcome.
+#[derive(Debug)]
+pub struct Appended<T> {
+    /// One answer per item of the batch, in its order.
+    pub answers: Vec<Result<Append<T>, StoreError>>,
+    /// The numbers allocated to the batch, first and last: each is an
+    /// item's or holds nothing. `None` when nothing was allocated, or when
+    /// it is not known what was (a timed-out write may land later).
+    pub allocated: Option<(Seq, Seq)>,
+}
+
+impl<T> Appended<T> {
+    /// Every one of `count` items failed with `err`.
+    pub fn failed(count: usize, err: StoreError) -> Self {
+        let shared = Arc::new(err);
+        Self { answers: (0..count).map(|_| Err(StoreError::Shared(shared.clone()))).collect(), allocated: None }
+    }
+}
+
+/// The per-item failures of an unordered `insert_many`, by position; any
+/// other failure is the whole batch's.
+pub(crate) fn insert_failures(result: Result<(), MongoError>) -> Result<HashMap<usize, IndexedWriteError>, MongoError> {
+    match result {
+        Ok(()) => Ok(HashMap::new()),
+        Err(err) => match err.kind.as_ref() {
+            ErrorKind::InsertMany(InsertManyError {
+                write_errors: Some(errors), write_concern_error: None, ..
+            }) => Ok(errors.iter().map(|e| (e.index, e.clone())).collect()),
+            _ => Err(err),
+        },
+    }
+}
+
+/// Allocates the next `count` sequence numbers of `key` in `heads`, first
+/// and last: one atomic `$inc` with upsert.
+pub(crate) async fn next_seqs(heads: &Collection<Document>, key: &str, count: u64) -> Result<(Seq, Seq), StoreError> {
+    let count = count.max(1);
+    let filter = doc! {"_id": key};
+    let update = doc! {"$inc": {"seq": i64::try_from(count).unwrap_or(i64::MAX)}};
+    // Two first writers of a new key can race to upsert it; the loser sees a
+    // duplicate key and simply increments the winner's.
+    let mut retried = false;
+    loop {
+        let result = heads
+            .find_one_and_update(filter.clone(), update.clone())
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        match result {
+            Ok(Some(head)) => {
+                let seq = head.get_i64("seq").map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let last = u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative head".into()))?;
+                return Ok((Seq(last.saturating_sub(count - 1).max(1)), Seq(last)));
+            }
+            // Some MongoDB-compatible servers answer a lost upsert race with
+            // no document instead of a duplicate key: the same race, retried.
+            Ok(None) if !retried => retried = true,
+            Ok(None) => return Err(StoreError::Corrupt("upsert returned nothing".into())),
+            Err(err) if !retried && is_duplicate_key(&err) => retried = true,
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// The current sequence number of `key` in `heads` (0 when none).
+pub(crate) async fn current_seq(heads: &Collection<Document>, key: &str) -> Result<Seq, StoreError> {
+    let head = heads.find_one(doc! {"_id": key}).await?;
+    let seq = head.and_then(|d| d.get_i64("seq").ok()).unwrap_or(0);
+    Ok(Seq(u64::try_from(seq).unwrap_or(0)))
+}
+
+pub(crate) fn seq_to_i64(seq: Seq) -> i64 {
+    i64::try_from(seq.get()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn is_duplicate_key(err: &MongoError) -> bool {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+/// What every storage operation goes through: a time limit, so a dead or
+/// hung database turns into an error the client sees within a bounded time
+/// (the driver's own timeouts only cover finding a server, not a server that
+/// stops answering), and a latency measurement.
+#[derive(Clone)]
+pub struct Bounds {
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Bounds {
+    pub fn new(timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self { timeout, metrics }
+    }
+
+    /// Runs one operation. A timed-out operation may still have taken
+    /// effect; callers answer "unavailable", and the client's retry with
+    /// the same id is idempotent.
+    pub async fn run<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.timeout, op).await.unwrap_or(Err(StoreError::Timeout(self.timeout)));
+        self.metrics.store_op(started.elapsed(), result.is_ok());
+        result
+    }
+}
+
+/// Connects (lazily: the driver connects on first use) and returns
+/// database `db`. Finding a server is bounded by the store timeout, so a
+/// database that is down fails an operation instead of hanging it.
+pub async fn connect(uri: &Secret, db: &str, bounds: &Bounds) -> Result<Database, StoreError> {
+    let mut options = ClientOptions::parse(uri.expose()).await?;
+    options.app_name.get_or_insert_with(|| "herald".to_owned());
+    options.server_selection_timeout.get_or_insert(bounds.timeout.min(SERVER_SELECTION_TIMEOUT));
+    Ok(Client::with_options(options)?.database(db))
+}

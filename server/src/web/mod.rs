@@ -1,0 +1,19 @@
+//! The edge for browsers: cookies, CSRF tokens and plain HTML answers, for
+//! what works without JavaScript.
+//!
+//! - [`visitor`]: the middleware that identifies every page request (the
+//!   visitor cookie, the display-name cookie, the session's user).
+//! - [`login`]: `GET /login?token=…` and `POST /logout`.
+//! - [`send`]: `POST /add_message`, the no-JavaScript way to send.
+//! - [`inbox`]: `POST /notifications/read`, marking read without
+//!   JavaScript.
+//! - [`response`]: the minimal HTML page and the `303 See Other` redirects.
+//!
+//! What it shares with the socket layer (the session cookie, CSRF keys)
+//! lives in [`crate::auth`]: `web` and `realtime` never import each other.
+
+pub mod inbox;
+pub mod login;
+pub mod response;
+pub mod send;
+pub mod visitor;
