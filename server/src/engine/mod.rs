@@ -7,7 +7,10 @@
 //! - [`stream`]: per-stream group commit, order, window and catch-up, over
 //!   a [`log::Log`] (the rooms' messages, the notifications).
 //! - [`order`]: one stream's order and window, as pure state.
-//! - [`local`]: the last hop, this node's sockets.
+//! - [`local`]: the last hop, this node's sockets, through [`fanout`]
+//!   (one encode per event, slow consumers let go).
+//! - [`presence`]: who is in a room, and the coalesced snapshots (still
+//!   synchronous and local; a cluster needs it async and fallible).
 //!
 //! Architecture invariant: only the engine delivers to sockets, and
 //! everything it delivers was stored first. Handlers and services (`chat`,
