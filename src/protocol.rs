@@ -47,15 +47,38 @@ pub const EV_PRESENCE: &str = "presence";
 /// Server → client: the server is about to close this connection, and why.
 pub const EV_CLOSING: &str = "closing";
 
-/// The payload of [`EV_CLOSING`].
+/// The payload of [`EV_CLOSING`]. Every reason the server closes a
+/// connection for is made here, one constructor each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closing {
-    /// A stable code: `shutting_down` (the server is stopping or restarting;
-    /// reconnect) or `slow_consumer` (this connection did not read what it
-    /// was sent fast enough).
+    /// A stable code: `shutting_down`, `slow_consumer` or `token_expired`
+    /// (see the constructors).
     pub reason: String,
     /// For people.
     pub detail: String,
+}
+
+impl Closing {
+    fn new(reason: &str, detail: &str) -> Self {
+        Self { reason: reason.to_owned(), detail: detail.to_owned() }
+    }
+
+    /// The server is stopping or restarting; reconnect.
+    pub fn shutting_down() -> Self {
+        Self::new("shutting_down", "Herald is restarting; reconnect in a moment")
+    }
+
+    /// This connection did not read what it was sent fast enough; reconnect
+    /// to catch up.
+    pub fn slow_consumer() -> Self {
+        Self::new("slow_consumer", "this connection fell too far behind what it was sent; reconnect to catch up")
+    }
+
+    /// The token the connection was opened with has expired; reconnect with
+    /// a new one.
+    pub fn token_expired() -> Self {
+        Self::new("token_expired", "the token this connection was opened with has expired; reconnect with a new one")
+    }
 }
 /// The most users a presence snapshot names; the rest are counted.
 pub const PRESENCE_NAMES_MAX: usize = 100;

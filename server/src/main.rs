@@ -6,8 +6,9 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald::{DisplayName, UserId};
-use server::auth::tokens::{Tokens, parse_ttl};
+use server::auth::tokens::Tokens;
 use server::config::Config;
+use server::config::parse_duration_or_secs;
 use server::ops::telemetry;
 use server::startup::Application;
 
@@ -37,7 +38,7 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// How long the token is valid: 90s, 15m, 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        #[arg(long, default_value = "1h", value_parser = parse_duration_or_secs)]
         ttl: std::time::Duration,
     },
 }

@@ -228,10 +228,7 @@ impl Application {
             if tokio::time::timeout_at(work_deadline, drain.idle()).await.is_err() {
                 tracing::warn!("shutting down: work still in flight at the deadline");
             }
-            let closing = Closing {
-                reason: "shutting_down".to_owned(),
-                detail: "Herald is restarting; reconnect in a moment".to_owned(),
-            };
+            let closing = Closing::shutting_down();
             let told = engine.goodbye(&closing);
             // A WebSocket's writer sends what is queued before it closes; a
             // long-polling client only gets its queue (acks, `closing`) on

@@ -179,21 +179,6 @@ fn map_error(kind: &ErrorKind) -> TokenError {
     }
 }
 
-/// Parses a duration like `90s`, `15m`, `1h` or `7d`.
-pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (number, unit) = raw.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{raw:?} is not a duration like 90s, 15m, 1h or 7d"))?;
-    let secs = match unit {
-        "s" | "" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
-        _ => return Err(format!("{raw:?}: unit must be s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,15 +297,5 @@ mod tests {
         assert_eq!(tokens(&[NEW]).verify(""), Err(TokenError::Malformed));
         assert_eq!(tokens(&[NEW]).verify(&"a".repeat(TOKEN_MAX_LEN + 1)), Err(TokenError::TooLong));
         assert_eq!(tokens(&[]).verify("x"), Err(TokenError::NotConfigured));
-    }
-
-    #[test]
-    fn ttls() {
-        assert_eq!(parse_ttl("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
-        assert_eq!(parse_ttl("30"), Ok(Duration::from_secs(30)));
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
     }
 }

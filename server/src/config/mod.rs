@@ -192,6 +192,15 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     number.checked_mul(unit_ms).map(Duration::from_millis).ok_or_else(invalid)
 }
 
+/// A duration as [`parse_duration`] reads it, or a bare number of seconds
+/// (`30`), as the `token` command's `--ttl` takes it.
+pub fn parse_duration_or_secs(raw: &str) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => parse_duration(raw),
+    }
+}
+
 /// Reads a TOML configuration file into environment-style keys
 /// (`send_rate = 20` becomes `HERALD_SEND_RATE`). Unknown keys are errors,
 /// so a typo doesn't silently leave a default in place.
@@ -499,6 +508,10 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_duration_or_secs("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration_or_secs("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration_or_secs("1w").is_err());
+        assert!(parse_duration_or_secs("h").is_err());
     }
 
     #[test]

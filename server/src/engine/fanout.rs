@@ -139,14 +139,6 @@ impl Transports {
     }
 }
 
-/// The `closing` a slow consumer gets.
-pub fn slow_consumer_closing() -> Closing {
-    Closing {
-        reason: "slow_consumer".to_owned(),
-        detail: "this connection fell too far behind what it was sent; reconnect to catch up".to_owned(),
-    }
-}
-
 /// Counts the bytes written to it, and keeps none.
 struct ByteCount(u64);
 
@@ -353,9 +345,10 @@ impl Fanout {
         if let Some(line) = outbound.line.get() {
             return Some(line);
         }
-        let kill = self.transports.upgraded(&socket.id).or_else(|| {
-            socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.kill.clone())
-        })?;
+        let kill = self
+            .transports
+            .upgraded(&socket.id)
+            .or_else(|| PeerConn::of(&socket.req_parts().extensions).map(|c| c.kill.clone()))?;
         Some(outbound.line.get_or_init(|| kill))
     }
 
@@ -370,7 +363,7 @@ impl Fanout {
             Some(line) if room => {
                 tracing::warn!(sid = %socket.id, backlog = line.backlog(), "slow consumer: over its outbound budget; \
                      telling it why, then closing its connection");
-                if let Ok(closing) = serde_json::value::to_raw_value(&slow_consumer_closing()) {
+                if let Ok(closing) = serde_json::value::to_raw_value(&Closing::slow_consumer()) {
                     let _ = socket.emit(EV_CLOSING, &closing);
                 }
                 let line = line.clone();

@@ -320,11 +320,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
 }
 
 /// Who is on the other end of an HTTP connection, and how to cut it;
-/// available to handlers and Socket.IO sockets as `ConnectInfo<Peer>`.
+/// available to handlers and Socket.IO sockets as `ConnectInfo<PeerConn>`.
 #[derive(Clone)]
 pub struct PeerConn {
     pub addr: SocketAddr,
     pub kill: KillSwitch,
+}
+
+impl PeerConn {
+    /// The connection a request (or a socket's handshake request) came
+    /// over, from its extensions; `None` only for in-process callers.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<&PeerConn> {
+        extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|info| &info.0)
+    }
 }
 
 impl std::fmt::Debug for PeerConn {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -103,7 +103,7 @@ impl CookiePolicy {
 /// HTTPS (or `HERALD_COOKIE_SECURE` is on), so a session cookie set over TLS
 /// is never sent in the clear.
 pub async fn secure_cookies(State(policy): State<CookiePolicy>, request: Request, next: Next) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.addr.ip());
+    let peer = PeerConn::of(request.extensions()).map(|c| c.addr.ip());
     let secure = policy.always_secure || policy.is_https(peer, request.headers());
     let mut response = next.run(request).await;
     if secure {

@@ -83,7 +83,7 @@ pub(super) async fn authenticate(
             }
         }
     };
-    let conn = socket.req_parts().extensions.get::<axum::extract::ConnectInfo<PeerConn>>().map(|c| c.0.clone());
+    let conn = PeerConn::of(&socket.req_parts().extensions).cloned();
     let client_ip = conn.as_ref().map(|c| gate.trusted_proxies.client_ip_of(c.addr.ip(), &socket.req_parts().headers));
     let slot = match client_ip.map(|ip| gate.caps.admit(ip)) {
         Some(None) => {
@@ -120,14 +120,6 @@ pub(super) async fn authenticate(
     Ok(())
 }
 
-/// The `closing` a connection gets when its token expires.
-pub fn token_expired_closing() -> Closing {
-    Closing {
-        reason: "token_expired".to_owned(),
-        detail: "the token this connection was opened with has expired; reconnect with a new one".to_owned(),
-    }
-}
-
 /// How long a connection closed for its token has to read why.
 const EXPIRED_GRACE: Duration = Duration::from_secs(1);
 
@@ -150,7 +142,7 @@ fn close_at_expiry(
         if let Some(socket) = io.get_socket(sid) {
             metrics.token_expired();
             span_of(&socket).in_scope(|| tracing::info!("token expired: closing the connection"));
-            fanout.close(socket, &token_expired_closing(), EXPIRED_GRACE);
+            fanout.close(socket, &Closing::token_expired(), EXPIRED_GRACE);
         }
     })
     .abort_handle()

@@ -1,16 +1,16 @@
 //! `sync` and `mark_read`: what a socket missed of its user's inbox and of
 //! the broadcast stream, and marking notifications read.
 
-use herald::protocol::{ErrorReply, MarkReadRequest, Object, Reply, SyncRequest};
+use herald::protocol::{ErrorReply, MarkReadRequest, Reply, SyncRequest};
 use herald::{Identity, Seq};
 use serde::Serialize;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State};
 use tracing::Instrument;
 
 use crate::engine::fanout::Fanout;
 use crate::engine::{Channel, Encoded, Engine};
 use crate::notify::Notifier;
-use crate::realtime::socket::{EventCost, Gate, Refusal, admit_or_answer, connection, span_of, user_of};
+use crate::realtime::socket::{EventCost, Gate, Payload, Refusal, admit_or_answer, connection, span_of, user_of};
 use crate::store::StoreError;
 
 /// The answer to a `sync` (`protocol::Synced`), its notifications already
@@ -24,7 +24,7 @@ struct Synced {
 
 pub(super) async fn on_sync(
     socket: SocketRef,
-    TryData(request): TryData<Object<SyncRequest>>,
+    Payload(request): Payload<SyncRequest>,
     State(engine): State<Engine>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
@@ -35,7 +35,7 @@ pub(super) async fn on_sync(
     let Some(conn) = connection(&socket) else { return };
     // The turn is held until the answer is queued.
     let (result, _turn) = match request {
-        Ok(Object(request)) => match gate.read_turn(&conn, &socket, &fanout).await {
+        Ok(request) => match gate.read_turn(&conn, &socket, &fanout).await {
             Ok(turn) => {
                 let missed = sync(&engine, user.as_ref(), request).await.map_err(|err| {
                     tracing::warn!(%err, "sync: reading notifications failed");
@@ -46,7 +46,7 @@ pub(super) async fn on_sync(
             Err(Refusal::Answer(busy)) => (Err(busy), None),
             Err(Refusal::Ignore) => return,
         },
-        Err(err) => (Err(ErrorReply::malformed(err)), None),
+        Err(malformed) => (Err(malformed), None),
     };
     fanout.reply(&socket, ack, &Reply::from(result));
 }
@@ -67,7 +67,7 @@ async fn sync(engine: &Engine, user: Option<&Identity>, request: SyncRequest) ->
 
 pub(super) async fn on_mark_read(
     socket: SocketRef,
-    TryData(request): TryData<Object<MarkReadRequest>>,
+    Payload(request): Payload<MarkReadRequest>,
     State(notifier): State<Notifier>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
@@ -76,9 +76,9 @@ pub(super) async fn on_mark_read(
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::MarkRead, ack) else { return };
     let Some(conn) = connection(&socket) else { return };
     let (result, _turn) = match (request, user_of(&socket)) {
-        (Err(err), _) => (Err(ErrorReply::malformed(err)), None),
+        (Err(malformed), _) => (Err(malformed), None),
         (Ok(_), None) => (Err(ErrorReply::new("no_inbox", "anonymous connections have no inbox")), None),
-        (Ok(Object(request)), Some(identity)) => match gate.read_turn(&conn, &socket, &fanout).await {
+        (Ok(request), Some(identity)) => match gate.read_turn(&conn, &socket, &fanout).await {
             Ok(turn) => (notifier.mark_read(&identity.user, request).instrument(span_of(&socket)).await, Some(turn)),
             Err(Refusal::Answer(busy)) => (Err(busy), None),
             Err(Refusal::Ignore) => return,

@@ -1,18 +1,18 @@
 //! `join` and `leave`: a socket in and out of a chat room, with what it
 //! missed, and the room's presence told.
 
-use herald::protocol::{ErrorReply, JoinRequest, LeaveRequest, Object, ROOMS_PER_SOCKET_MAX, Reply};
+use herald::protocol::{ErrorReply, JoinRequest, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply};
 use herald::{RoomName, Seq};
 use serde::Serialize;
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, State};
 use tracing::Instrument;
 
 use crate::engine::fanout::Fanout;
 use crate::engine::presence::{Announcer, Member};
 use crate::engine::{Channel, Encoded, Engine};
 use crate::realtime::socket::{
-    ConnectionState, EventCost, Gate, ReadTurn, Refusal, admit_or_answer, connection, span_of, user_of,
+    ConnectionState, EventCost, Gate, Payload, ReadTurn, Refusal, admit_or_answer, connection, span_of, user_of,
 };
 use crate::sync::lock;
 
@@ -30,7 +30,7 @@ struct Joined {
 pub(super) async fn on_join(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<Object<JoinRequest>>,
+    Payload(request): Payload<JoinRequest>,
     State(engine): State<Engine>,
     State(announcer): State<Announcer>,
     State(gate): State<Gate>,
@@ -39,8 +39,8 @@ pub(super) async fn on_join(
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Join, ack) else { return };
     let result = match request {
-        Ok(Object(request)) => join(&socket, &gate, &fanout, &engine, request).instrument(span_of(&socket)).await,
-        Err(err) => Err(Refusal::Answer(ErrorReply::malformed(err))),
+        Ok(request) => join(&socket, &gate, &fanout, &engine, request).instrument(span_of(&socket)).await,
+        Err(malformed) => Err(Refusal::Answer(malformed)),
     };
     // The turn (when the join read the store) is held until the answer is
     // queued.
@@ -147,7 +147,7 @@ async fn join(
 pub(super) async fn on_leave(
     socket: SocketRef,
     io: SocketIo,
-    TryData(request): TryData<Object<LeaveRequest>>,
+    Payload(request): Payload<LeaveRequest>,
     State(announcer): State<Announcer>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
@@ -155,7 +155,7 @@ pub(super) async fn on_leave(
     ack: AckSender,
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Leave, ack) else { return };
-    let result = request.map_err(ErrorReply::malformed).and_then(|Object(request)| {
+    let result = request.and_then(|request| {
         let room = RoomName::parse(&request.room)?;
         if let Some(conn) = connection(&socket) {
             forget_room(&socket, &conn, &engine, &room);

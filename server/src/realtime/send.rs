@@ -2,8 +2,8 @@
 //! the no-JavaScript form's; a signed-in user sends under the token's name.
 
 use herald::StoredMessage;
-use herald::protocol::{ErrorReply, Object, Reply, SendRequest};
-use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use herald::protocol::{ErrorReply, Reply, SendRequest};
+use socketioxide::extract::{AckSender, SocketRef, State};
 use tracing::Instrument;
 
 use crate::chat::{Chat, PostError};
@@ -11,11 +11,11 @@ use crate::engine::fanout::Fanout;
 use crate::http::admission::retry_after_ms;
 use crate::ops::lifecycle::Work;
 use crate::ops::metrics::Rejection;
-use crate::realtime::socket::{EventCost, Gate, Peer, admit_or_answer, connection, span_of};
+use crate::realtime::socket::{EventCost, Gate, Payload, Peer, admit_or_answer, connection, span_of};
 
 pub(super) async fn on_send(
     socket: SocketRef,
-    TryData(request): TryData<Object<SendRequest>>,
+    Payload(request): Payload<SendRequest>,
     State(chat): State<Chat>,
     State(gate): State<Gate>,
     State(fanout): State<Fanout>,
@@ -25,10 +25,8 @@ pub(super) async fn on_send(
     let result = match admit_send(&socket, &gate) {
         Err(refusal) => Err(refusal),
         Ok(_work) => match request {
-            Ok(Object(request)) => {
-                send(&chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
-            }
-            Err(err) => Err(ErrorReply::malformed(err)),
+            Ok(request) => send(&chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await,
+            Err(malformed) => Err(malformed),
         },
     };
     fanout.reply(&socket, ack, &Reply::from(result));

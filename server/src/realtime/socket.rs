@@ -12,9 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::Identity;
-use herald::protocol::{ErrorReply, REQUESTS_IN_FLIGHT_MAX, Reply};
+use herald::protocol::{ErrorReply, Object, REQUESTS_IN_FLIGHT_MAX, Reply};
 use herald::{RoomName, Seq};
-use socketioxide::extract::{AckSender, SocketRef};
+use serde::de::DeserializeOwned;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
 use tokio::sync::Semaphore;
 use tracing::Span;
 
@@ -50,6 +54,24 @@ impl EventCost {
             Self::MarkRead => 2,
             Self::Send | Self::Leave => 1,
         }
+    }
+}
+
+/// An event's payload, parsed at the boundary: the request (a JSON object),
+/// or the `malformed` answer to give instead. Never fails, so a handler
+/// always runs and always answers.
+pub struct Payload<T>(pub Result<T, ErrorReply>);
+
+impl<T: DeserializeOwned, A: Adapter> FromMessageParts<A> for Payload<T> {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        socket: &Arc<Socket<A>>,
+        value: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let TryData(data) = TryData::<Object<T>>::from_message_parts(socket, value, ack_id)?;
+        Ok(Self(data.map(|Object(request)| request).map_err(ErrorReply::malformed)))
     }
 }
 

@@ -40,11 +40,12 @@ use hyper::upgrade::OnUpgrade;
 use socketioxide::socket::Sid;
 
 use crate::config::{Origins, TrustedProxies};
-use crate::engine::fanout::{Transports, slow_consumer_closing};
+use crate::engine::fanout::Transports;
 use crate::http::admission::WindowCaps;
 use crate::http::conn::PeerConn;
 use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::{Metrics, Rejection};
+use herald::protocol::Closing;
 
 /// The path prefix socketioxide serves.
 pub const SOCKET_PATH: &str = "/socket.io";
@@ -103,7 +104,7 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     if sid.is_none() && guard.drain.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down; reconnect in a moment").into_response();
     }
-    let conn = request.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.clone());
+    let conn = PeerConn::of(request.extensions()).cloned();
     if sid.is_none()
         && let Some(conn) = &conn
     {
@@ -203,7 +204,7 @@ fn owned_uri(uri: &Uri) -> Uri {
 /// A long-polling response (Engine.IO v4) carrying the Socket.IO event
 /// `closing` for a slow consumer, then an Engine.IO close.
 fn goodbye_poll() -> Response {
-    let closing = serde_json::to_string(&slow_consumer_closing()).expect("a Closing serialises");
+    let closing = serde_json::to_string(&Closing::slow_consumer()).expect("a Closing serialises");
     let payload = format!("42[\"closing\",{closing}]\u{1e}1");
     ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], payload).into_response()
 }
@@ -234,7 +235,7 @@ mod tests {
 
         let owned = own_head(request);
         assert_eq!(owned.uri(), &uri);
-        let kept = owned.extensions().get::<ConnectInfo<PeerConn>>().map(|c| c.0.addr);
+        let kept = PeerConn::of(owned.extensions()).map(|c| c.addr);
         assert_eq!(kept, Some("10.1.2.3:4567".parse().unwrap()), "the connection stays");
         assert!(owned.extensions().get::<OriginalUri>().is_none(), "what nothing reads is dropped");
         assert_eq!(owned.headers(), &before, "every value read later, repeated ones too, in order, and nothing else");
