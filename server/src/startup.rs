@@ -279,7 +279,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let websocket = sockets.iter().filter(|s| s.transport_type() == TransportType::Websocket).count();
     let rooms = state.presence.room_count();
     let upgrades_tracked = state.transports.upgrades_tracked();
-    let live = Live { websocket, polling: sockets.len() - websocket, rooms, upgrades_tracked };
+    let (window_bytes, streams) = state.engine.memory();
+    let live = Live { websocket, polling: sockets.len() - websocket, rooms, upgrades_tracked, window_bytes, streams };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }
 

@@ -130,6 +130,10 @@ pub struct Live {
     /// WebSocket upgrades whose TCP connection is tracked (see
     /// `engine::fanout::Transports`).
     pub upgrades_tracked: usize,
+    /// Bytes of encoded items the engine's windows hold, and the streams
+    /// it keeps.
+    pub window_bytes: usize,
+    pub streams: usize,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -257,6 +261,18 @@ impl Metrics {
             &[("", live.upgrades_tracked as u64)],
         );
         family(
+            "herald_window_bytes",
+            "gauge",
+            "Bytes of encoded messages the streams' windows keep for catch-ups (bounded by HERALD_WINDOW_BYTES).",
+            &[("", live.window_bytes as u64)],
+        );
+        family(
+            "herald_streams",
+            "gauge",
+            "Streams (rooms, inboxes, the broadcast stream) this node keeps: listened to, written or waited on.",
+            &[("", live.streams as u64)],
+        );
+        family(
             "herald_store_errors_total",
             "counter",
             "Storage operations that failed or timed out.",
@@ -292,7 +308,8 @@ mod tests {
         m.publish(PublishOutcome::RateLimited);
         m.store_op(Duration::from_micros(700), true);
         m.store_op(Duration::from_secs(10), false);
-        let text = m.render(&Live { websocket: 3, polling: 1, rooms: 2, upgrades_tracked: 0 });
+        let text =
+            m.render(&Live { websocket: 3, polling: 1, rooms: 2, upgrades_tracked: 0, window_bytes: 0, streams: 0 });
         assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
         assert!(text.contains("herald_messages_received_total 1\n"));
         assert!(text.contains("herald_publish_requests_total{outcome=\"rate_limited\"} 1\n"));

@@ -472,4 +472,7 @@ async fn join_storm_is_answered_with_bounded_store_reads() {
         ops <= STORE_OPS_MAX,
         "{SOCKETS} joins of one room cost {ops} store operations (at most {STORE_OPS_MAX}): the crowd must share reads, not make one each"
     );
+    // The room's window holds what the crowd was answered from, and says so.
+    let window = metric(&app, "herald_window_bytes ").await;
+    assert!(window >= 400 * 80, "a window of the room's 500 messages, {window} bytes");
 }
