@@ -38,12 +38,6 @@ const BACKOFF_BASE_MS: f64 = 500.0;
 const BACKOFF_MAX_MS: f64 = 15_000.0;
 /// After this many failed attempts in a row the page says "offline".
 const OFFLINE_AFTER: u32 = 4;
-/// A join asks for this many sequence numbers before the newest one the page
-/// has. Two sends to a room can be stored in the opposite order of their
-/// sequence numbers; a page that got the later one just before its
-/// connection dropped would otherwise never get the earlier one. The overlap
-/// costs a few already-shown messages, which the timeline drops.
-const JOIN_OVERLAP: u64 = 16;
 
 type Tx = SplitSink<WebSocket, Message>;
 type Rx = stream::Fuse<SplitStream<WebSocket>>;
@@ -218,11 +212,12 @@ impl Client {
         }
     }
 
-    /// Joins the room from the newest message the page has (less the
-    /// overlap).
+    /// Joins the room from the newest message the page has: the page was
+    /// rendered up to a watermark, live messages come in order, and a
+    /// join's catch-up ends at one, so it has everything at or below it.
     async fn emit_join(&mut self, tx: &mut Tx) -> Result<(), String> {
         let last_seen = self.signals.timeline.with_untracked(|t| t.last_seq()).unwrap_or_default();
-        let since = last_seen.max(self.rendered_since).get().saturating_sub(JOIN_OVERLAP);
+        let since = last_seen.max(self.rendered_since).get();
         self.emit(tx, EV_JOIN, &JoinRequest { room: self.room.to_string(), since }, AckFor::Join).await
     }
 

@@ -29,7 +29,6 @@ use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
 use crate::store::inbox::Inbox;
-use crate::store::messages::Store;
 
 /// Size limits for HTTP handlers that read bodies themselves.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +69,7 @@ impl AppState {
     /// What every page render gets as Leptos context.
     pub fn page_context(&self) -> impl Fn() + Clone + Send + Sync + 'static {
         let backend = Backend(Arc::new(PageData {
-            store: self.engine.store().clone(),
+            engine: self.engine.clone(),
             inbox: self.inbox.clone(),
             presence: self.presence.clone(),
         }));
@@ -97,7 +96,7 @@ impl AppState {
 
 /// What pages read, over the server's stores.
 struct PageData {
-    store: Store,
+    engine: Engine,
     inbox: Inbox,
     presence: SharedPresence,
 }
@@ -112,7 +111,8 @@ fn unavailable(what: &'static str) -> impl Fn(StoreError) -> HistoryUnavailable 
 impl PageSource for PageData {
     fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>> {
         Box::pin(async move {
-            let (head, messages) = self.store.recent(room).await.map_err(unavailable("room history"))?;
+            let (head, messages) =
+                self.engine.recent(room, herald::HISTORY_WINDOW).await.map_err(unavailable("room history"))?;
             Ok(RecentHistory { head, messages })
         })
     }

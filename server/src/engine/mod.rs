@@ -30,7 +30,7 @@ use std::sync::{Arc, Weak};
 
 use herald::notification::Notification;
 use herald::protocol::{Closing, EV_CLOSING};
-use herald::{NewMessage, Seq, StoredMessage};
+use herald::{NewMessage, RoomName, Seq, StoredMessage};
 use serde::Serialize;
 use socketioxide::SocketIo;
 
@@ -143,10 +143,31 @@ impl Engine {
     /// `joined` puts its socket in the channel in the same step (see
     /// [`stream`]).
     pub async fn catch_up(&self, channel: &Channel, since: Seq, joined: impl FnOnce()) -> Result<CatchUp, StoreError> {
+        let max = herald::protocol::CATCH_UP_MAX;
         match channel {
-            Channel::Room(_) => self.0.rooms.catch_up(channel, since, joined).await,
-            Channel::User(_) | Channel::Everyone => self.0.notes.catch_up(channel, since, joined).await,
+            Channel::Room(_) => self.0.rooms.catch_up(channel, since, max, joined).await,
+            Channel::User(_) | Channel::Everyone => self.0.notes.catch_up(channel, since, max, joined).await,
         }
+    }
+
+    /// A room's newest `count` sequence numbers' worth of messages, oldest
+    /// first, and the cursor they end at: a page rendered from it shows a
+    /// watermark, like a join's answer (from the window when the room has
+    /// listeners here, else one head read and one range read).
+    pub async fn recent(&self, room: &RoomName, count: u64) -> Result<(Seq, Vec<StoredMessage>), StoreError> {
+        let channel = Channel::Room(room.clone());
+        self.0.rooms.listen(&channel);
+        let caught_up = self.0.rooms.catch_up(&channel, Seq(0), count, || {}).await;
+        self.0.rooms.unlisten(&channel);
+        let caught_up = caught_up?;
+        let mut messages = Vec::with_capacity(caught_up.items.len());
+        for item in &caught_up.items {
+            match serde_json::from_str(item.raw().get()) {
+                Ok(message) => messages.push(message),
+                Err(err) => return Err(StoreError::Corrupt(format!("a window item of {room}: {err}"))),
+            }
+        }
+        Ok((caught_up.head, messages))
     }
 
     /// Bytes the windows hold, and the streams kept (for `/metrics`).

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::Seq;
-use herald::protocol::CATCH_UP_MAX;
 use tokio::sync::{Notify, oneshot};
 
 use super::broker::{Broker, Encoded, Publication};
@@ -70,9 +69,10 @@ pub struct CatchUp {
     /// The stream's cursor: everything up to it is in `items` or was
     /// before `since`; everything after it arrives live.
     pub head: Seq,
-    /// Oldest first, at most [`CATCH_UP_MAX`].
+    /// Oldest first, at most the numbers asked for (`CATCH_UP_MAX` for a
+    /// join or sync).
     pub items: Vec<Encoded>,
-    /// More than [`CATCH_UP_MAX`] were missed; only the newest came.
+    /// More were missed than asked for; only the newest came.
     pub truncated: bool,
 }
 
@@ -498,6 +498,7 @@ impl<L: Log> Streams<L> {
         self: &Arc<Self>,
         channel: &Channel,
         since: Seq,
+        max: u64,
         joined: impl FnOnce(),
     ) -> Result<CatchUp, StoreError> {
         let cell = self.cell(channel);
@@ -513,7 +514,7 @@ impl<L: Log> Streams<L> {
             }
             // What the outbox holds reaches the joined socket live.
             let head = state.outbox.iter().map(|(seq, _)| Seq(seq.get().saturating_sub(1))).fold(cursor, Seq::min);
-            let from = since.max(Seq(head.get().saturating_sub(CATCH_UP_MAX)));
+            let from = since.max(Seq(head.get().saturating_sub(max)));
             let window = state.order.window();
             break (head, from, window.floor(), window.between(from.max(window.floor()), head));
         };

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use herald::{ClientMsgId, DisplayName, HISTORY_WINDOW, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
+use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
 use mongodb::bson::Document;
 use mongodb::bson::{DateTime, doc};
 use mongodb::options::IndexOptions;
@@ -282,17 +282,5 @@ impl Store {
             }
         }
         Ok(messages)
-    }
-
-    /// The room's head and its last [`HISTORY_WINDOW`] sequence numbers' worth
-    /// of messages, oldest first.
-    pub async fn recent(&self, room: &RoomName) -> Result<(Seq, Vec<StoredMessage>), StoreError> {
-        self.bounds
-            .run(async {
-                let head = current_seq(&self.heads, room.as_str()).await?;
-                let from = Seq(head.get().saturating_sub(HISTORY_WINDOW));
-                Ok((head, self.range_between(room, from, head, HISTORY_WINDOW).await?))
-            })
-            .await
     }
 }
