@@ -227,6 +227,9 @@ impl<L: Log> Streams<L> {
                 if let Err(err) = streams.started(&cell).await {
                     tracing::warn!(%err, channel = %cell.channel, "starting a stream failed; its next catch-up starts it");
                 }
+                let channel = cell.channel.clone();
+                drop(cell);
+                streams.tidy(&channel);
             });
         }
     }
@@ -349,6 +352,7 @@ impl<L: Log> Streams<L> {
                 let keep = self.keep(channel);
                 let mut state = lock(&cell.state);
                 if state.listeners == 0 {
+                    state.order.stop(&self.budget);
                     return;
                 }
                 let out = match span {
@@ -476,7 +480,11 @@ impl<L: Log> Streams<L> {
             let mut state = lock(&cell.state);
             state.starting = false;
             state.start_wanted = false;
-            if let Ok(head) = &head {
+            // Started only while someone listens: a stream nobody here
+            // listens to hears nothing, so its cursor would go stale.
+            if let Ok(head) = &head
+                && state.listeners > 0
+            {
                 state.order.start(*head);
             }
             let spawn = state.queue.len().min(state.writers_max().saturating_sub(state.writers));
@@ -507,8 +515,14 @@ impl<L: Log> Streams<L> {
         let (head, from, floor, recent) = loop {
             self.started(&cell).await?;
             let state = lock(&cell.state);
-            // Stopped meanwhile (its last listener left): start again.
-            let Some(cursor) = state.order.cursor() else { continue };
+            // Stopped meanwhile (its last listener left): start again, if
+            // someone still listens (a caller listens before it asks).
+            let Some(cursor) = state.order.cursor() else {
+                if state.listeners == 0 {
+                    return Err(StoreError::Corrupt(format!("a catch-up of {channel}, which nobody here listens to")));
+                }
+                continue;
+            };
             if let Some(joined) = joined.take() {
                 joined();
             }
