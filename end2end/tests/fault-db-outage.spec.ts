@@ -47,7 +47,7 @@ const SCENARIOS: Scenario[] = [
   {
     name: 'hung (SIGSTOP), then continued (SIGCONT)',
     fail: async (db) => {
-      db.pause();
+      await db.pauseAndWait();
       return 'stopped with SIGSTOP';
     },
     recover: async (db) => db.resume(),

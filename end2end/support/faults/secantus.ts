@@ -4,7 +4,7 @@
 // directory, or SIGCONT) to see what Herald does while its database is gone.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -162,6 +162,25 @@ export class SecantusProcess {
     if (!this.child) throw new Error('SecantusDB is not running');
     this.child.kill('SIGSTOP');
     this.paused = true;
+  }
+
+  /**
+   * `pause`, and resolves once the kernel has stopped the process: a signal
+   * to a process running on another CPU lands a little later, and a request
+   * sent in between is still answered. Node has no event for a child
+   * stopping, so this reads the process state (`T`) from /proc, bounded.
+   */
+  async pauseAndWait(): Promise<void> {
+    this.pause();
+    const pid = this.child?.pid;
+    const deadline = performance.now() + 5_000;
+    while (pid !== undefined && performance.now() < deadline) {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // The state follows the command name, which is in parentheses.
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('T')) return;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    throw new Error(`SecantusDB (pid ${pid}) did not stop within 5 s of SIGSTOP`);
   }
 
   /** SIGCONT after `pause`. */
