@@ -254,33 +254,27 @@ impl Store {
         to: Seq,
         limit: u64,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.bounds.run(self.range_between(room, from, to, limit)).await
-    }
-
-    async fn range_between(
-        &self,
-        room: &RoomName,
-        from: Seq,
-        to: Seq,
-        limit: u64,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let filter = doc! {"room": room.as_str(), "seq": {"$gt": seq_to_i64(from), "$lte": seq_to_i64(to)}};
-        let docs: Vec<MessageDoc> = self
-            .messages
-            .find(filter)
-            .sort(doc! {"seq": 1})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .await?
-            .try_collect()
-            .await?;
-        let mut messages = Vec::with_capacity(docs.len());
-        for doc in docs {
-            match doc.into_message() {
-                Ok(message) => messages.push(message),
-                // One bad document must not hide a room's history.
-                Err(err) => tracing::warn!(%err, "skipping invalid stored message"),
-            }
-        }
-        Ok(messages)
+        self.bounds
+            .run(async {
+                let filter = doc! {"room": room.as_str(), "seq": {"$gt": seq_to_i64(from), "$lte": seq_to_i64(to)}};
+                let docs: Vec<MessageDoc> = self
+                    .messages
+                    .find(filter)
+                    .sort(doc! {"seq": 1})
+                    .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .await?
+                    .try_collect()
+                    .await?;
+                let mut messages = Vec::with_capacity(docs.len());
+                for doc in docs {
+                    match doc.into_message() {
+                        Ok(message) => messages.push(message),
+                        // One bad document must not hide a room's history.
+                        Err(err) => tracing::warn!(%err, "skipping invalid stored message"),
+                    }
+                }
+                Ok(messages)
+            })
+            .await
     }
 }
