@@ -2,7 +2,6 @@
 //! JavaScript (the `/notifications` page's forms).
 
 use app::ssr::Visitor;
-use axum::Form;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -10,8 +9,8 @@ use herald::protocol::MarkReadRequest;
 use serde::Deserialize;
 
 use crate::state::AppState;
-use crate::web::response::{expired_form, page, see_other};
-use crate::web::visitor::VisitorId;
+use crate::web::form::{CsrfForm, FormError, Guarded};
+use crate::web::response::{page, see_other};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -21,15 +20,21 @@ pub struct MarkReadForm {
     all: bool,
 }
 
+impl Guarded for MarkReadForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 pub async fn mark_read_form(
     State(state): State<AppState>,
-    Extension(visitor_id): Extension<VisitorId>,
     Extension(visitor): Extension<Visitor>,
-    Form(form): Form<MarkReadForm>,
+    form: Result<CsrfForm<MarkReadForm>, FormError<MarkReadForm>>,
 ) -> Response {
-    if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
-        return expired_form("Notifications");
-    }
+    let form = match form {
+        Ok(CsrfForm(form)) => form,
+        Err(err) => return err.answer("Notifications"),
+    };
     let Some(identity) = visitor.identity else {
         return page(StatusCode::UNAUTHORIZED, "Notifications", "Log in to manage your notifications.");
     };

@@ -5,17 +5,15 @@
 //! every request and every Socket.IO handshake from that browser verifies
 //! it again (see [`crate::auth::session`]).
 
-use axum::Form;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
-use crate::auth::session::SESSION_COOKIE;
 use crate::state::AppState;
-use crate::web::response::{expired_form, page, redirect_with_cookie};
-use crate::web::visitor::VisitorId;
+use crate::web::cookies;
+use crate::web::form::{CsrfForm, FormError, Guarded};
+use crate::web::response::{page, redirect_with_cookie};
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -33,15 +31,9 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery
         Ok((identity, exp)) => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
             let lifetime = i64::try_from(exp.saturating_sub(now)).unwrap_or(i64::MAX);
-            let cookie = Cookie::build((SESSION_COOKIE, token))
-                .path("/")
-                .max_age(cookie::time::Duration::seconds(lifetime))
-                .http_only(true)
-                .same_site(SameSite::Lax)
-                .build();
             tracing::info!(user = %identity.user, "logged in");
             let next = query.next.filter(|n| is_local_path(n)).unwrap_or_else(|| "/".to_owned());
-            redirect_with_cookie(&next, &cookie)
+            redirect_with_cookie(&next, cookies::session(&token, lifetime))
         }
         Err(err) => page(StatusCode::UNAUTHORIZED, "Log in failed", &format!("The token was refused: {err}.")),
     }
@@ -53,22 +45,18 @@ pub struct LogoutForm {
     csrf: String,
 }
 
-/// `POST /logout` (with the page's CSRF token).
-pub async fn logout(
-    State(state): State<AppState>,
-    Extension(visitor_id): Extension<VisitorId>,
-    Form(form): Form<LogoutForm>,
-) -> Response {
-    if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
-        return expired_form("Log out");
+impl Guarded for LogoutForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
     }
-    let cookie = Cookie::build((SESSION_COOKIE, ""))
-        .path("/")
-        .max_age(cookie::time::Duration::ZERO)
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .build();
-    redirect_with_cookie("/", &cookie)
+}
+
+/// `POST /logout` (with the page's CSRF token).
+pub async fn logout(form: Result<CsrfForm<LogoutForm>, FormError<LogoutForm>>) -> Response {
+    match form {
+        Ok(CsrfForm(_)) => redirect_with_cookie("/", cookies::session_ended()),
+        Err(err) => err.answer("Log out"),
+    }
 }
 
 /// Only a plain path on this site: it starts with one `/`, and holds no

@@ -7,11 +7,16 @@
 //! - [`send`]: `POST /add_message`, the no-JavaScript way to send.
 //! - [`inbox`]: `POST /notifications/read`, marking read without
 //!   JavaScript.
+//! - [`form`]: [`form::CsrfForm`], the extractor every form post's CSRF
+//!   check goes through.
+//! - [`cookies`]: every cookie Herald sets.
 //! - [`response`]: the minimal HTML page and the `303 See Other` redirects.
 //!
 //! What it shares with the socket layer (the session cookie, CSRF keys)
 //! lives in [`crate::auth`]: `web` and `realtime` never import each other.
 
+pub mod cookies;
+pub mod form;
 pub mod inbox;
 pub mod login;
 pub mod response;

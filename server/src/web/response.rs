@@ -4,7 +4,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use cookie::Cookie;
 
 /// A minimal HTML page for outcomes of plain forms (login, logout, marking
 /// read) that have no page of their own to show an error on.
@@ -45,12 +44,11 @@ pub(crate) fn see_other(location: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_owned())]).into_response()
 }
 
-/// `303 See Other` to `location`, setting `cookie`.
-pub(crate) fn redirect_with_cookie(location: &str, cookie: &Cookie<'_>) -> Response {
+/// `303 See Other` to `location`, setting a cookie (a
+/// [`crate::web::cookies`] value).
+pub(crate) fn redirect_with_cookie(location: &str, cookie: HeaderValue) -> Response {
     let mut response = see_other(location);
-    if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    response.headers_mut().append(header::SET_COOKIE, cookie);
     response
 }
 

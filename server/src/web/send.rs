@@ -14,12 +14,10 @@
 use std::time::Duration;
 
 use app::ssr::{FormRejection, Visitor};
-use axum::Form;
 use axum::body::Body;
-use axum::extract::rejection::FormRejection as FormBodyRejection;
 use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use herald::RoomName;
 use herald::protocol::SendRequest;
 use serde::Deserialize;
@@ -31,8 +29,10 @@ use crate::http::headers::CspNonce;
 use crate::ids::random_hex;
 use crate::ops::metrics::Rejection;
 use crate::state::AppState;
+use crate::web::cookies;
+use crate::web::form::{CsrfForm, FormError, Guarded};
 use crate::web::response::{page, see_other};
-use crate::web::visitor::{VisitorId, name_cookie};
+use crate::web::visitor::VisitorId;
 
 /// The form's fields. Missing fields read as empty, so that they are
 /// reported like any other invalid value.
@@ -46,6 +46,12 @@ pub struct AddMessageForm {
     client_id: String,
 }
 
+impl Guarded for AddMessageForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 pub async fn add_message(
     State(state): State<AppState>,
     Extension(visitor_id): Extension<VisitorId>,
@@ -53,20 +59,19 @@ pub async fn add_message(
     nonce: Option<Extension<CspNonce>>,
     peer: Option<Extension<ConnectInfo<PeerConn>>>,
     headers: HeaderMap,
-    form: Result<Form<AddMessageForm>, FormBodyRejection>,
+    form: Result<CsrfForm<AddMessageForm>, FormError<AddMessageForm>>,
 ) -> Response {
-    let form = match form {
-        Ok(Form(form)) => form,
-        Err(rejection) => {
-            return (rejection.status(), "malformed form: send application/x-www-form-urlencoded").into_response();
-        }
+    let (form, expired) = match form {
+        Ok(CsrfForm(form)) => (form, false),
+        Err(FormError::Expired(form)) => (form, true),
+        Err(malformed) => return malformed.answer("Send"),
     };
     let room = RoomName::parse(&form.room).unwrap_or_else(|_| RoomName::lobby());
     let reject = |status: StatusCode, error: String| {
         let rejection = FormRejection { error, name: form.name.clone(), body: form.body.clone() };
         render_rejected(&state, &room, visitor.clone(), nonce.clone().map(|n| n.0), rejection, status)
     };
-    if !state.keys.verify_csrf(&visitor_id.0, &form.csrf) {
+    if expired {
         return reject(StatusCode::FORBIDDEN, "This form has expired. Send your message again.".into()).await;
     }
     let ip =
@@ -102,7 +107,7 @@ pub async fn add_message(
         Ok(stored) => {
             let location = format!("{}#m-{}", stored.room.page_path(), stored.seq);
             let mut response = see_other(&location);
-            response.headers_mut().append(header::SET_COOKIE, name_cookie(&stored.name));
+            response.headers_mut().append(header::SET_COOKIE, cookies::display_name(&stored.name));
             response
         }
         Err(PostError::Invalid(reply)) => reject(StatusCode::UNPROCESSABLE_ENTITY, capitalize(&reply.reason)).await,

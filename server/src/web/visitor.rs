@@ -7,41 +7,19 @@
 
 use app::ssr::Visitor;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use cookie::{Cookie, SameSite};
 use herald::DisplayName;
 
 use crate::auth::session::{read_cookie, session_identity};
 use crate::ids::random_hex;
 use crate::state::AppState;
-
-pub const VISITOR_COOKIE: &str = "herald_vid";
-pub const NAME_COOKIE: &str = "herald_name";
-const COOKIE_MAX_AGE_DAYS: i64 = 365;
+use crate::web::cookies::{self, NAME_COOKIE, VISITOR_COOKIE};
 
 /// The visitor id of the current request (32 hex characters).
 #[derive(Debug, Clone)]
 pub struct VisitorId(pub String);
-
-/// A long-lived cookie of Herald's own. (Whether cookies are `Secure` is
-/// decided for every response at once, by
-/// [`crate::http::headers::secure_cookies`].)
-fn cookie<'a>(name: &'a str, value: String, http_only: bool) -> Cookie<'a> {
-    Cookie::build((name, value))
-        .path("/")
-        .max_age(cookie::time::Duration::days(COOKIE_MAX_AGE_DAYS))
-        .same_site(SameSite::Lax)
-        .http_only(http_only)
-        .build()
-}
-
-/// The `Set-Cookie` value remembering a display name.
-pub fn name_cookie(name: &DisplayName) -> HeaderValue {
-    let cookie = cookie(NAME_COOKIE, name.to_string(), false);
-    HeaderValue::from_str(&cookie.encoded().to_string()).expect("an encoded cookie is a valid header")
-}
 
 fn is_visitor_id(value: &str) -> bool {
     value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
@@ -74,10 +52,7 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
 
     let mut response = next.run(request).await;
     if fresh {
-        let cookie = cookie(VISITOR_COOKIE, id, true).to_string();
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
+        response.headers_mut().append(header::SET_COOKIE, cookies::visitor(&id));
     }
     response
 }
@@ -85,18 +60,6 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderMap;
-
-    #[test]
-    fn name_cookie_round_trips() {
-        let name = DisplayName::parse("Zoë <b>; x=1").unwrap();
-        let value = name_cookie(&name);
-        let pair = value.to_str().unwrap().split(';').next().unwrap().to_owned();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_str(&pair).unwrap());
-        assert_eq!(read_cookie(&headers, NAME_COOKIE).as_deref(), Some(name.as_str()));
-    }
-
     #[test]
     fn visitor_ids_are_checked() {
         assert!(is_visitor_id(&"0a".repeat(16)));
