@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::ConfigError;
+use super::source::{Lookup, Source};
+
 /// A token bucket's shape: `per_sec` tokens refill each second, up to
 /// `burst`. A `per_sec` of 0 turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,5 +92,91 @@ impl Default for Limits {
             store_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl Limits {
+    /// Reads every limit, each key over its default.
+    pub(super) fn read(src: &Source<impl Lookup>) -> Result<Self, ConfigError> {
+        let mut limits = Limits::default();
+        limits.read_sizes(src)?;
+        limits.read_connections(src)?;
+        limits.read_rates(src)?;
+        limits.read_delivery(src)?;
+        limits.read_timeouts(src)?;
+        Ok(limits)
+    }
+
+    /// How big a message, a name, a body or a buffer may be.
+    fn read_sizes(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
+        self.message_max_chars =
+            src.number("HERALD_MESSAGE_MAX_CHARS", 1..=herald::message::BODY_MAX_CHARS, self.message_max_chars)?;
+        self.name_max_chars =
+            src.number("HERALD_NAME_MAX_CHARS", 1..=herald::message::NAME_MAX_CHARS, self.name_max_chars)?;
+        self.publish_data_max_bytes =
+            src.number("HERALD_PUBLISH_DATA_MAX_BYTES", 64..=1024 * 1024, self.publish_data_max_bytes)?;
+        self.http_body_max_bytes =
+            src.number("HERALD_HTTP_BODY_MAX_BYTES", 4 * 1024..=16 * 1024 * 1024, self.http_body_max_bytes)?;
+        self.socket_payload_max_bytes =
+            src.number("HERALD_SOCKET_PAYLOAD_MAX_BYTES", 16 * 1024..=16 * 1024 * 1024, self.socket_payload_max_bytes)?;
+        self.outbound_buffer_packets =
+            src.number("HERALD_OUTBOUND_BUFFER_PACKETS", 16..=65_536, self.outbound_buffer_packets)?;
+        self.outbound_buffer_bytes =
+            src.number("HERALD_OUTBOUND_BUFFER_BYTES", 16 * 1024..=256 * 1024 * 1024, self.outbound_buffer_bytes)?;
+        Ok(())
+    }
+
+    /// How many connections and handshakes one address may hold.
+    fn read_connections(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
+        self.connections_per_ip = src.number("HERALD_CONNECTIONS_PER_IP", 0..=1_000_000, self.connections_per_ip)?;
+        self.tcp_connections_per_ip =
+            src.number("HERALD_TCP_CONNECTIONS_PER_IP", 0..=1_000_000, self.tcp_connections_per_ip)?;
+        self.handshakes_per_ip = src.number("HERALD_HANDSHAKES_PER_IP", 0..=1_000_000, self.handshakes_per_ip)?;
+        Ok(())
+    }
+
+    /// The token buckets, and how much store work client events may do.
+    fn read_rates(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
+        self.send_rate = Rate::read(src, "HERALD_SEND_RATE", "HERALD_SEND_BURST", self.send_rate)?;
+        self.publish_rate = Rate::read(src, "HERALD_PUBLISH_RATE", "HERALD_PUBLISH_BURST", self.publish_rate)?;
+        self.event_rate = Rate::read(src, "HERALD_EVENT_RATE", "HERALD_EVENT_BURST", self.event_rate)?;
+        self.event_store_concurrency =
+            src.number("HERALD_EVENT_STORE_CONCURRENCY", 1..=1024, self.event_store_concurrency)?;
+        Ok(())
+    }
+
+    /// The engine's streams: presence snapshots, order holds and windows.
+    fn read_delivery(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
+        let ms = Duration::from_millis;
+        self.presence_interval =
+            src.duration("HERALD_PRESENCE_INTERVAL", ms(50)..=Duration::from_secs(60), self.presence_interval)?;
+        self.order_hold = src.duration("HERALD_ORDER_HOLD", ms(10)..=Duration::from_secs(10), self.order_hold)?;
+        self.window_messages = src.number("HERALD_WINDOW_MESSAGES", 0..=100_000, self.window_messages)?;
+        self.window_bytes = src.number("HERALD_WINDOW_BYTES", 0..=16 * 1024 * 1024 * 1024, self.window_bytes)?;
+        Ok(())
+    }
+
+    /// How long connections, requests, the store and shutdown may take.
+    fn read_timeouts(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
+        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
+        self.connect_timeout = src.duration("HERALD_CONNECT_TIMEOUT", ms(500)..=secs(120), self.connect_timeout)?;
+        self.ping_interval = src.duration("HERALD_PING_INTERVAL", ms(50)..=secs(300), self.ping_interval)?;
+        self.ping_timeout = src.duration("HERALD_PING_TIMEOUT", ms(50)..=secs(300), self.ping_timeout)?;
+        self.head_timeout = src.duration("HERALD_HEAD_TIMEOUT", secs(1)..=secs(600), self.head_timeout)?;
+        self.request_timeout = src.duration("HERALD_REQUEST_TIMEOUT", secs(1)..=secs(600), self.request_timeout)?;
+        self.store_timeout = src.duration("HERALD_STORE_TIMEOUT", ms(100)..=secs(120), self.store_timeout)?;
+        self.shutdown_timeout = src.duration("HERALD_SHUTDOWN_TIMEOUT", secs(1)..=secs(600), self.shutdown_timeout)?;
+        Ok(())
+    }
+}
+
+impl Rate {
+    /// A bucket from its two keys: the refill per second (0: off) and the
+    /// burst.
+    fn read(src: &Source<impl Lookup>, rate_key: &str, burst_key: &str, default: Rate) -> Result<Self, ConfigError> {
+        Ok(Rate {
+            per_sec: src.number(rate_key, 0..=1_000_000, default.per_sec)?,
+            burst: src.number(burst_key, 1..=1_000_000, default.burst)?,
+        })
     }
 }

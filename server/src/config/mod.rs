@@ -11,18 +11,20 @@
 //! printed), [`Limits`] and [`Rate`], [`Origins`] and [`TrustedProxies`].
 
 use std::collections::HashMap;
+use std::env;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use std::{env, fmt};
 
 mod limits;
 mod network;
 mod secret;
+mod source;
 
 pub use self::limits::{Limits, Rate};
 pub use self::network::{Origins, TrustedProxies};
 pub use self::secret::Secret;
+use self::source::{Lookup, Source};
 
 /// Every configuration key, as an environment variable.
 pub const KEYS: &[&str] = &[
@@ -108,70 +110,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, reason: impl Into<String>) -> Self {
         Self { key: key.to_owned(), reason: reason.into() }
-    }
-}
-
-/// Reads typed values through a lookup, naming the key in every error.
-struct Source<F> {
-    lookup: F,
-}
-
-impl<F: Fn(&str) -> Option<String>> Source<F> {
-    fn get(&self, key: &str) -> Option<String> {
-        (self.lookup)(key)
-    }
-
-    fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(key).as_deref() {
-            None => Ok(default),
-            Some("false" | "0") => Ok(false),
-            Some("true" | "1") => Ok(true),
-            Some(_) => Err(ConfigError::new(key, "expected true or false")),
-        }
-    }
-
-    fn number<N>(&self, key: &str, range: std::ops::RangeInclusive<N>, default: N) -> Result<N, ConfigError>
-    where
-        N: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        let Some(raw) = self.get(key) else { return Ok(default) };
-        raw.trim().parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
-            ConfigError::new(key, format!("expected a whole number from {} to {}", range.start(), range.end()))
-        })
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        range: std::ops::RangeInclusive<Duration>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let Some(raw) = self.get(key) else { return Ok(default) };
-        let parsed = parse_duration(raw.trim()).map_err(|reason| ConfigError::new(key, reason))?;
-        if !range.contains(&parsed) {
-            return Err(ConfigError::new(key, format!("must be from {:?} to {:?}", range.start(), range.end())));
-        }
-        Ok(parsed)
-    }
-
-    fn list(&self, key: &str) -> Vec<String> {
-        self.get(key)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-
-    fn secrets(&self, key: &str, min_len: usize) -> Result<Vec<Secret>, ConfigError> {
-        let items: Vec<Secret> = self.list(key).into_iter().map(Secret::new).collect();
-        if items.iter().any(|s| s.expose().len() < min_len) {
-            return Err(ConfigError::new(key, format!("each entry must be at least {min_len} characters")));
-        }
-        Ok(items)
     }
 }
 
@@ -258,176 +198,74 @@ impl Config {
     /// Reads the configuration through `lookup` (the environment, or a map in
     /// tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let src = Source { lookup };
-        let err = ConfigError::new;
-        let addr = src
-            .get("HERALD_ADDR")
-            .or_else(|| src.get("LEPTOS_SITE_ADDR"))
-            .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
-        let addr = addr.parse().map_err(|_| err("HERALD_ADDR", "expected host:port, e.g. 127.0.0.1:3000"))?;
-        let mongo_db = src.get("HERALD_MONGO_DB").unwrap_or_else(|| "herald".to_owned());
-        let db_ok = !mongo_db.is_empty()
-            && mongo_db.len() <= 63
-            && mongo_db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !db_ok {
-            return Err(err("HERALD_MONGO_DB", "1-63 characters of A-Z, a-z, 0-9, '_' or '-'"));
-        }
-        let secret = src.get("HERALD_SECRET").map(Secret::new);
-        if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
-            return Err(err("HERALD_SECRET", "must be at least 32 characters"));
-        }
-        let log_format = match src.get("HERALD_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(_) => return Err(err("HERALD_LOG_FORMAT", "expected text or json")),
-        };
-        let origins = src.list("HERALD_ALLOWED_ORIGINS");
-        let allowed_origins = if origins.iter().any(|o| o == "*") {
-            Origins::Any
-        } else if origins.is_empty() {
-            Origins::SameOrigin
-        } else {
-            for origin in &origins {
-                if !valid_origin(origin) {
-                    return Err(err(
-                        "HERALD_ALLOWED_ORIGINS",
-                        &format!("{origin:?} is not an origin like https://chat.example.com or http://localhost:8080"),
-                    ));
-                }
-            }
-            Origins::List(origins)
-        };
-        let defaults = Limits::default();
-        let secs = Duration::from_secs;
-        let limits = Limits {
-            message_max_chars: src.number(
-                "HERALD_MESSAGE_MAX_CHARS",
-                1..=herald::message::BODY_MAX_CHARS,
-                defaults.message_max_chars,
-            )?,
-            name_max_chars: src.number(
-                "HERALD_NAME_MAX_CHARS",
-                1..=herald::message::NAME_MAX_CHARS,
-                defaults.name_max_chars,
-            )?,
-            publish_data_max_bytes: src.number(
-                "HERALD_PUBLISH_DATA_MAX_BYTES",
-                64..=1024 * 1024,
-                defaults.publish_data_max_bytes,
-            )?,
-            http_body_max_bytes: src.number(
-                "HERALD_HTTP_BODY_MAX_BYTES",
-                4 * 1024..=16 * 1024 * 1024,
-                defaults.http_body_max_bytes,
-            )?,
-            socket_payload_max_bytes: src.number(
-                "HERALD_SOCKET_PAYLOAD_MAX_BYTES",
-                16 * 1024..=16 * 1024 * 1024,
-                defaults.socket_payload_max_bytes,
-            )?,
-            outbound_buffer_packets: src.number(
-                "HERALD_OUTBOUND_BUFFER_PACKETS",
-                16..=65_536,
-                defaults.outbound_buffer_packets,
-            )?,
-            outbound_buffer_bytes: src.number(
-                "HERALD_OUTBOUND_BUFFER_BYTES",
-                16 * 1024..=256 * 1024 * 1024,
-                defaults.outbound_buffer_bytes,
-            )?,
-            connections_per_ip: src.number("HERALD_CONNECTIONS_PER_IP", 0..=1_000_000, defaults.connections_per_ip)?,
-            tcp_connections_per_ip: src.number(
-                "HERALD_TCP_CONNECTIONS_PER_IP",
-                0..=1_000_000,
-                defaults.tcp_connections_per_ip,
-            )?,
-            handshakes_per_ip: src.number("HERALD_HANDSHAKES_PER_IP", 0..=1_000_000, defaults.handshakes_per_ip)?,
-            event_rate: Rate {
-                per_sec: src.number("HERALD_EVENT_RATE", 0..=1_000_000, defaults.event_rate.per_sec)?,
-                burst: src.number("HERALD_EVENT_BURST", 1..=1_000_000, defaults.event_rate.burst)?,
-            },
-            event_store_concurrency: src.number(
-                "HERALD_EVENT_STORE_CONCURRENCY",
-                1..=1024,
-                defaults.event_store_concurrency,
-            )?,
-            presence_interval: src.duration(
-                "HERALD_PRESENCE_INTERVAL",
-                Duration::from_millis(50)..=secs(60),
-                defaults.presence_interval,
-            )?,
-            order_hold: src.duration("HERALD_ORDER_HOLD", Duration::from_millis(10)..=secs(10), defaults.order_hold)?,
-            window_messages: src.number("HERALD_WINDOW_MESSAGES", 0..=100_000, defaults.window_messages)?,
-            window_bytes: src.number("HERALD_WINDOW_BYTES", 0..=16 * 1024 * 1024 * 1024, defaults.window_bytes)?,
-            connect_timeout: src.duration(
-                "HERALD_CONNECT_TIMEOUT",
-                Duration::from_millis(500)..=secs(120),
-                defaults.connect_timeout,
-            )?,
-            ping_interval: src.duration(
-                "HERALD_PING_INTERVAL",
-                Duration::from_millis(50)..=secs(300),
-                defaults.ping_interval,
-            )?,
-            ping_timeout: src.duration(
-                "HERALD_PING_TIMEOUT",
-                Duration::from_millis(50)..=secs(300),
-                defaults.ping_timeout,
-            )?,
-            send_rate: Rate {
-                per_sec: src.number("HERALD_SEND_RATE", 0..=1_000_000, defaults.send_rate.per_sec)?,
-                burst: src.number("HERALD_SEND_BURST", 1..=1_000_000, defaults.send_rate.burst)?,
-            },
-            publish_rate: Rate {
-                per_sec: src.number("HERALD_PUBLISH_RATE", 0..=1_000_000, defaults.publish_rate.per_sec)?,
-                burst: src.number("HERALD_PUBLISH_BURST", 1..=1_000_000, defaults.publish_rate.burst)?,
-            },
-            head_timeout: src.duration("HERALD_HEAD_TIMEOUT", secs(1)..=secs(600), defaults.head_timeout)?,
-            request_timeout: src.duration("HERALD_REQUEST_TIMEOUT", secs(1)..=secs(600), defaults.request_timeout)?,
-            store_timeout: src.duration(
-                "HERALD_STORE_TIMEOUT",
-                Duration::from_millis(100)..=secs(120),
-                defaults.store_timeout,
-            )?,
-            shutdown_timeout: src.duration(
-                "HERALD_SHUTDOWN_TIMEOUT",
-                secs(1)..=secs(600),
-                defaults.shutdown_timeout,
-            )?,
-        };
+        let src = Source::new(lookup);
         Ok(Self {
-            addr,
+            addr: listen_addr(&src)?,
             mongo_uri: Secret::new(
                 src.get("HERALD_MONGO_URI").unwrap_or_else(|| "mongodb://127.0.0.1:27017".to_owned()),
             ),
-            mongo_db,
-            secret,
+            mongo_db: mongo_db(&src)?,
+            secret: server_secret(&src)?,
             cookie_secure: src.flag("HERALD_COOKIE_SECURE", false)?,
             token_secrets: src.secrets("HERALD_TOKEN_SECRETS", 32)?,
-            token_audience: match src.get("HERALD_TOKEN_AUDIENCE").map(|a| a.trim().to_owned()) {
-                Some(aud) if aud.is_empty() || aud.len() > 256 => {
-                    return Err(err("HERALD_TOKEN_AUDIENCE", "1-256 characters"));
-                }
-                aud => aud,
-            },
+            token_audience: token_audience(&src)?,
             api_keys: src.secrets("HERALD_API_KEYS", 16)?,
             allow_anonymous: src.flag("HERALD_ALLOW_ANONYMOUS", true)?,
-            allowed_origins,
+            allowed_origins: Origins::read(&src)?,
             trusted_proxies: TrustedProxies::parse(&src.list("HERALD_TRUSTED_PROXIES"))
                 .map_err(|reason| ConfigError::new("HERALD_TRUSTED_PROXIES", reason))?,
             retention: Duration::from_secs(src.number("HERALD_RETENTION_DAYS", 1..=3650, 30)? * 86_400),
-            log_format,
-            limits,
+            log_format: log_format(&src)?,
+            limits: Limits::read(&src)?,
         })
     }
 }
 
-/// `scheme://host[:port]` with no path: what browsers send in `Origin`.
-fn valid_origin(origin: &str) -> bool {
-    let Some((scheme, rest)) = origin.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+/// `HERALD_ADDR` (or cargo-leptos's `LEPTOS_SITE_ADDR`): where to listen.
+fn listen_addr(src: &Source<impl Lookup>) -> Result<SocketAddr, ConfigError> {
+    let addr =
+        src.get("HERALD_ADDR").or_else(|| src.get("LEPTOS_SITE_ADDR")).unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    addr.parse().map_err(|_| ConfigError::new("HERALD_ADDR", "expected host:port, e.g. 127.0.0.1:3000"))
+}
+
+/// `HERALD_MONGO_DB`: a database name MongoDB accepts.
+fn mongo_db(src: &Source<impl Lookup>) -> Result<String, ConfigError> {
+    let name = src.get("HERALD_MONGO_DB").unwrap_or_else(|| "herald".to_owned());
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(ConfigError::new("HERALD_MONGO_DB", "1-63 characters of A-Z, a-z, 0-9, '_' or '-'"));
+    }
+    Ok(name)
+}
+
+/// `HERALD_SECRET`: the key of the CSRF tokens, unset for a random one.
+fn server_secret(src: &Source<impl Lookup>) -> Result<Option<Secret>, ConfigError> {
+    let secret = src.get("HERALD_SECRET").map(Secret::new);
+    if secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+        return Err(ConfigError::new("HERALD_SECRET", "must be at least 32 characters"));
+    }
+    Ok(secret)
+}
+
+/// `HERALD_TOKEN_AUDIENCE`: the `aud` tokens must name, if any.
+fn token_audience(src: &Source<impl Lookup>) -> Result<Option<String>, ConfigError> {
+    match src.get("HERALD_TOKEN_AUDIENCE").map(|a| a.trim().to_owned()) {
+        Some(aud) if aud.is_empty() || aud.len() > 256 => {
+            Err(ConfigError::new("HERALD_TOKEN_AUDIENCE", "1-256 characters"))
+        }
+        aud => Ok(aud),
+    }
+}
+
+/// `HERALD_LOG_FORMAT`: `text` or `json`.
+fn log_format(src: &Source<impl Lookup>) -> Result<LogFormat, ConfigError> {
+    match src.get("HERALD_LOG_FORMAT").as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(_) => Err(ConfigError::new("HERALD_LOG_FORMAT", "expected text or json")),
+    }
 }
 
 #[cfg(test)]

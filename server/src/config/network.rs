@@ -4,6 +4,9 @@
 
 use std::net::IpAddr;
 
+use super::ConfigError;
+use super::source::{Lookup, Source};
+
 /// Which browser origins may open a Socket.IO connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origins {
@@ -13,6 +16,35 @@ pub enum Origins {
     List(Vec<String>),
     /// Any origin (`*`).
     Any,
+}
+
+impl Origins {
+    /// `HERALD_ALLOWED_ORIGINS`: `*`, a list of origins, or unset for the
+    /// page's own.
+    pub(super) fn read(src: &Source<impl Lookup>) -> Result<Self, ConfigError> {
+        let origins = src.list("HERALD_ALLOWED_ORIGINS");
+        if origins.iter().any(|o| o == "*") {
+            return Ok(Origins::Any);
+        }
+        if origins.is_empty() {
+            return Ok(Origins::SameOrigin);
+        }
+        if let Some(bad) = origins.iter().find(|origin| !valid_origin(origin)) {
+            return Err(ConfigError::new(
+                "HERALD_ALLOWED_ORIGINS",
+                format!("{bad:?} is not an origin like https://chat.example.com or http://localhost:8080"),
+            ));
+        }
+        Ok(Origins::List(origins))
+    }
+}
+
+/// `scheme://host[:port]` with no path: what browsers send in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 /// The load balancers and proxies whose `X-Forwarded-For` is believed, as
