@@ -65,10 +65,25 @@ pub struct Application {
     head_timeout: Duration,
 }
 
-impl Application {
-    /// Connects to storage, prepares indexes and binds the listener.
-    pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
-        let limits = config.limits.clone();
+/// What every edge of the server shares: storage, the engine and the
+/// services above it, and the server-wide bookkeeping.
+struct Core {
+    metrics: Arc<Metrics>,
+    transports: Transports,
+    fanout: Fanout,
+    engine: Engine,
+    chat: Chat,
+    notifier: Notifier,
+    inbox: Inbox,
+    tokens: Tokens,
+    presence: SharedPresence,
+    drain: Drain,
+}
+
+impl Core {
+    /// Connects to MongoDB, prepares its indexes and starts the engine.
+    async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let limits = &config.limits;
         let metrics = Arc::new(Metrics::default());
         let bounds = Bounds::new(limits.store_timeout, metrics.clone());
         let store = Store::connect(&config.mongo_uri, &config.mongo_db, bounds.clone())
@@ -79,19 +94,30 @@ impl Application {
         inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
         let transports = Transports::default();
         let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
-        let message_limits =
-            MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
         let settings = engine::Settings { hold: limits.order_hold, window_items: limits.window_messages };
         let engine = Engine::local(store, inbox.clone(), fanout.clone(), settings, limits.window_bytes);
-        let chat = Chat::new(engine.clone(), metrics.clone(), message_limits);
-        let notifier = Notifier::new(engine.clone(), metrics.clone());
-        let drain = Drain::default();
+        let message_limits =
+            MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
+        Ok(Self {
+            chat: Chat::new(engine.clone(), metrics.clone(), message_limits),
+            notifier: Notifier::new(engine.clone(), metrics.clone()),
+            tokens: Tokens::new(&config.token_secrets, config.token_audience.as_deref()),
+            presence: Arc::new(LocalPresence::default()),
+            drain: Drain::default(),
+            metrics,
+            transports,
+            fanout,
+            engine,
+            inbox,
+        })
+    }
 
-        let tokens = Tokens::new(&config.token_secrets, config.token_audience.as_deref());
-        let presence: SharedPresence = Arc::new(LocalPresence::default());
-        let announcer = Announcer::new(presence.clone(), fanout.clone(), metrics.clone(), limits.presence_interval);
+    /// The Socket.IO layer with its handlers, and the handle that reaches
+    /// its sockets (attached to the engine, the one that delivers).
+    fn socket_io(&self, config: &Config) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
+        let limits = &config.limits;
         let gate = Gate {
-            tokens: tokens.clone(),
+            tokens: self.tokens.clone(),
             allow_anonymous: config.allow_anonymous,
             caps: ConnectionCaps::new(limits.connections_per_ip),
             trusted_proxies: config.trusted_proxies.clone(),
@@ -99,21 +125,23 @@ impl Application {
             event_rate: limits.event_rate,
             store_ops: Arc::new(tokio::sync::Semaphore::new(limits.event_store_concurrency)),
             store_timeout: limits.store_timeout,
-            drain: drain.clone(),
-            metrics: metrics.clone(),
-            transports: transports.clone(),
+            drain: self.drain.clone(),
+            metrics: self.metrics.clone(),
+            transports: self.transports.clone(),
         };
+        let announcer =
+            Announcer::new(self.presence.clone(), self.fanout.clone(), self.metrics.clone(), limits.presence_interval);
         // A WebSocket message (and each of its frames) is bounded like a
         // long-polling body: the read stops, and the connection closes with
         // 1009, as soon as a frame says it is bigger.
         let ws_max = usize::try_from(limits.socket_payload_max_bytes).unwrap_or(usize::MAX);
-        let (socket_layer, io) = SocketIo::builder()
-            .with_state(chat.clone())
+        let (layer, io) = SocketIo::builder()
+            .with_state(self.chat.clone())
             .with_state(gate)
-            .with_state(engine.clone())
-            .with_state(notifier.clone())
+            .with_state(self.engine.clone())
+            .with_state(self.notifier.clone())
             .with_state(announcer)
-            .with_state(fanout.clone())
+            .with_state(self.fanout.clone())
             .max_payload(limits.socket_payload_max_bytes)
             .ws_max_message_size(ws_max)
             .ws_max_frame_size(ws_max)
@@ -124,63 +152,88 @@ impl Application {
             .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
             .build_layer();
         realtime::register(&io);
-        engine.attach(io.clone());
+        self.engine.attach(io.clone());
+        (layer, io)
+    }
 
+    /// The state of the HTTP handlers: pages, forms and the publish API.
+    fn app_state(&self, config: &Config, io: SocketIo, leptos_options: LeptosOptions) -> AppState {
+        let limits = &config.limits;
         let api_keys = ApiKeys::new(&config.api_keys);
         let publish_rate = (0..api_keys.len()).map(|_| TokenBucket::new(limits.publish_rate)).collect();
-        let state = AppState {
+        AppState {
             leptos_options,
-            chat,
-            engine: engine.clone(),
-            notifier,
-            io: io.clone(),
+            chat: self.chat.clone(),
+            engine: self.engine.clone(),
+            notifier: self.notifier.clone(),
+            io,
             keys: VisitorKeys::new(config.secret.as_ref()),
             cookies: CookiePolicy {
                 always_secure: config.cookie_secure,
                 trusted_proxies: config.trusted_proxies.clone(),
             },
-            tokens,
-            inbox,
+            tokens: self.tokens.clone(),
+            inbox: self.inbox.clone(),
             api_keys,
             publish_rate: Arc::new(publish_rate),
             http_limits: HttpLimits {
                 publish_data_max: limits.publish_data_max_bytes,
                 body_max: limits.http_body_max_bytes,
             },
-            presence,
-            fanout: fanout.clone(),
-            transports: transports.clone(),
+            presence: self.presence.clone(),
+            fanout: self.fanout.clone(),
+            transports: self.transports.clone(),
             form_rate: Arc::new(FormRate::new(limits.send_rate)),
-            drain: drain.clone(),
-            metrics: metrics.clone(),
-        };
-        let guard = TransportGuard {
+            drain: self.drain.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// What every Engine.IO request passes before socketioxide sees it:
+    /// origins, handshake rates, payload bounds.
+    fn transport_guard(&self, config: &Config) -> TransportGuard {
+        let limits = &config.limits;
+        TransportGuard {
             origins: Arc::new(config.allowed_origins.clone()),
-            transports: transports.clone(),
-            metrics: metrics.clone(),
-            drain: drain.clone(),
+            transports: self.transports.clone(),
+            metrics: self.metrics.clone(),
+            drain: self.drain.clone(),
             handshakes: WindowCaps::new(limits.handshakes_per_ip, limits.connect_timeout),
             connect_timeout: limits.connect_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
             payload_max: limits.socket_payload_max_bytes,
-        };
-        let router = router(state, limits.http_body_max_bytes, limits.request_timeout)
-            .layer(socket_layer)
-            .layer(axum::middleware::from_fn_with_state(guard, transport::guard));
-        let listener = KillableListener {
+        }
+    }
+
+    /// Binds `HERALD_ADDR`, with the per-address cap on TCP connections.
+    async fn bind(&self, config: &Config) -> anyhow::Result<KillableListener> {
+        Ok(KillableListener {
             listener: TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?,
-            caps: ConnectionCaps::new(limits.tcp_connections_per_ip),
+            caps: ConnectionCaps::new(config.limits.tcp_connections_per_ip),
             trusted_proxies: config.trusted_proxies.clone(),
-            metrics,
-        };
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+impl Application {
+    /// Connects to storage, prepares indexes and binds the listener.
+    pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
+        let core = Core::connect(&config).await?;
+        let (socket_layer, io) = core.socket_io(&config);
+        let state = core.app_state(&config, io.clone(), leptos_options);
+        let router = router(state, config.limits.http_body_max_bytes, config.limits.request_timeout)
+            .layer(socket_layer)
+            .layer(axum::middleware::from_fn_with_state(core.transport_guard(&config), transport::guard));
+        let listener = core.bind(&config).await?;
         Ok(Self {
             listener,
             router,
             io,
-            engine,
-            drain,
-            shutdown_timeout: limits.shutdown_timeout,
-            head_timeout: limits.head_timeout,
+            engine: core.engine,
+            drain: core.drain,
+            shutdown_timeout: config.limits.shutdown_timeout,
+            head_timeout: config.limits.head_timeout,
         })
     }
 
