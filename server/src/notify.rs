@@ -48,6 +48,40 @@ impl Notifier {
         Ok((stored, self.engine.online(channel)))
     }
 
+    /// Stores a notification for each of `users` (one write for all of
+    /// them), then delivers each. Answers, per user in their order, the
+    /// stored notification and how many of this node's connections listen;
+    /// or the first failure (those stored before it are still delivered).
+    pub async fn notify_users(
+        &self,
+        users: &[UserId],
+        event: &EventName,
+        data: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Vec<(Notification, usize)>, StoreError> {
+        let note = NewNotification {
+            event: event.clone(),
+            data: data.to_string(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
+        let stored = self.engine.notify_users(users, note).await;
+        let mut each = Vec::with_capacity(users.len());
+        let mut failure = None;
+        for (user, stored) in users.iter().zip(stored) {
+            match stored {
+                Ok(stored) => {
+                    self.metrics.notification_stored();
+                    each.push((stored, self.engine.online(&Channel::User(user.clone()))));
+                }
+                Err(err) => failure = failure.or(Some(err)),
+            }
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(each),
+        }
+    }
+
     /// Marks notifications read and tells every connection of the user.
     pub async fn mark_read(&self, user: &UserId, request: MarkReadRequest) -> Result<ReadUpdate, ErrorReply> {
         if request.seqs.len() > MARK_READ_MAX {

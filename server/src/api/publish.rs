@@ -9,7 +9,6 @@ use axum::body::{Body, to_bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt};
 use herald::message::SYSTEM_CLIENT_ID_PREFIX;
 use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, UserId};
 use serde::Serialize;
@@ -24,9 +23,6 @@ use crate::engine::Channel;
 use crate::ids::random_hex;
 use crate::ops::metrics::{PublishOutcome, Rejection};
 use crate::state::AppState;
-
-/// How many users of a `users` publish are stored and delivered at once.
-const FAN_OUT_CONCURRENCY: usize = 16;
 
 /// The client id of a room publish made with (scoped) idempotency key
 /// `scoped`: a digest, since the key can be longer than a client id may be,
@@ -135,28 +131,24 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
             let id = format!("{}:{}", Channel::Room(stored.room.clone()), stored.seq);
             Ok(json!({"id": id, "seq": stored.seq, "online": online}))
         }
-        Target::Users { users, single } => {
-            let event = &publish.event;
-            let data = &publish.data;
-            let deliveries: Vec<Delivery> = futures::stream::iter(users)
-                .map(|user| async move {
-                    let channel = Channel::User(user.clone());
-                    let (stored, online) = state.notifier.notify(&channel, event, data, idem).await?;
-                    Ok::<_, crate::store::StoreError>(Delivery { user, id: stored.id, seq: stored.seq.get(), online })
-                })
-                .buffered(FAN_OUT_CONCURRENCY)
-                .try_collect()
-                .await
-                .map_err(unavailable)?;
+        Target::Users { users, single: true } => {
+            let channel = Channel::User(users[0].clone());
+            let (stored, online) =
+                state.notifier.notify(&channel, &publish.event, &publish.data, idem).await.map_err(unavailable)?;
+            Ok(json!({"id": stored.id, "seq": stored.seq, "online": online}))
+        }
+        Target::Users { users, single: false } => {
+            let stored =
+                state.notifier.notify_users(&users, &publish.event, &publish.data, idem).await.map_err(unavailable)?;
+            let deliveries: Vec<Delivery> = users
+                .into_iter()
+                .zip(stored)
+                .map(|(user, (stored, online))| Delivery { user, id: stored.id, seq: stored.seq.get(), online })
+                .collect();
             let online = deliveries.iter().map(|d| d.online).sum::<usize>();
-            if single {
-                let only = &deliveries[0];
-                Ok(json!({"id": only.id, "seq": only.seq, "online": online}))
-            } else {
-                Ok(
-                    json!({"id": format!("batch:{}", random_hex::<8>()), "seq": null, "online": online, "deliveries": deliveries}),
-                )
-            }
+            Ok(
+                json!({"id": format!("batch:{}", random_hex::<8>()), "seq": null, "online": online, "deliveries": deliveries}),
+            )
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use futures::future::BoxFuture;
 use herald::notification::Notification;
-use herald::{NewMessage, RoomName, Seq, StoredMessage};
+use herald::{NewMessage, RoomName, Seq, StoredMessage, UserId};
 use serde::Serialize;
 
 use super::channel::Channel;
@@ -24,6 +24,17 @@ pub trait Log: Send + Sync + 'static {
     fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>>;
     /// Stores a batch: one allocation, one insert (see the stores).
     fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>>;
+    /// Stores `item` once in each of `channels`' streams; one answer per
+    /// channel, in their order. By default one batch per channel, at once;
+    /// a log that can do better in one write overrides it.
+    fn append_each<'a>(
+        &'a self,
+        channels: &'a [Channel],
+        item: &'a Self::New,
+    ) -> BoxFuture<'a, Vec<Appended<Self::Item>>> {
+        let each = channels.iter().map(move |channel| self.append(channel, std::slice::from_ref(item)));
+        Box::pin(futures::future::join_all(each))
+    }
     /// Items with `from < seq <= to`, oldest first, at most `limit`.
     fn range<'a>(
         &'a self,
@@ -119,6 +130,31 @@ impl Log for Notes {
             match recipient_of(channel) {
                 Ok(recipient) => self.0.store_batch(&recipient, batch).await,
                 Err(err) => Appended::failed(batch.len(), err),
+            }
+        })
+    }
+
+    /// Users' inboxes are written together (see
+    /// [`Inbox::store_for_users`]); anything else one batch at a time.
+    fn append_each<'a>(
+        &'a self,
+        channels: &'a [Channel],
+        item: &'a Self::New,
+    ) -> BoxFuture<'a, Vec<Appended<Self::Item>>> {
+        Box::pin(async move {
+            let users: Option<Vec<UserId>> = channels
+                .iter()
+                .map(|channel| match channel {
+                    Channel::User(user) => Some(user.clone()),
+                    _ => None,
+                })
+                .collect();
+            match users {
+                Some(users) => self.0.store_for_users(&users, item).await,
+                None => {
+                    let each = channels.iter().map(|channel| self.append(channel, std::slice::from_ref(item)));
+                    futures::future::join_all(each).await
+                }
             }
         })
     }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Weak};
 
 use herald::notification::Notification;
 use herald::protocol::{Closing, EV_CLOSING};
-use herald::{NewMessage, RoomName, Seq, StoredMessage};
+use herald::{NewMessage, RoomName, Seq, StoredMessage, UserId};
 use serde::Serialize;
 use socketioxide::SocketIo;
 
@@ -103,6 +103,14 @@ impl Engine {
     /// Stores a notification for a user or everyone, then delivers it.
     pub async fn notify(&self, channel: &Channel, note: NewNotification) -> Result<Notification, StoreError> {
         self.0.notes.append(channel, note).await
+    }
+
+    /// Stores one notification in each of `users`' inboxes, in a bounded
+    /// number of round trips whatever their number, then delivers each;
+    /// one answer per user, in their order.
+    pub async fn notify_users(&self, users: &[UserId], note: NewNotification) -> Vec<Result<Notification, StoreError>> {
+        let channels: Vec<Channel> = users.iter().cloned().map(Channel::User).collect();
+        self.0.notes.append_each(&channels, note).await
     }
 
     /// Tells `channel`'s sockets on every node `event`, outside any

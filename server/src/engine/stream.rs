@@ -84,6 +84,8 @@ pub struct Streams<L: Log> {
     budget: Arc<Budget>,
     local: Arc<Local>,
     broker: Arc<dyn Broker>,
+    /// Held by the write to many streams in flight (see [`Self::append_each`]).
+    each: tokio::sync::Mutex<()>,
 }
 
 /// One stream.
@@ -129,6 +131,17 @@ impl<L: Log> State<L> {
         if self.written { WRITERS_MAX } else { 1 }
     }
 
+    /// Counts the writers the queue needs now, up to the most allowed,
+    /// unless a start has the stream; how many more.
+    fn more_writers(&mut self) -> usize {
+        if self.starting || self.start_wanted {
+            return 0;
+        }
+        let more = self.queue.len().min(self.writers_max().saturating_sub(self.writers));
+        self.writers += more;
+        more
+    }
+
     fn idle(&self) -> bool {
         self.queue.is_empty()
             && self.writers == 0
@@ -146,7 +159,7 @@ struct Pending<L: Log> {
 
 impl<L: Log> Streams<L> {
     pub fn new(log: L, settings: Settings, budget: Arc<Budget>, local: Arc<Local>, broker: Arc<dyn Broker>) -> Self {
-        Self { log, cells: Mutex::default(), settings, budget, local, broker }
+        Self { log, cells: Mutex::default(), settings, budget, local, broker, each: tokio::sync::Mutex::new(()) }
     }
 
     pub fn log(&self) -> &L {
@@ -276,6 +289,79 @@ impl<L: Log> Streams<L> {
         answered.await.unwrap_or_else(|_| Err(StoreError::Corrupt("the stream's writer stopped".into())))
     }
 
+    /// Stores `item` once in each of `channels`' streams, in one write of
+    /// the log where it can (a publish to many users), publishes each, and
+    /// answers per channel, in their order. The write is one of each
+    /// stream's writers while it is in flight: no stream starts (reads its
+    /// head) meanwhile, and a hole it may hold is waited for, as for a
+    /// batch of the stream's own.
+    ///
+    /// One such write at a time on this node: two of them to overlapping
+    /// streams would take the same numbers (see the stores).
+    pub async fn append_each(self: &Arc<Self>, channels: &[Channel], item: L::New) -> Vec<Result<L::Item, StoreError>> {
+        let _one = self.each.lock().await;
+        let mut entered = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let cell = self.cell(channel);
+            let ticket = Self::enter(&cell).await;
+            entered.push((cell, ticket));
+        }
+        let mut each = self.log.append_each(channels, &item).await.into_iter();
+        let mut answers = Vec::with_capacity(channels.len());
+        for (cell, ticket) in entered {
+            let appended = each.next().unwrap_or_else(|| Appended::failed(1, StoreError::Corrupt("unanswered".into())));
+            self.publish(&cell.channel, &appended).await;
+            self.leave(cell, ticket);
+            let answer = appended.answers.into_iter().next();
+            answers
+                .push(answer.unwrap_or_else(|| Err(StoreError::Corrupt("unanswered".into()))).map(Append::into_item));
+        }
+        answers
+    }
+
+    /// Counts a write of someone else's (see [`Self::append_each`]) as one
+    /// of the stream's writers, once no start is reading its head; its
+    /// ticket. It does not wait for a start that only wants the stream: that
+    /// one waits for the writers in flight, this among them, so waiting for
+    /// it here could wait for ever.
+    async fn enter(cell: &Cell<L>) -> u64 {
+        loop {
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = lock(&cell.state);
+                if !state.starting {
+                    state.writers += 1;
+                    let ticket = state.batches;
+                    state.batches += 1;
+                    state.in_flight.insert(ticket);
+                    return ticket;
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// The write with `ticket` is done: the writers it kept from starting
+    /// start now.
+    fn leave(self: &Arc<Self>, cell: Arc<Cell<L>>, ticket: u64) {
+        let spawn = {
+            let mut state = lock(&cell.state);
+            state.in_flight.remove(&ticket);
+            state.written = true;
+            state.writers -= 1;
+            state.more_writers()
+        };
+        cell.changed.notify_waiters();
+        for _ in 0..spawn {
+            tokio::spawn(self.clone().write(cell.clone()));
+        }
+        let channel = cell.channel.clone();
+        drop(cell);
+        self.tidy(&channel);
+    }
+
     /// One of the stream's writers: stores what is queued, a batch at a
     /// time, until nothing is (or a start wants the stream to itself).
     async fn write(self: Arc<Self>, cell: Arc<Cell<L>>) {
@@ -327,9 +413,20 @@ impl<L: Log> Streams<L> {
         fresh.sort_by_key(|(seq, _)| *seq);
         copies.sort_by_key(|(seq, _)| *seq);
         copies.dedup_by_key(|(seq, _)| *seq);
-        let mut publications = Vec::with_capacity(2);
-        if let Some(span) = appended.allocated {
-            publications.push(Publication::Stream { span: Some(span), items: fresh });
+        // One publication per span, each with the items it accounts for.
+        let mut publications = Vec::with_capacity(appended.spans.len() + 1);
+        let mut fresh = fresh.into_iter().peekable();
+        for &(first, last) in &appended.spans {
+            let mut items = Vec::new();
+            while let Some((seq, _)) = fresh.peek()
+                && *seq <= last
+            {
+                let item = fresh.next().expect("peeked");
+                if item.0 >= first {
+                    items.push(item);
+                }
+            }
+            publications.push(Publication::Stream { span: Some((first, last)), items });
         }
         if !copies.is_empty() {
             publications.push(Publication::Stream { span: None, items: copies });
@@ -487,9 +584,7 @@ impl<L: Log> Streams<L> {
             {
                 state.order.start(*head);
             }
-            let spawn = state.queue.len().min(state.writers_max().saturating_sub(state.writers));
-            state.writers += spawn;
-            spawn
+            state.more_writers()
         };
         cell.changed.notify_waiters();
         for _ in 0..spawn {

@@ -119,6 +119,7 @@ pub struct Metrics {
     presence_snapshots: AtomicU64,
     token_expiries: AtomicU64,
     store_errors: AtomicU64,
+    store_commands: AtomicU64,
     store_latency: Histogram,
 }
 
@@ -186,6 +187,12 @@ impl Metrics {
         if !ok {
             inc(&self.store_errors);
         }
+    }
+
+    /// One command was sent to MongoDB (a round trip; an operation may
+    /// take several).
+    pub fn store_command(&self) {
+        inc(&self.store_commands);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -278,6 +285,12 @@ impl Metrics {
             "Storage operations that failed or timed out.",
             &[("", get(&self.store_errors))],
         );
+        family(
+            "herald_store_commands_total",
+            "counter",
+            "Commands sent to MongoDB: its round trips (an operation may take several).",
+            &[("", get(&self.store_commands))],
+        );
 
         let h = &self.store_latency;
         let _ = writeln!(
@@ -308,6 +321,7 @@ mod tests {
         m.publish(PublishOutcome::RateLimited);
         m.store_op(Duration::from_micros(700), true);
         m.store_op(Duration::from_secs(10), false);
+        m.store_command();
         let text =
             m.render(&Live { websocket: 3, polling: 1, rooms: 2, upgrades_tracked: 0, window_bytes: 0, streams: 0 });
         assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
@@ -318,5 +332,6 @@ mod tests {
         assert!(text.contains("herald_store_duration_seconds_bucket{le=\"5\"} 1\n"));
         assert!(text.contains("herald_store_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("herald_store_errors_total 1\n"));
+        assert!(text.contains("herald_store_commands_total 1\n"), "{text}");
     }
 }

@@ -7,6 +7,7 @@
 //! the database. A TTL index on `expires_at` enforces retention.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -20,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::random_hex;
 use crate::store::{
-    Append, Appended, Bounds, DUPLICATE_KEY, StoreError, current_seq, insert_failures, next_seqs, seq_to_i64,
+    Append, Appended, Bounds, DUPLICATE_KEY, SEQ_ROUNDS, StoreError, current_seq, current_seqs, insert_failures,
+    next_seqs, raise_heads, seq_to_i64, without,
 };
 
 const BROADCAST_KEY: &str = "broadcast";
@@ -93,9 +95,31 @@ impl NotificationDoc {
     }
 }
 
+/// When a batch is stored, and when it expires.
+struct Stamp {
+    at: DateTime,
+    expires_at: DateTime,
+}
+
+impl Stamp {
+    fn doc(&self, key: &str, seq: Seq, note: &NewNotification, idem: &str) -> NotificationDoc {
+        NotificationDoc {
+            key: key.to_owned(),
+            seq: seq_to_i64(seq),
+            event: note.event.to_string(),
+            data: note.data.clone(),
+            at: self.at,
+            read: false,
+            expires_at: self.expires_at,
+            idem: idem.to_owned(),
+        }
+    }
+}
+
 /// Handle to the notification collections. Cheap to clone.
 #[derive(Clone)]
 pub struct Inbox {
+    db: mongodb::Database,
     bounds: Bounds,
     notifications: Collection<NotificationDoc>,
     heads: Collection<Document>,
@@ -104,7 +128,13 @@ pub struct Inbox {
 
 impl Inbox {
     pub fn new(db: &mongodb::Database, retention: Duration, bounds: Bounds) -> Self {
-        Self { notifications: db.collection("notifications"), heads: db.collection("stream_heads"), retention, bounds }
+        Self {
+            db: db.clone(),
+            notifications: db.collection("notifications"),
+            heads: db.collection("stream_heads"),
+            retention,
+            bounds,
+        }
     }
 
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
@@ -196,52 +226,64 @@ impl Inbox {
                 }
             }
         }
-        let mut allocated = None;
-        if !inserts.is_empty() {
-            let (first, last) = next_seqs(&self.heads, &key, inserts.len() as u64).await?;
-            allocated = Some((first, last));
-            let at = DateTime::now();
-            let expires_at =
-                DateTime::from_millis(at.timestamp_millis().saturating_add(self.retention.as_millis() as i64));
+        let mut spans = Vec::new();
+        // Each item's idempotency key is fixed before the first round, so
+        // that a round that gives it a new number stores it under the same.
+        let idems: Vec<String> = batch
+            .iter()
+            .map(|note| note.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", random_hex::<12>())))
+            .collect();
+        let stamp = self.stamp();
+        let mut pending = inserts;
+        for _ in 0..SEQ_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let (first, last) = next_seqs(&self.heads, &key, pending.len() as u64).await?;
             let docs: Vec<NotificationDoc> = (first.get()..=last.get())
-                .zip(&inserts)
-                .map(|(seq, &i)| {
-                    let note = &batch[i];
-                    NotificationDoc {
-                        key: key.clone(),
-                        seq: seq_to_i64(Seq(seq)),
-                        event: note.event.to_string(),
-                        data: note.data.clone(),
-                        at,
-                        read: false,
-                        expires_at,
-                        idem: note.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", random_hex::<12>())),
-                    }
-                })
+                .zip(&pending)
+                .map(|(seq, &i)| stamp.doc(&key, Seq(seq), &batch[i], &idems[i]))
                 .collect();
             let mut failures = insert_failures(self.notifications.insert_many(&docs).ordered(false).await.map(|_| ()))?;
-            let mut taken = Vec::new();
-            for (k, (&i, doc)) in inserts.iter().zip(docs).enumerate() {
+            let mut duplicates = Vec::new();
+            for (k, (&i, doc)) in pending.iter().zip(docs).enumerate() {
                 answers[i] = match failures.remove(&k) {
                     None => Some(doc.into_notification().map(Append::Stored)),
-                    // A concurrent publish with the same key won.
                     Some(failure) if failure.code == DUPLICATE_KEY => {
-                        taken.push((i, doc.idem));
+                        duplicates.push((i, doc.seq));
                         None
                     }
                     Some(failure) => Some(Err(StoreError::Refused(failure.message))),
                 };
             }
-            if !taken.is_empty() {
-                let ids: Vec<&str> = taken.iter().map(|(_, idem)| idem.as_str()).collect();
-                let copies = self.find_by_idem(&key, &ids).await?;
-                for (i, idem) in &taken {
-                    answers[*i] =
-                        Some(copies.get(idem).cloned().map(Append::Existing).ok_or_else(|| {
-                            StoreError::Corrupt(format!("duplicate {key} notification {idem} not found"))
-                        }));
+            // A duplicate is a copy stored under its idempotency key by a
+            // concurrent publish, or a number another writer's item took
+            // (a publish to many users): that one goes round again.
+            let keyed: Vec<&str> =
+                duplicates.iter().filter_map(|(i, _)| batch[*i].idempotency_key.as_deref()).collect();
+            let copies = if keyed.is_empty() { HashMap::new() } else { self.find_by_idem(&key, &keyed).await? };
+            let mut taken = Vec::new();
+            pending = Vec::new();
+            for (i, seq) in duplicates {
+                let seq = Seq(u64::try_from(seq).unwrap_or(0));
+                match batch[i].idempotency_key.as_ref().and_then(|idem| copies.get(idem)) {
+                    Some(copy) => {
+                        if copy.seq == seq {
+                            taken.push(seq);
+                        }
+                        answers[i] = Some(Ok(Append::Existing(copy.clone())));
+                    }
+                    None => {
+                        taken.push(seq);
+                        pending.push(i);
+                    }
                 }
             }
+            taken.sort();
+            spans.extend(without((first, last), &taken));
+        }
+        for i in pending {
+            answers[i] = Some(Err(StoreError::Conflict(format!("no free number for a {key} notification"))));
         }
         for (twin, first) in twins {
             answers[twin] = Some(match &answers[first] {
@@ -252,7 +294,136 @@ impl Inbox {
             });
         }
         let answers = answers.into_iter().map(|a| a.unwrap_or_else(|| Err(StoreError::Corrupt("unanswered".into()))));
-        Ok(Appended { answers: answers.collect(), allocated })
+        Ok(Appended { answers: answers.collect(), spans })
+    }
+
+    /// Stores one notification for each of `users`, each in its own inbox,
+    /// in a bounded number of round trips whatever their number: a read of
+    /// the copies already stored under the idempotency key (if any), one
+    /// read of the inboxes' heads, one `update` raising them, and one
+    /// unordered insert of every notification. Numbers are taken as head +
+    /// 1; one that a concurrent write to the same inbox took meanwhile (the
+    /// unique index refuses the second) goes round again with a number
+    /// allocated the way a single write's is (a round trip for each of those
+    /// few), and that write, if it lost, takes another number itself.
+    /// Callers keep these writes one at a time per node (see
+    /// [`crate::engine::stream`]), so they collide only with single writes.
+    /// Answers one [`Appended`] per user, in their order.
+    pub async fn store_for_users(&self, users: &[UserId], note: &NewNotification) -> Vec<Appended<Notification>> {
+        match self.bounds.run(self.store_for_users_unbounded(users, note)).await {
+            Ok(each) => each,
+            Err(err) => {
+                let shared = Arc::new(err);
+                let failed = || Appended { answers: vec![Err(StoreError::Shared(shared.clone()))], spans: Vec::new() };
+                users.iter().map(|_| failed()).collect()
+            }
+        }
+    }
+
+    async fn store_for_users_unbounded(
+        &self,
+        users: &[UserId],
+        note: &NewNotification,
+    ) -> Result<Vec<Appended<Notification>>, StoreError> {
+        let keys: Vec<String> = users.iter().map(inbox_key).collect();
+        let mut each: Vec<Appended<Notification>> =
+            users.iter().map(|_| Appended { answers: Vec::with_capacity(1), spans: Vec::new() }).collect();
+        let copies_of = |keys: Vec<&String>, idem: &String| {
+            let filter = doc! {"key": {"$in": keys}, "idem": idem};
+            async move {
+                let docs: Vec<NotificationDoc> = self.notifications.find(filter).await?.try_collect().await?;
+                let mut copies = HashMap::with_capacity(docs.len());
+                for doc in docs {
+                    copies.insert(doc.key.clone(), doc.into_notification()?);
+                }
+                Ok::<_, StoreError>(copies)
+            }
+        };
+        let mut pending: Vec<usize> = (0..users.len()).collect();
+        if let Some(idem) = &note.idempotency_key {
+            let copies = copies_of(keys.iter().collect(), idem).await?;
+            pending.retain(|&i| match copies.get(&keys[i]) {
+                Some(copy) => {
+                    each[i].answers.push(Ok(Append::Existing(copy.clone())));
+                    false
+                }
+                None => true,
+            });
+        }
+        let idems: Vec<String> = users
+            .iter()
+            .map(|_| note.idempotency_key.clone().unwrap_or_else(|| format!("auto-{}", random_hex::<12>())))
+            .collect();
+        let stamp = self.stamp();
+        for round in 0..SEQ_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let pending_keys: Vec<String> = pending.iter().map(|&i| keys[i].clone()).collect();
+            let numbered: Vec<(String, Seq)> = if round == 0 {
+                let heads = current_seqs(&self.heads, &pending_keys).await?;
+                let numbered: Vec<(String, Seq)> = pending_keys
+                    .into_iter()
+                    .map(|key| {
+                        let next = Seq(heads.get(&key).map_or(0, |head| head.get()) + 1);
+                        (key, next)
+                    })
+                    .collect();
+                raise_heads(&self.db, self.heads.name(), &numbered).await?;
+                numbered
+            } else {
+                // The few that collided take a number each the way a
+                // single write does, so they can't collide with those again.
+                let taken = pending_keys.iter().map(|key| next_seqs(&self.heads, key, 1));
+                let taken = futures::future::try_join_all(taken).await?;
+                pending_keys.into_iter().zip(taken).map(|(key, (seq, _))| (key, seq)).collect()
+            };
+            let docs: Vec<NotificationDoc> =
+                pending.iter().zip(&numbered).map(|(&i, (key, seq))| stamp.doc(key, *seq, note, &idems[i])).collect();
+            let mut failures = insert_failures(self.notifications.insert_many(&docs).ordered(false).await.map(|_| ()))?;
+            let mut duplicates = Vec::new();
+            for (k, ((&i, doc), (_, seq))) in pending.iter().zip(docs).zip(&numbered).enumerate() {
+                match failures.remove(&k) {
+                    None => {
+                        each[i].answers.push(doc.into_notification().map(Append::Stored));
+                        each[i].spans.push((*seq, *seq));
+                    }
+                    Some(failure) if failure.code == DUPLICATE_KEY => duplicates.push((i, *seq)),
+                    Some(failure) => each[i].answers.push(Err(StoreError::Refused(failure.message))),
+                }
+            }
+            let copies = match &note.idempotency_key {
+                Some(idem) if !duplicates.is_empty() => {
+                    copies_of(duplicates.iter().map(|(i, _)| &keys[*i]).collect(), idem).await?
+                }
+                _ => HashMap::new(),
+            };
+            pending = Vec::new();
+            for (i, seq) in duplicates {
+                match copies.get(&keys[i]) {
+                    Some(copy) => {
+                        if copy.seq != seq {
+                            each[i].spans.push((seq, seq));
+                        }
+                        each[i].answers.push(Ok(Append::Existing(copy.clone())));
+                    }
+                    None => pending.push(i),
+                }
+            }
+        }
+        for i in pending {
+            let conflict = StoreError::Conflict(format!("no free number for a {} notification", keys[i]));
+            each[i].answers.push(Err(conflict));
+        }
+        Ok(each)
+    }
+
+    fn stamp(&self) -> Stamp {
+        let at = DateTime::now();
+        Stamp {
+            at,
+            expires_at: DateTime::from_millis(at.timestamp_millis().saturating_add(self.retention.as_millis() as i64)),
+        }
     }
 
     /// The notifications of `key` with these idempotency keys, by key.

@@ -176,10 +176,10 @@ impl Store {
                 }
             }
         }
-        let mut allocated = None;
+        let mut spans = Vec::new();
         if !inserts.is_empty() {
             let (first, last) = next_seqs(&self.heads, room.as_str(), inserts.len() as u64).await?;
-            allocated = Some((first, last));
+            spans.push((first, last));
             let at = DateTime::now();
             let docs: Vec<MessageDoc> = (first.get()..=last.get())
                 .zip(&inserts)
@@ -221,7 +221,7 @@ impl Store {
             });
         }
         let answers = answers.into_iter().map(|a| a.unwrap_or_else(|| Err(StoreError::Corrupt("unanswered".into()))));
-        Ok(Appended { answers: answers.collect(), allocated })
+        Ok(Appended { answers: answers.collect(), spans })
     }
 
     /// The stored messages of `room` with these client ids, by client id,

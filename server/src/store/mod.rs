@@ -18,9 +18,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use herald::Seq;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{Error as MongoError, ErrorKind, IndexedWriteError, InsertManyError, WriteFailure};
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database};
 
@@ -78,18 +81,43 @@ impl<T> Append<T> {
 pub struct Appended<T> {
     /// One answer per item of the batch, in its order.
     pub answers: Vec<Result<Append<T>, StoreError>>,
-    /// The numbers allocated to the batch, first and last: each is an
-    /// item's or holds nothing. `None` when nothing was allocated, or when
-    /// it is not known what was (a timed-out write may land later).
-    pub allocated: Option<(Seq, Seq)>,
+    /// The numbers the batch accounts for, as `(first, last)` spans in
+    /// increasing order: each number in them is an item's or holds nothing.
+    /// Empty when nothing was allocated, or when it is not known what was
+    /// (a timed-out write may land later). A number another writer's item
+    /// took (see [`without`]) is in no span.
+    pub spans: Vec<(Seq, Seq)>,
 }
 
 impl<T> Appended<T> {
     /// Every one of `count` items failed with `err`.
     pub fn failed(count: usize, err: StoreError) -> Self {
         let shared = Arc::new(err);
-        Self { answers: (0..count).map(|_| Err(StoreError::Shared(shared.clone()))).collect(), allocated: None }
+        Self { answers: (0..count).map(|_| Err(StoreError::Shared(shared.clone()))).collect(), spans: Vec::new() }
     }
+}
+
+/// How many times a write whose numbers another writer's items took is
+/// given new ones before it fails as a conflict. Such a collision needs a
+/// publish to many users racing a write to one of them (see
+/// [`inbox::Inbox::store_for_users`]); a second in a row is already rare.
+pub(crate) const SEQ_ROUNDS: usize = 3;
+
+/// `span` without the numbers in `taken` (sorted), as the spans that
+/// remain.
+pub(crate) fn without(span: (Seq, Seq), taken: &[Seq]) -> Vec<(Seq, Seq)> {
+    let mut spans = Vec::new();
+    let mut first = span.0.get();
+    for seq in taken.iter().map(|s| s.get()).filter(|s| (span.0.get()..=span.1.get()).contains(s)) {
+        if seq > first {
+            spans.push((Seq(first), Seq(seq - 1)));
+        }
+        first = seq + 1;
+    }
+    if first <= span.1.get() {
+        spans.push((Seq(first), span.1));
+    }
+    spans
 }
 
 /// The per-item failures of an unordered `insert_many`, by position; any
@@ -148,6 +176,41 @@ pub(crate) fn seq_to_i64(seq: Seq) -> i64 {
     i64::try_from(seq.get()).unwrap_or(i64::MAX)
 }
 
+/// The current sequence numbers of `keys` in `heads` (a key with none is
+/// absent): one read.
+pub(crate) async fn current_seqs(
+    heads: &Collection<Document>,
+    keys: &[String],
+) -> Result<HashMap<String, Seq>, StoreError> {
+    let mut found = heads.find(doc! {"_id": {"$in": keys}}).await?;
+    let mut seqs = HashMap::with_capacity(keys.len());
+    while let Some(head) = found.try_next().await? {
+        if let (Ok(key), Ok(seq)) = (head.get_str("_id"), head.get_i64("seq")) {
+            seqs.insert(key.to_owned(), Seq(u64::try_from(seq).unwrap_or(0)));
+        }
+    }
+    Ok(seqs)
+}
+
+/// Raises each key's head in `heads` to at least its number, creating it
+/// if need be: one `update` command. A statement that fails (two writers
+/// creating one head at once) is logged and left: the unique index on the
+/// items still refuses a number given twice, and the loser takes another.
+pub(crate) async fn raise_heads(db: &Database, heads: &str, to: &[(String, Seq)]) -> Result<(), StoreError> {
+    if to.is_empty() {
+        return Ok(());
+    }
+    let updates: Vec<Document> = to
+        .iter()
+        .map(|(key, seq)| doc! {"q": {"_id": key}, "u": {"$max": {"seq": seq_to_i64(*seq)}}, "upsert": true})
+        .collect();
+    let answer = db.run_command(doc! {"update": heads, "updates": updates, "ordered": false}).await?;
+    if let Ok(errors) = answer.get_array("writeErrors") {
+        tracing::debug!(failed = errors.len(), "raising stream heads: some statements failed");
+    }
+    Ok(())
+}
+
 pub(crate) fn is_duplicate_key(err: &MongoError) -> bool {
     match err.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
@@ -189,5 +252,31 @@ pub async fn connect(uri: &Secret, db: &str, bounds: &Bounds) -> Result<Database
     let mut options = ClientOptions::parse(uri.expose()).await?;
     options.app_name.get_or_insert_with(|| "herald".to_owned());
     options.server_selection_timeout.get_or_insert(bounds.timeout.min(SERVER_SELECTION_TIMEOUT));
+    let metrics = bounds.metrics.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(_) = event {
+            metrics.store_command();
+        }
+    }));
     Ok(Client::with_options(options)?.database(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(list: &[(u64, u64)]) -> Vec<(Seq, Seq)> {
+        list.iter().map(|&(a, b)| (Seq(a), Seq(b))).collect()
+    }
+
+    #[test]
+    fn a_span_without_taken_numbers_splits_around_them() {
+        let span = (Seq(10), Seq(15));
+        assert_eq!(without(span, &[]), spans(&[(10, 15)]));
+        assert_eq!(without(span, &[Seq(10)]), spans(&[(11, 15)]));
+        assert_eq!(without(span, &[Seq(15)]), spans(&[(10, 14)]));
+        assert_eq!(without(span, &[Seq(12), Seq(13)]), spans(&[(10, 11), (14, 15)]));
+        assert_eq!(without(span, &[Seq(3), Seq(11), Seq(99)]), spans(&[(10, 10), (12, 15)]));
+        assert_eq!(without((Seq(4), Seq(4)), &[Seq(4)]), spans(&[]));
+    }
 }
