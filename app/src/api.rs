@@ -136,7 +136,7 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     let since = recent.messages.last().map_or(recent.head, |m| m.seq);
     let account = account(&backend, &visitor, NOTIFICATIONS_SHOWN).await?;
     Ok(RoomLoad::Found(Box::new(RoomPage {
-        presence: backend.0.presence(&room),
+        presence: backend.0.presence(&room).await,
         account,
         room,
         messages: recent.messages,

@@ -64,7 +64,8 @@ pub trait PageSource: Send + Sync + 'static {
     /// The broadcast stream's newest sequence: a page toasts only what
     /// follows it.
     fn broadcast_head(&self) -> BoxFuture<'_, Result<Seq, HistoryUnavailable>>;
-    fn presence(&self, room: &RoomName) -> PresenceSnapshot;
+    /// Who is in the room; empty when that is unknown for now.
+    fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceSnapshot>;
 }
 
 /// The server's page data access, provided as Leptos context.

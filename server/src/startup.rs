@@ -330,7 +330,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let sockets = state.io.sockets();
     let websocket = sockets.iter().filter(|s| s.transport_type() == TransportType::Websocket).count();
-    let rooms = state.presence.room_count();
+    let rooms = state.presence.local_room_count();
     let upgrades_tracked = state.transports.upgrades_tracked();
     let (window_bytes, streams) = state.engine.memory();
     let live = Live { websocket, polling: sockets.len() - websocket, rooms, upgrades_tracked, window_bytes, streams };

@@ -129,7 +129,14 @@ impl PageSource for PageData {
         Box::pin(async move { self.inbox.broadcast_head().await.map_err(unavailable("broadcast head")) })
     }
 
-    fn presence(&self, room: &RoomName) -> PresenceSnapshot {
-        self.presence.snapshot(room)
+    fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceSnapshot> {
+        Box::pin(async move {
+            // A page without presence still renders: the live page hears
+            // the room's next snapshot.
+            self.presence.snapshot(room).await.unwrap_or_else(|err| {
+                tracing::warn!(%err, %room, "rendering a room without presence");
+                PresenceSnapshot { room: room.to_string(), ..PresenceSnapshot::default() }
+            })
+        })
     }
 }

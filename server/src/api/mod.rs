@@ -40,5 +40,9 @@ pub async fn presence(
     require_api_key(&state.api_keys, &headers)?;
     let room =
         RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "invalid_room", e.to_string()))?;
-    Ok(axum::Json(state.presence.roster(&room)).into_response())
+    let roster = state.presence.roster(&room).await.map_err(|err| {
+        tracing::warn!(%err, %room, "presence roster unavailable");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "presence_unavailable", "presence is unavailable, retry")
+    })?;
+    Ok(axum::Json(roster).into_response())
 }

@@ -1,8 +1,12 @@
 //! Presence: who is in each room, and telling the room.
 //!
-//! [`Presence`] keeps the members; it is a trait so that a multi-node
-//! implementation (one that shares state through Redis) can replace
-//! [`LocalPresence`] without touching the Socket.IO handlers.
+//! [`Presence`] keeps the members. It is async and fallible, the way a
+//! multi-node implementation (one that keeps the aggregate in Redis) has to
+//! be, so that one can replace [`LocalPresence`] without touching the
+//! Socket.IO handlers or the API. Callers treat a failure as "presence is
+//! unknown for now", never as a reason to refuse a join or drop a message:
+//! a join still joins, a snapshot is skipped (the next change sends one),
+//! the API answers 503.
 //! [`Announcer`] tells a room who is in it, coalesced: at most one snapshot
 //! per room per `HERALD_PRESENCE_INTERVAL`, always the latest state. Without
 //! that, every join and leave would cost one packet per member, a join/leave
@@ -16,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use herald::protocol::{EV_PRESENCE, PRESENCE_NAMES_MAX, PresenceSnapshot, PresentUser};
 use herald::{Identity, RoomName, UserId};
 use serde::Serialize;
@@ -56,19 +61,40 @@ pub struct RosterUser {
 /// The presence implementation in use, shared by handlers.
 pub type SharedPresence = Arc<dyn Presence>;
 
+/// Presence could not be read or changed (its shared state is out of reach).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PresenceError {
+    #[error("presence is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Who is in each room.
+///
+/// Every implementation keeps this node's own connections in memory
+/// ([`LocalPresence`] is that part): they are the truth for the node, and
+/// what a shared store is repaired from after it lost them. The methods that
+/// may reach beyond the node return futures and errors; a change is applied
+/// locally even when it fails to reach further.
 pub trait Presence: Send + Sync + 'static {
     /// Records `conn` in `room`; true when the room's membership changed.
-    fn join(&self, room: &RoomName, conn: &str, member: Member) -> bool;
+    fn join<'a>(&'a self, room: &'a RoomName, conn: &'a str, member: Member) -> BoxFuture<'a, PresenceResult<bool>>;
     /// Removes `conn` from `room`; true when it was there.
-    fn leave(&self, room: &RoomName, conn: &str) -> bool;
+    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>>;
     /// Removes `conn` from every room; returns the rooms it was in.
-    fn leave_all(&self, conn: &str) -> Vec<RoomName>;
+    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>>;
     /// What members of the room may see: names and counts.
-    fn snapshot(&self, room: &RoomName) -> PresenceSnapshot;
+    fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>>;
     /// Who is there, by user id.
-    fn roster(&self, room: &RoomName) -> Roster;
-    /// How many rooms have someone in them.
-    fn room_count(&self) -> usize;
+    fn roster<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Roster>>;
+    /// How many rooms have one of this node's connections in them (for
+    /// `/metrics`; never leaves the node, so never fails).
+    fn local_room_count(&self) -> usize;
+}
+
+pub type PresenceResult<T> = Result<T, PresenceError>;
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, PresenceResult<T>> {
+    Box::pin(std::future::ready(Ok(value)))
 }
 
 #[derive(Default)]
@@ -157,8 +183,8 @@ impl LocalPresence {
     }
 }
 
-impl Presence for LocalPresence {
-    fn join(&self, room: &RoomName, conn: &str, member: Member) -> bool {
+impl LocalPresence {
+    pub fn join(&self, room: &RoomName, conn: &str, member: Member) -> bool {
         let changed = loop {
             let members = lock(&self.rooms).entry(room.clone()).or_default().clone();
             let mut guard = lock(&members);
@@ -173,7 +199,7 @@ impl Presence for LocalPresence {
         changed
     }
 
-    fn leave(&self, room: &RoomName, conn: &str) -> bool {
+    pub fn leave(&self, room: &RoomName, conn: &str) -> bool {
         {
             let mut conn_rooms = lock(&self.conn_rooms);
             if let Some(rooms) = conn_rooms.get_mut(conn) {
@@ -186,22 +212,48 @@ impl Presence for LocalPresence {
         self.remove(room, conn)
     }
 
-    fn leave_all(&self, conn: &str) -> Vec<RoomName> {
+    pub fn leave_all(&self, conn: &str) -> Vec<RoomName> {
         let rooms = lock(&self.conn_rooms).remove(conn).unwrap_or_default();
         rooms.into_iter().filter(|room| self.remove(room, conn)).collect()
     }
 
-    fn snapshot(&self, room: &RoomName) -> PresenceSnapshot {
+    pub fn snapshot(&self, room: &RoomName) -> PresenceSnapshot {
         self.read(room, |m| m.snapshot(room))
             .unwrap_or_else(|| PresenceSnapshot { room: room.to_string(), ..PresenceSnapshot::default() })
     }
 
-    fn roster(&self, room: &RoomName) -> Roster {
+    pub fn roster(&self, room: &RoomName) -> Roster {
         self.read(room, |m| m.roster(room)).unwrap_or_else(|| Roster { room: room.to_string(), ..Roster::default() })
     }
 
-    fn room_count(&self) -> usize {
+    pub fn room_count(&self) -> usize {
         lock(&self.rooms).len()
+    }
+}
+
+impl Presence for LocalPresence {
+    fn join<'a>(&'a self, room: &'a RoomName, conn: &'a str, member: Member) -> BoxFuture<'a, PresenceResult<bool>> {
+        ready(LocalPresence::join(self, room, conn, member))
+    }
+
+    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>> {
+        ready(LocalPresence::leave(self, room, conn))
+    }
+
+    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>> {
+        ready(LocalPresence::leave_all(self, conn))
+    }
+
+    fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>> {
+        ready(LocalPresence::snapshot(self, room))
+    }
+
+    fn roster<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Roster>> {
+        ready(LocalPresence::roster(self, room))
+    }
+
+    fn local_room_count(&self) -> usize {
+        self.room_count()
     }
 }
 
@@ -235,8 +287,31 @@ impl Announcer {
         Self { inner: Arc::new(AnnouncerInner { presence, fanout, metrics, interval, rooms: Mutex::default() }) }
     }
 
-    pub fn presence(&self) -> &SharedPresence {
-        &self.inner.presence
+    /// Records that `conn` joined `room` and tells the room if that changed
+    /// it. A presence failure is logged: the join itself stands.
+    pub async fn joined(&self, io: &SocketIo, room: &RoomName, conn: &str, member: Member) {
+        match self.inner.presence.join(room, conn, member).await {
+            Ok(true) => self.changed(io, room),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(%err, %room, "presence join not recorded"),
+        }
+    }
+
+    /// Records that `conn` left `room` and tells the room.
+    pub async fn left(&self, io: &SocketIo, room: &RoomName, conn: &str) {
+        match self.inner.presence.leave(room, conn).await {
+            Ok(true) => self.changed(io, room),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(%err, %room, "presence leave not recorded"),
+        }
+    }
+
+    /// Records that `conn` is gone and tells every room it was in.
+    pub async fn disconnected(&self, io: &SocketIo, conn: &str) {
+        match self.inner.presence.leave_all(conn).await {
+            Ok(rooms) => rooms.iter().for_each(|room| self.changed(io, room)),
+            Err(err) => tracing::warn!(%err, "presence of a closed connection not removed"),
+        }
     }
 
     /// Says `room`'s membership changed: its members hear the new state
@@ -260,14 +335,14 @@ impl Announcer {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            this.flush(&io, &room);
+            this.flush(&io, &room).await;
         });
     }
 
-    fn flush(&self, io: &SocketIo, room: &RoomName) {
+    async fn flush(&self, io: &SocketIo, room: &RoomName) {
         let inner = &self.inner;
-        let snapshot = inner.presence.snapshot(room);
-        let empty = snapshot.user_count == 0 && snapshot.anonymous == 0;
+        let snapshot = inner.presence.snapshot(room).await;
+        let empty = snapshot.as_ref().is_ok_and(|s| s.user_count == 0 && s.anonymous == 0);
         {
             let mut rooms = lock(&inner.rooms);
             if empty {
@@ -277,10 +352,16 @@ impl Announcer {
                 throttle.next = Instant::now() + inner.interval;
             }
         }
-        if !empty {
-            inner.metrics.presence_snapshot();
-            let key = Channel::Room(room.clone()).socket_room().unwrap_or_default();
-            inner.fanout.deliver(io, Audience::Room(&key), EV_PRESENCE, &snapshot);
+        match snapshot {
+            Ok(snapshot) if !empty => {
+                inner.metrics.presence_snapshot();
+                let key = Channel::Room(room.clone()).socket_room().unwrap_or_default();
+                inner.fanout.deliver(io, Audience::Room(&key), EV_PRESENCE, &snapshot);
+            }
+            Ok(_) => {}
+            // The members keep what they were told last; the room's next
+            // change tells them again.
+            Err(err) => tracing::warn!(%err, %room, "presence snapshot not sent"),
         }
     }
 }
@@ -327,6 +408,88 @@ mod tests {
         let roster = p.roster(&room);
         let ids: Vec<_> = roster.users.iter().map(|u| u.id.as_str()).collect();
         assert_eq!(ids, ["alice@example.com", "bob@example.com"]);
+    }
+
+    /// This node's presence behind a shared part that can be cut off, the
+    /// way a Redis-backed one can: each snapshot attempt is reported.
+    struct Reachable {
+        local: LocalPresence,
+        down: std::sync::atomic::AtomicBool,
+        attempts: tokio::sync::mpsc::UnboundedSender<bool>,
+    }
+
+    impl Reachable {
+        fn check(&self) -> PresenceResult<()> {
+            let up = !self.down.load(std::sync::atomic::Ordering::SeqCst);
+            if up { Ok(()) } else { Err(PresenceError::Unavailable("cut off".into())) }
+        }
+    }
+
+    impl Presence for Reachable {
+        fn join<'a>(
+            &'a self,
+            room: &'a RoomName,
+            conn: &'a str,
+            member: Member,
+        ) -> BoxFuture<'a, PresenceResult<bool>> {
+            let changed = self.local.join(room, conn, member);
+            Box::pin(std::future::ready(self.check().map(|()| changed)))
+        }
+        fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>> {
+            let changed = self.local.leave(room, conn);
+            Box::pin(std::future::ready(self.check().map(|()| changed)))
+        }
+        fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>> {
+            let rooms = self.local.leave_all(conn);
+            Box::pin(std::future::ready(self.check().map(|()| rooms)))
+        }
+        fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>> {
+            let result = self.check().map(|()| self.local.snapshot(room));
+            let _ = self.attempts.send(result.is_ok());
+            Box::pin(std::future::ready(result))
+        }
+        fn roster<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Roster>> {
+            Box::pin(std::future::ready(self.check().map(|()| self.local.roster(room))))
+        }
+        fn local_room_count(&self) -> usize {
+            self.local.room_count()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_snapshot_that_could_not_be_read_is_sent_with_the_rooms_next_change() {
+        let (attempts_tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
+        let presence =
+            Arc::new(Reachable { local: LocalPresence::default(), down: true.into(), attempts: attempts_tx });
+        let metrics = Arc::new(Metrics::default());
+        let fanout = Fanout::new(metrics.clone(), Default::default(), 64);
+        let announcer = Announcer::new(presence.clone(), fanout, metrics.clone(), Duration::from_secs(1));
+        let (_layer, io) = SocketIo::new_layer();
+        let room = RoomName::lobby();
+
+        // The shared part is out of reach: the join holds on this node, and
+        // the room's snapshot can't be read.
+        announcer.joined(&io, &room, "a", Member::Anonymous).await;
+        assert_eq!(presence.local.snapshot(&room).anonymous, 1, "this node still knows its connection");
+        announcer.changed(&io, &room);
+        assert_eq!(attempts.recv().await, Some(false), "the snapshot could not be read");
+
+        presence.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        announcer.joined(&io, &room, "b", Member::Anonymous).await;
+        // (The clock is paused: the timeout passes in virtual time.)
+        let next = tokio::time::timeout(Duration::from_secs(10), attempts.recv()).await;
+        assert_eq!(next, Ok(Some(true)), "the next change is announced, not lost behind the failure");
+        let live = crate::ops::metrics::Live {
+            websocket: 0,
+            polling: 0,
+            rooms: 1,
+            upgrades_tracked: 0,
+            window_bytes: 0,
+            streams: 0,
+        };
+        assert!(metrics.render(&live).contains("herald_presence_snapshots_total 1\n"));
+        let shared: SharedPresence = presence;
+        assert_eq!(shared.local_room_count(), 1);
     }
 
     #[test]

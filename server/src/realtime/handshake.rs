@@ -190,9 +190,7 @@ fn admit_socket(socket: &SocketRef, peer: &Peer, engine: &Engine) {
                     expiry.abort();
                 }
             }
-            for room in announcer.presence().leave_all(&socket.id.to_string()) {
-                announcer.changed(&io, &room);
-            }
+            announcer.disconnected(&io, &socket.id.to_string()).await;
         },
     );
 }

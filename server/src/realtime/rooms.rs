@@ -59,9 +59,7 @@ pub(super) async fn on_join(
             Some(identity) => Member::User(identity),
             None => Member::Anonymous,
         };
-        if announcer.presence().join(&room, &socket.id.to_string(), member) {
-            announcer.changed(&io, &room);
-        }
+        announcer.joined(&io, &room, &socket.id.to_string(), member).await;
     }
 }
 
@@ -164,9 +162,7 @@ pub(super) async fn on_leave(
     });
     let left = result.as_ref().ok().cloned();
     fanout.reply(&socket, ack, &Reply::from(result.map(|_| ())));
-    if let Some(room) = left
-        && announcer.presence().leave(&room, &socket.id.to_string())
-    {
-        announcer.changed(&io, &room);
+    if let Some(room) = left {
+        announcer.left(&io, &room, &socket.id.to_string()).await;
     }
 }
