@@ -9,8 +9,8 @@
 //! - [`order`]: one stream's order and window, as pure state.
 //! - [`local`]: the last hop, this node's sockets, through [`fanout`]
 //!   (one encode per event, slow consumers let go).
-//! - [`presence`]: who is in a room, and the coalesced snapshots (still
-//!   synchronous and local; a cluster needs it async and fallible).
+//! - [`presence`]: who is in a room (the async, fallible [`presence::Presence`]
+//!   beside its one-node implementation), and the coalesced snapshots.
 //!
 //! Architecture invariant: only the engine delivers to sockets, and
 //! everything it delivers was stored first. Handlers and services (`chat`,
