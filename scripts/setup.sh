@@ -98,20 +98,34 @@ herald_setup_npm() {
   [ -x "$dir/node_modules/.bin/wasm-opt" ] || herald_die "npm did not provide wasm-opt"
 }
 
-# Debian's chromium for Playwright (never `npx playwright install`: it downloads
-# a browser build from outside the registries).
-herald_setup_chromium() {
-  [ -x /usr/bin/chromium ] && return 0
-  herald_log "installing chromium with apt-get"
+# herald_apt_install BINARY PACKAGE: PACKAGE from Debian's archive unless
+# BINARY is already there.
+herald_apt_install() {
+  local binary="$1" package="$2"
+  [ -x "$binary" ] && return 0
+  herald_log "installing $package with apt-get"
   local apt=(env TMPDIR=/var/tmp DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends chromium)
+    apt-get install -y --no-install-recommends "$package")
   herald_as_root apt-get update </dev/null || return 1
   if ! herald_as_root "${apt[@]}" </dev/null; then
     herald_log "apt-get failed; repairing with dpkg --configure -a and retrying"
     herald_as_root env DEBIAN_FRONTEND=noninteractive dpkg --configure -a </dev/null || return 1
     herald_as_root "${apt[@]}" </dev/null || return 1
   fi
-  [ -x /usr/bin/chromium ] || herald_die "chromium did not install"
+  [ -x "$binary" ] || herald_die "$package did not install"
+}
+
+# Debian's chromium for Playwright (never `npx playwright install`: it downloads
+# a browser build from outside the registries).
+herald_setup_chromium() {
+  herald_apt_install /usr/bin/chromium chromium
+}
+
+# Debian's redis-server, for the cluster's tests and local clusters. Tests
+# start their own servers (no persistence, a free port); the package's own
+# service is not used.
+herald_setup_redis() {
+  herald_apt_install /usr/bin/redis-server redis-server
 }
 
 # SecantusDB, a MongoDB wire-protocol server, as the MongoDB of tests and local runs.
@@ -133,6 +147,7 @@ herald_setup() {
   herald_setup_build_tools || return 1
   herald_setup_npm || return 1
   if [ "$chromium" = 1 ]; then herald_setup_chromium || return 1; fi
+  herald_setup_redis || return 1
   herald_setup_mongo || return 1
   herald_log "cargo-leptos $("$HERALD_TOOLS/bin/cargo-leptos" --version | cut -d' ' -f2)," \
     "wasm-bindgen $("$HERALD_TOOLS/bin/wasm-bindgen" --version | cut -d' ' -f2)," \
