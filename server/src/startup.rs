@@ -95,7 +95,15 @@ impl Core {
         let transports = Transports::default();
         let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
         let settings = engine::Settings { hold: limits.order_hold, window_items: limits.window_messages };
-        let engine = Engine::local(store, inbox.clone(), fanout.clone(), settings, limits.window_bytes);
+        let engine = match &config.cluster {
+            None => Engine::local(store, inbox.clone(), fanout.clone(), settings, limits.window_bytes),
+            Some(cluster) => {
+                tracing::info!(node = %cluster.node_id, prefix = %cluster.prefix, "a node of a cluster over Redis");
+                let (inbox, fanout, metrics) = (inbox.clone(), fanout.clone(), metrics.clone());
+                Engine::clustered(store, inbox, fanout, settings, limits.window_bytes, cluster, metrics)
+                    .context("starting the cluster's broker")?
+            }
+        };
         let message_limits =
             MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
         Ok(Self {
@@ -321,6 +329,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down");
     }
     match tokio::time::timeout(READY_TIMEOUT, state.engine.store().ping()).await {
+        // Redis is shared by every node: failing each one's readiness while
+        // it is down would take the whole cluster out.
+        Ok(Ok(())) if state.engine.cluster_health() == Some(false) => {
+            (StatusCode::OK, "ready, degraded: Redis does not answer (events between nodes wait for it)")
+        }
         Ok(Ok(())) => (StatusCode::OK, "ready"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: the database does not answer"),
     }
@@ -333,7 +346,9 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let rooms = state.presence.local_room_count();
     let upgrades_tracked = state.transports.upgrades_tracked();
     let (window_bytes, streams) = state.engine.memory();
-    let live = Live { websocket, polling: sockets.len() - websocket, rooms, upgrades_tracked, window_bytes, streams };
+    let redis_up = state.engine.cluster_health();
+    let polling = sockets.len() - websocket;
+    let live = Live { websocket, polling, rooms, upgrades_tracked, window_bytes, streams, redis_up };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }
 

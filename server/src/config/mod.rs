@@ -16,11 +16,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod cluster;
 mod limits;
 mod network;
 mod secret;
 mod source;
 
+pub use self::cluster::Cluster;
 pub use self::limits::{Limits, Rate};
 pub use self::network::{Origins, TrustedProxies};
 pub use self::secret::Secret;
@@ -70,6 +72,9 @@ pub const KEYS: &[&str] = &[
     "HERALD_REQUEST_TIMEOUT",
     "HERALD_STORE_TIMEOUT",
     "HERALD_SHUTDOWN_TIMEOUT",
+    "HERALD_REDIS_URL",
+    "HERALD_REDIS_PREFIX",
+    "HERALD_NODE_ID",
 ];
 
 /// How logs are written.
@@ -99,6 +104,8 @@ pub struct Config {
     pub retention: Duration,
     pub log_format: LogFormat,
     pub limits: Limits,
+    /// Set: this process is one node of a cluster over Redis.
+    pub cluster: Option<Cluster>,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -217,6 +224,7 @@ impl Config {
             retention: Duration::from_secs(src.number("HERALD_RETENTION_DAYS", 1..=3650, 30)? * 86_400),
             log_format: log_format(&src)?,
             limits: Limits::read(&src)?,
+            cluster: Cluster::read(&src)?,
         })
     }
 }

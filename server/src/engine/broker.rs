@@ -31,6 +31,11 @@ impl Encoded {
         }
     }
 
+    /// An event encoded elsewhere (by another node), taken as it is.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        Self(Arc::from(raw))
+    }
+
     pub fn raw(&self) -> &RawValue {
         &self.0
     }
@@ -90,8 +95,30 @@ pub enum BrokerError {
 /// before it is published, and a receiver that sees a hole, or is told it
 /// missed something, reads it from the store. A broker never blocks a
 /// publisher for longer than its own bounded timeout.
+///
+/// Subscriptions: a node subscribes to a channel while it has listeners for
+/// it, before it reads the stream's head, so that nothing stored after that
+/// read misses it; what it receives of a channel it is not subscribed to,
+/// it drops. A failed subscription leaves the node to catch up from the
+/// store; the broker keeps trying to subscribe every channel wanted.
 pub trait Broker: Send + Sync + 'static {
+    /// Delivers `publication` to this node's streams, and carries it to the
+    /// other nodes.
     fn publish(&self, channel: &Channel, publication: Publication) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// This node wants the channel's publications from other nodes.
+    fn subscribe<'a>(&'a self, _channel: &'a Channel) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// This node no longer does.
+    fn unsubscribe(&self, _channel: &Channel) {}
+
+    /// Whether the other nodes can be reached: `None` for one node (there
+    /// are none).
+    fn health(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A node's side of a broker: what it does with a publication that reached

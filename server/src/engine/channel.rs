@@ -32,6 +32,32 @@ impl Channel {
             Channel::Everyone => None,
         }
     }
+
+    /// The channel's name on the bus between nodes (a Redis pub/sub
+    /// channel), under the cluster's `prefix`. The braces are a hash tag:
+    /// a room's or user's names would share one slot of a Redis Cluster.
+    pub fn bus_name(&self, prefix: &str) -> String {
+        match self {
+            Channel::Room(room) => format!("{prefix}:{{r:{room}}}"),
+            Channel::User(user) => format!("{prefix}:{{u:{user}}}"),
+            Channel::Everyone => format!("{prefix}:b"),
+        }
+    }
+
+    /// The channel a bus name under `prefix` names; `None` for anything
+    /// else.
+    pub fn from_bus_name(prefix: &str, name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(prefix)?.strip_prefix(':')?;
+        if rest == "b" {
+            return Some(Channel::Everyone);
+        }
+        let tagged = rest.strip_prefix('{')?.strip_suffix('}')?;
+        match tagged.split_once(':')? {
+            ("r", room) => RoomName::parse(room).ok().map(Channel::Room),
+            ("u", user) => UserId::parse(user).ok().map(Channel::User),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Channel {
@@ -57,5 +83,23 @@ mod tests {
         assert_eq!(user.socket_room().as_deref(), Some("user:a1"));
         assert_eq!(Channel::Everyone.socket_room(), None);
         assert_eq!(room.to_string(), "room:a1");
+    }
+
+    #[test]
+    fn bus_names_read_back_as_their_channels_and_nothing_else_does() {
+        let channels = [
+            Channel::Room(RoomName::parse("a1").unwrap()),
+            Channel::User(UserId::parse("alice@example.com").unwrap()),
+            Channel::Everyone,
+        ];
+        for channel in &channels {
+            let name = channel.bus_name("herald");
+            assert_eq!(Channel::from_bus_name("herald", &name).as_ref(), Some(channel), "{name}");
+            assert_eq!(Channel::from_bus_name("other", &name), None, "another cluster's prefix");
+        }
+        assert_eq!(channels[0].bus_name("h"), "h:{r:a1}");
+        for name in ["herald:{x:a1}", "herald:{r:a1", "herald:r:a1", "heraldb", "herald:{r:}"] {
+            assert_eq!(Channel::from_bus_name("herald", name), None, "{name}");
+        }
     }
 }

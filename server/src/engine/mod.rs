@@ -24,6 +24,7 @@ pub mod log;
 pub mod memory;
 pub mod order;
 pub mod presence;
+pub mod redis;
 pub mod stream;
 
 use std::sync::{Arc, Weak};
@@ -34,10 +35,11 @@ use herald::{NewMessage, RoomName, Seq, StoredMessage, UserId};
 use serde::Serialize;
 use socketioxide::SocketIo;
 
-pub use broker::{Broker, Encoded, Publication};
+pub use broker::{Broker, BrokerError, Encoded, Publication};
 pub use channel::Channel;
 pub use stream::{CatchUp, Settings};
 
+use self::redis::RedisBroker;
 use broker::Receive;
 use fanout::Fanout;
 use local::Local;
@@ -45,6 +47,8 @@ use memory::MemoryBroker;
 use order::Budget;
 use stream::Streams;
 
+use crate::config::Cluster;
+use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
 use crate::store::inbox::{Inbox, NewNotification};
 use crate::store::messages::Store;
@@ -75,9 +79,44 @@ impl Engine {
     /// One node's engine: publications go straight to its own streams.
     /// `window_bytes` bounds the memory of every window together.
     pub fn local(store: Store, inbox: Inbox, fanout: Fanout, settings: Settings, window_bytes: usize) -> Self {
+        Self::with_broker(store, inbox, fanout, settings, window_bytes, |node| Arc::new(MemoryBroker::new(node)))
+    }
+
+    /// A cluster node's engine: publications also go to the other nodes
+    /// through Redis, and theirs come back through it.
+    pub fn clustered(
+        store: Store,
+        inbox: Inbox,
+        fanout: Fanout,
+        settings: Settings,
+        window_bytes: usize,
+        cluster: &Cluster,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let mut failure = None;
+        let engine = Self::with_broker(store, inbox, fanout, settings, window_bytes, |node| {
+            match RedisBroker::start(cluster, node.clone(), metrics) {
+                Ok(broker) => broker,
+                Err(err) => {
+                    failure = Some(err);
+                    Arc::new(MemoryBroker::new(node))
+                }
+            }
+        });
+        failure.map_or(Ok(engine), Err)
+    }
+
+    fn with_broker(
+        store: Store,
+        inbox: Inbox,
+        fanout: Fanout,
+        settings: Settings,
+        window_bytes: usize,
+        broker: impl FnOnce(Weak<dyn Receive>) -> Arc<dyn Broker>,
+    ) -> Self {
         Self(Arc::new_cyclic(|node: &Weak<Node>| {
             let receiver: Weak<dyn Receive> = node.clone();
-            let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(receiver));
+            let broker = broker(receiver);
             let local = Arc::new(Local::new(fanout));
             let budget = Arc::new(Budget::new(window_bytes));
             let rooms = Streams::new(log::Rooms(store), settings, budget.clone(), local.clone(), broker.clone());
@@ -176,6 +215,11 @@ impl Engine {
             }
         }
         Ok((caught_up.head, messages))
+    }
+
+    /// Whether the other nodes can be reached (`None` on one node).
+    pub fn cluster_health(&self) -> Option<bool> {
+        self.0.broker.health()
     }
 
     /// Bytes the windows hold, and the streams kept (for `/metrics`).

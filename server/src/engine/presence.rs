@@ -486,6 +486,7 @@ mod tests {
             upgrades_tracked: 0,
             window_bytes: 0,
             streams: 0,
+            redis_up: None,
         };
         assert!(metrics.render(&live).contains("herald_presence_snapshots_total 1\n"));
         let shared: SharedPresence = presence;

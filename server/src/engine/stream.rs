@@ -255,6 +255,7 @@ impl<L: Log> Streams<L> {
             if state.listeners == 0 {
                 state.order.stop(&self.budget);
                 state.outbox.clear();
+                self.broker.unsubscribe(channel);
             }
         }
         self.tidy(channel);
@@ -572,6 +573,11 @@ impl<L: Log> Streams<L> {
             }
             changed.await;
         }
+        // Subscribed before the head is read: whatever another node stores
+        // after the read comes from the broker (or fills a hole).
+        if let Err(err) = self.broker.subscribe(&cell.channel).await {
+            tracing::warn!(%err, channel = %cell.channel, "subscribing failed; other nodes' events come from the store");
+        }
         let head = self.log.head(&cell.channel).await;
         let spawn = {
             let mut state = lock(&cell.state);
@@ -583,6 +589,9 @@ impl<L: Log> Streams<L> {
                 && state.listeners > 0
             {
                 state.order.start(*head);
+            }
+            if state.listeners == 0 {
+                self.broker.unsubscribe(&cell.channel);
             }
             state.more_writers()
         };

@@ -13,6 +13,30 @@ use std::time::Duration;
 /// Upper bounds (seconds) of the store latency histogram's buckets.
 const STORE_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
+/// What became of an event between nodes (a cluster's Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusEvent {
+    /// Sent to Redis.
+    Published,
+    /// Taken from Redis and handed to this node's streams.
+    Received,
+    /// Not sent (Redis down, queue full) or not taken (too many waiting):
+    /// the streams fill it from MongoDB.
+    Dropped,
+}
+
+impl BusEvent {
+    const ALL: [Self; 3] = [Self::Published, Self::Received, Self::Dropped];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Received => "received",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
 /// How a publish request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -121,6 +145,7 @@ pub struct Metrics {
     store_errors: AtomicU64,
     store_commands: AtomicU64,
     store_latency: Histogram,
+    bus: [AtomicU64; BusEvent::ALL.len()],
 }
 
 /// Values read from the Socket.IO server when scraped.
@@ -135,6 +160,8 @@ pub struct Live {
     /// it keeps.
     pub window_bytes: usize,
     pub streams: usize,
+    /// Whether this node reaches the cluster's Redis; `None` on one node.
+    pub redis_up: Option<bool>,
 }
 
 fn inc(counter: &AtomicU64) {
@@ -193,6 +220,11 @@ impl Metrics {
     /// take several).
     pub fn store_command(&self) {
         inc(&self.store_commands);
+    }
+
+    /// One event between nodes published, received or dropped.
+    pub fn bus(&self, event: BusEvent) {
+        inc(&self.bus[event as usize]);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -292,6 +324,21 @@ impl Metrics {
             &[("", get(&self.store_commands))],
         );
 
+        if let Some(up) = live.redis_up {
+            family(
+                "herald_redis_up",
+                "gauge",
+                "1 while this node reaches the cluster's Redis (only in a cluster).",
+                &[("", u64::from(up))],
+            );
+            let bus: Vec<(String, u64)> = BusEvent::ALL
+                .iter()
+                .map(|e| (format!(r#"{{outcome="{}"}}"#, e.label()), get(&self.bus[*e as usize])))
+                .collect();
+            let bus: Vec<(&str, u64)> = bus.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            family("herald_redis_events_total", "counter", "Events between nodes, by what became of them.", &bus);
+        }
+
         let h = &self.store_latency;
         let _ = writeln!(
             out,
@@ -322,8 +369,15 @@ mod tests {
         m.store_op(Duration::from_micros(700), true);
         m.store_op(Duration::from_secs(10), false);
         m.store_command();
-        let text =
-            m.render(&Live { websocket: 3, polling: 1, rooms: 2, upgrades_tracked: 0, window_bytes: 0, streams: 0 });
+        let text = m.render(&Live {
+            websocket: 3,
+            polling: 1,
+            rooms: 2,
+            upgrades_tracked: 0,
+            window_bytes: 0,
+            streams: 0,
+            redis_up: None,
+        });
         assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
         assert!(text.contains("herald_messages_received_total 1\n"));
         assert!(text.contains("herald_publish_requests_total{outcome=\"rate_limited\"} 1\n"));

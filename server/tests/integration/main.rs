@@ -6,6 +6,7 @@
 
 mod common;
 
+mod cluster;
 mod engine;
 mod fuzz_boundary;
 mod heartbeat;

@@ -2,6 +2,7 @@
 //! server, with a fresh database per test.
 
 pub mod process;
+pub mod redis;
 pub mod sio;
 
 use std::net::SocketAddr;
@@ -36,8 +37,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with some settings overridden.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_in(&fresh_db(), overrides).await
+}
+
+/// A fresh database's name, for [`spawn_app_in`].
+pub fn fresh_db() -> String {
+    format!("test_{}", server::ids::random_hex::<8>())
+}
+
+/// Like [`spawn_app_with`], on the database `db_name` (another node of the
+/// same cluster shares it).
+pub async fn spawn_app_in(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     let uri = mongo_uri();
-    let db_name = format!("test_{}", server::ids::random_hex::<8>());
+    let db_name = db_name.to_owned();
     let config = Config::from_lookup(|key| {
         if let Some((_, value)) = overrides.iter().find(|(k, _)| *k == key) {
             return Some((*value).to_owned());

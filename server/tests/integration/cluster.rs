@@ -1,0 +1,116 @@
+//! Several nodes over one MongoDB database and one real `redis-server`:
+//! events stored on one node reach the sockets of the others.
+
+use std::collections::BTreeSet;
+
+use crate::common::redis::RedisServer;
+use crate::common::sio::SioClient;
+use crate::common::{API_KEY, TOKEN_SECRET, TestApp, fresh_db, metric, spawn_app_in, token};
+use serde_json::{Value, json};
+
+/// `count` nodes of one cluster: the same database, the same Redis.
+async fn cluster(redis: &RedisServer, count: usize) -> Vec<TestApp> {
+    let db = fresh_db();
+    let url = redis.url();
+    let mut nodes = Vec::new();
+    for n in 0..count {
+        let id = format!("node-{n}");
+        nodes.push(spawn_app_in(&db, &[("HERALD_REDIS_URL", &url), ("HERALD_NODE_ID", &id)]).await);
+    }
+    nodes
+}
+
+fn send(room: &str, client_id: &str, body: &str) -> Value {
+    json!({"room": room, "client_id": client_id, "name": "Ada", "body": body})
+}
+
+async fn join(client: &mut SioClient, room: &str) {
+    let reply = client.call("join", &json!({"room": room, "since": 0})).await;
+    assert!(reply.get("ok").is_some(), "join failed: {reply}");
+}
+
+async fn user(node: &TestApp, id: &str) -> SioClient {
+    let t = token(TOKEN_SECRET, id, None, 600);
+    let mut client = SioClient::try_connect(node.addr, Some(json!({"token": t})), None).await.expect("accepted");
+    // Once its catch-up is answered, its node listens to the user's stream.
+    let synced = client.call("sync", &json!({})).await;
+    assert!(synced.get("ok").is_some(), "{synced}");
+    client
+}
+
+async fn publish(node: &TestApp, body: Value) -> Value {
+    let response = node.http.post(node.url("/api/publish")).bearer_auth(API_KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_send_on_one_node_reaches_the_room_on_every_node_in_order() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster(&redis, 3).await;
+    let mut members = Vec::new();
+    for node in &nodes {
+        let mut member = SioClient::connect(node.addr).await;
+        join(&mut member, "lobby").await;
+        members.push(member);
+    }
+    let mut elsewhere = SioClient::connect(nodes[1].addr).await;
+    join(&mut elsewhere, "garden").await;
+
+    // Sends from every node, interleaved: every member hears each once, in
+    // the room's order.
+    let mut senders: Vec<SioClient> = Vec::new();
+    for node in &nodes {
+        senders.push(SioClient::connect(node.addr).await);
+    }
+    let mut stored = Vec::new();
+    for i in 0..30 {
+        let sender = &mut senders[i % nodes.len()];
+        let reply = sender.call("send", &send("lobby", &format!("c-{i:08}"), &format!("m{i}"))).await;
+        stored.push(reply["ok"]["seq"].as_u64().unwrap_or_else(|| panic!("{reply}")));
+    }
+    assert_eq!(stored.iter().collect::<BTreeSet<_>>().len(), 30, "30 messages, 30 numbers");
+    for (n, member) in members.iter_mut().enumerate() {
+        let mut seen = Vec::new();
+        while seen.len() < 30 {
+            seen.push(member.next_event("message").await["seq"].as_u64().unwrap());
+        }
+        let mut sorted = stored.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, sorted, "node {n}: every message once, in order");
+    }
+
+    // The other room heard nothing: its next event is its own message.
+    let own = elsewhere.call("send", &send("garden", "g-00000001", "mine")).await;
+    assert_eq!(elsewhere.next_event("message").await, own["ok"]);
+
+    let published = metric(&nodes[0], "herald_redis_events_total{outcome=\"published\"}").await;
+    let received = metric(&nodes[1], "herald_redis_events_total{outcome=\"received\"}").await;
+    assert!(published >= 10 && received >= 20, "published {published}, received {received}");
+    assert_eq!(metric(&nodes[2], "herald_redis_up").await, 1);
+}
+
+#[tokio::test]
+async fn a_user_publish_reaches_their_tabs_on_every_node_and_a_broadcast_everyone() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster(&redis, 3).await;
+    let mut alice_a = user(&nodes[0], "alice").await;
+    let mut alice_b = user(&nodes[1], "alice").await;
+    let mut bob_b = user(&nodes[1], "bob").await;
+    let mut anonymous_a = SioClient::connect(nodes[0].addr).await;
+    assert!(anonymous_a.call("sync", &json!({})).await.get("ok").is_some());
+
+    let to_alice = publish(&nodes[2], json!({"user": "alice", "data": {"n": 1}})).await;
+    for tab in [&mut alice_a, &mut alice_b] {
+        let got = tab.next_event("notification").await;
+        assert_eq!(got["seq"], to_alice["seq"], "{got}");
+        assert_eq!(got["data"], json!({"n": 1}));
+    }
+
+    let everyone = publish(&nodes[2], json!({"broadcast": true, "data": {"n": 2}})).await;
+    for client in [&mut alice_a, &mut alice_b, &mut bob_b, &mut anonymous_a] {
+        let got = client.next_event("notification").await;
+        assert_eq!(got["data"], json!({"n": 2}), "bob heard nothing before the broadcast: {got}");
+        assert_eq!(got["seq"], everyone["seq"]);
+    }
+}
