@@ -114,3 +114,51 @@ async fn a_user_publish_reaches_their_tabs_on_every_node_and_a_broadcast_everyon
         assert_eq!(got["seq"], everyone["seq"]);
     }
 }
+
+/// Waits until `node`'s `/metrics` line `name` reads `value` (bounded).
+async fn until_metric(node: &TestApp, name: &str, value: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metric(node, name).await != value {
+        assert!(tokio::time::Instant::now() < deadline, "{name} never became {value}");
+        // Polling a node's own report of its state: there is no event to await from outside.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sends_during_a_redis_crash_are_acked_and_reach_the_other_node_after_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let nodes = cluster(&redis, 2).await;
+    let mut far = SioClient::connect(nodes[1].addr).await;
+    join(&mut far, "lobby").await;
+    let mut sender = SioClient::connect(nodes[0].addr).await;
+    let first = sender.call("send", &send("lobby", "r-00000000", "before")).await;
+    assert_eq!(far.next_event("message").await, first["ok"]);
+
+    redis.kill().await;
+    for node in &nodes {
+        until_metric(node, "herald_redis_up", 0).await;
+    }
+    let mut seqs = vec![first["ok"]["seq"].as_u64().unwrap()];
+    for i in 1..=5 {
+        let reply = sender.call("send", &send("lobby", &format!("r-{i:08}"), "during")).await;
+        seqs.push(reply["ok"]["seq"].as_u64().unwrap_or_else(|| panic!("a send waits on Redis: {reply}")));
+    }
+    let ready = nodes[1].http.get(nodes[1].url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.text().await.unwrap().contains("degraded"));
+
+    redis.start_again().await;
+    for node in &nodes {
+        until_metric(node, "herald_redis_up", 1).await;
+    }
+    let last = sender.call("send", &send("lobby", "r-00000006", "after")).await;
+    seqs.push(last["ok"]["seq"].as_u64().unwrap());
+    // The outage's messages come from MongoDB (the hole the next one
+    // opened), then that one: each once, in order.
+    let mut seen = vec![seqs[0]];
+    while seen.len() < seqs.len() {
+        seen.push(far.next_event("message").await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seen, seqs);
+}
