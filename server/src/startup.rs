@@ -95,13 +95,19 @@ impl Core {
         let transports = Transports::default();
         let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
         let settings = engine::Settings { hold: limits.order_hold, window_items: limits.window_messages };
+        let parts = engine::Parts {
+            store,
+            inbox: inbox.clone(),
+            fanout: fanout.clone(),
+            settings,
+            window_bytes: limits.window_bytes,
+            metrics: metrics.clone(),
+        };
         let engine = match &config.cluster {
-            None => Engine::local(store, inbox.clone(), fanout.clone(), settings, limits.window_bytes),
+            None => Engine::local(parts),
             Some(cluster) => {
                 tracing::info!(node = %cluster.node_id, prefix = %cluster.prefix, "a node of a cluster over Redis");
-                let (inbox, fanout, metrics) = (inbox.clone(), fanout.clone(), metrics.clone());
-                Engine::clustered(store, inbox, fanout, settings, limits.window_bytes, cluster, metrics)
-                    .context("starting the cluster's broker")?
+                Engine::clustered(parts, cluster).context("starting the cluster's broker")?
             }
         };
         let message_limits =

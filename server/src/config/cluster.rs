@@ -1,6 +1,8 @@
 //! [`Cluster`]: what makes this process one node of several
 //! (`HERALD_REDIS_URL`, `HERALD_REDIS_PREFIX`, `HERALD_NODE_ID`).
 
+use std::time::Duration;
+
 use super::source::{Lookup, Source};
 use super::{ConfigError, Secret};
 
@@ -14,6 +16,8 @@ pub struct Cluster {
     pub redis_url: Secret,
     pub prefix: String,
     pub node_id: String,
+    /// How often every stream's position is checked against the store.
+    pub position_check: Duration,
 }
 
 impl Cluster {
@@ -30,7 +34,12 @@ impl Cluster {
         if !is_name(&node_id, 64) {
             return Err(ConfigError::new("HERALD_NODE_ID", "1-64 characters of A-Z, a-z, 0-9, '_' or '-'"));
         }
-        Ok(Some(Self { redis_url: Secret::new(resp3(url.trim())?), prefix, node_id }))
+        let position_check = src.duration(
+            "HERALD_POSITION_CHECK",
+            Duration::from_millis(100)..=Duration::from_secs(600),
+            Duration::from_secs(10),
+        )?;
+        Ok(Some(Self { redis_url: Secret::new(resp3(url.trim())?), prefix, node_id, position_check }))
     }
 }
 

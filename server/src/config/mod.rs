@@ -75,6 +75,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_REDIS_URL",
     "HERALD_REDIS_PREFIX",
     "HERALD_NODE_ID",
+    "HERALD_POSITION_CHECK",
 ];
 
 /// How logs are written.

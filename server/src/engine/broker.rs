@@ -125,4 +125,8 @@ pub trait Broker: Send + Sync + 'static {
 /// it.
 pub trait Receive: Send + Sync + 'static {
     fn receive(&self, channel: &Channel, publication: Publication);
+
+    /// The broker may have lost publications (it was cut off and is back):
+    /// every stream is checked against the store.
+    fn resynced(&self) {}
 }

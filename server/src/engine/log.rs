@@ -22,6 +22,9 @@ pub trait Log: Send + Sync + 'static {
 
     /// The stream's newest allocated number.
     fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>>;
+    /// The newest allocated number of each of `channels`, in their order,
+    /// in one read.
+    fn heads<'a>(&'a self, channels: &'a [Channel]) -> BoxFuture<'a, Result<Vec<Seq>, StoreError>>;
     /// Stores a batch: one allocation, one insert (see the stores).
     fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>>;
     /// Stores `item` once in each of `channels`' streams; one answer per
@@ -74,6 +77,16 @@ impl Log for Rooms {
         Box::pin(async move { self.0.head(room_of(channel).ok_or_else(|| not_a_room(channel))?).await })
     }
 
+    fn heads<'a>(&'a self, channels: &'a [Channel]) -> BoxFuture<'a, Result<Vec<Seq>, StoreError>> {
+        Box::pin(async move {
+            let rooms: Vec<RoomName> = channels
+                .iter()
+                .map(|channel| room_of(channel).cloned().ok_or_else(|| not_a_room(channel)))
+                .collect::<Result<_, _>>()?;
+            self.0.heads(&rooms).await
+        })
+    }
+
     fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>> {
         Box::pin(async move {
             match room_of(channel) {
@@ -123,6 +136,13 @@ impl Log for Notes {
 
     fn head<'a>(&'a self, channel: &'a Channel) -> BoxFuture<'a, Result<Seq, StoreError>> {
         Box::pin(async move { self.0.head(&recipient_of(channel)?).await })
+    }
+
+    fn heads<'a>(&'a self, channels: &'a [Channel]) -> BoxFuture<'a, Result<Vec<Seq>, StoreError>> {
+        Box::pin(async move {
+            let recipients: Vec<Recipient> = channels.iter().map(recipient_of).collect::<Result<_, _>>()?;
+            self.0.heads(&recipients).await
+        })
     }
 
     fn append<'a>(&'a self, channel: &'a Channel, batch: &'a [Self::New]) -> BoxFuture<'a, Appended<Self::Item>> {

@@ -48,10 +48,21 @@ use order::Budget;
 use stream::Streams;
 
 use crate::config::Cluster;
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, Repair};
 use crate::store::StoreError;
 use crate::store::inbox::{Inbox, NewNotification};
 use crate::store::messages::Store;
+
+/// What an engine is made of.
+pub struct Parts {
+    pub store: Store,
+    pub inbox: Inbox,
+    pub fanout: Fanout,
+    pub settings: Settings,
+    /// Bounds the memory of every window together.
+    pub window_bytes: usize,
+    pub metrics: Arc<Metrics>,
+}
 
 /// The delivery engine. Cheap to clone.
 #[derive(Clone)]
@@ -64,6 +75,7 @@ struct Node {
     local: Arc<Local>,
     broker: Arc<dyn Broker>,
     budget: Arc<Budget>,
+    metrics: Arc<Metrics>,
 }
 
 impl Receive for Node {
@@ -73,47 +85,67 @@ impl Receive for Node {
             Channel::User(_) | Channel::Everyone => self.notes.receive(channel, publication),
         }
     }
+
+    fn resynced(&self) {
+        let (rooms, notes, metrics) = (self.rooms.clone(), self.notes.clone(), self.metrics.clone());
+        tokio::spawn(async move { check_positions(&rooms, &notes, &metrics, Repair::Reconnect).await });
+    }
+}
+
+/// Checks every stream of this node against the store (see
+/// [`Streams::check_positions`]).
+async fn check_positions(
+    rooms: &Arc<Streams<log::Rooms>>,
+    notes: &Arc<Streams<log::Notes>>,
+    metrics: &Metrics,
+    reason: Repair,
+) {
+    let behind = rooms.check_positions().await + notes.check_positions().await;
+    metrics.repairs(reason, behind as u64);
+    if behind > 0 {
+        tracing::info!(streams = behind, ?reason, "streams behind the store; filling them from MongoDB");
+    }
 }
 
 impl Engine {
     /// One node's engine: publications go straight to its own streams.
-    /// `window_bytes` bounds the memory of every window together.
-    pub fn local(store: Store, inbox: Inbox, fanout: Fanout, settings: Settings, window_bytes: usize) -> Self {
-        Self::with_broker(store, inbox, fanout, settings, window_bytes, |node| Arc::new(MemoryBroker::new(node)))
+    pub fn local(parts: Parts) -> Self {
+        Self::with_broker(parts, |node| Arc::new(MemoryBroker::new(node)))
     }
 
     /// A cluster node's engine: publications also go to the other nodes
-    /// through Redis, and theirs come back through it.
-    pub fn clustered(
-        store: Store,
-        inbox: Inbox,
-        fanout: Fanout,
-        settings: Settings,
-        window_bytes: usize,
-        cluster: &Cluster,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, BrokerError> {
+    /// through Redis, and theirs come back through it; every stream is
+    /// checked against the store every `cluster.position_check`.
+    pub fn clustered(parts: Parts, cluster: &Cluster) -> Result<Self, BrokerError> {
+        let metrics = parts.metrics.clone();
         let mut failure = None;
-        let engine = Self::with_broker(store, inbox, fanout, settings, window_bytes, |node| {
-            match RedisBroker::start(cluster, node.clone(), metrics) {
-                Ok(broker) => broker,
-                Err(err) => {
-                    failure = Some(err);
-                    Arc::new(MemoryBroker::new(node))
-                }
+        let engine = Self::with_broker(parts, |node| match RedisBroker::start(cluster, node.clone(), metrics) {
+            Ok(broker) => broker,
+            Err(err) => {
+                failure = Some(err);
+                Arc::new(MemoryBroker::new(node))
             }
         });
-        failure.map_or(Ok(engine), Err)
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        let node = Arc::downgrade(&engine.0);
+        let every = cluster.position_check;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else { return };
+                check_positions(&node.rooms, &node.notes, &node.metrics, Repair::PositionCheck).await;
+            }
+        });
+        Ok(engine)
     }
 
-    fn with_broker(
-        store: Store,
-        inbox: Inbox,
-        fanout: Fanout,
-        settings: Settings,
-        window_bytes: usize,
-        broker: impl FnOnce(Weak<dyn Receive>) -> Arc<dyn Broker>,
-    ) -> Self {
+    fn with_broker(parts: Parts, broker: impl FnOnce(Weak<dyn Receive>) -> Arc<dyn Broker>) -> Self {
+        let Parts { store, inbox, fanout, settings, window_bytes, metrics } = parts;
         Self(Arc::new_cyclic(|node: &Weak<Node>| {
             let receiver: Weak<dyn Receive> = node.clone();
             let broker = broker(receiver);
@@ -122,7 +154,7 @@ impl Engine {
             let rooms = Streams::new(log::Rooms(store), settings, budget.clone(), local.clone(), broker.clone());
             let notes = Streams::new(log::Notes(inbox), settings, budget.clone(), local.clone(), broker.clone());
             let (rooms, notes) = (Arc::new(rooms), Arc::new(notes));
-            Node { rooms, notes, local, broker, budget }
+            Node { rooms, notes, local, broker, budget, metrics }
         }))
     }
 

@@ -186,6 +186,9 @@ pub struct Order {
     window: Window,
     /// By their first number.
     held: BTreeMap<Seq, Held>,
+    /// The store's head as a position check last read it, while the
+    /// cursor is below it: what lies between is a hole to fill.
+    behind: Option<Seq>,
 }
 
 impl Order {
@@ -217,6 +220,7 @@ impl Order {
     pub fn stop(&mut self, budget: &Budget) {
         self.cursor = None;
         self.held.clear();
+        self.behind = None;
         self.window.clear(Seq(0), budget);
     }
 
@@ -268,12 +272,31 @@ impl Order {
         out
     }
 
-    /// The hole a held publication waits on: `(cursor, first held)`,
-    /// exclusive at both ends.
+    /// Takes the store's head as a position check read it: numbers up to
+    /// it that have not come are a hole, filled like any other (the check
+    /// catches a stream's last message that never arrived). True if the
+    /// stream is behind.
+    pub fn behind(&mut self, head: Seq) -> bool {
+        match self.cursor {
+            Some(cursor) if head > cursor => {
+                self.behind = Some(self.behind.map_or(head, |behind| behind.max(head)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The hole a held publication, or the store's head, waits on:
+    /// `(cursor, first held or head + 1)`, exclusive at both ends.
     pub fn hole(&self) -> Option<(Seq, Seq)> {
         let cursor = self.cursor?;
-        let (first, _) = self.held.first_key_value()?;
-        (first.get() > cursor.get() + 1).then_some((cursor, *first))
+        let held = self.held.first_key_value().map(|(first, _)| *first);
+        let behind = self.behind.filter(|head| *head > cursor).map(|head| Seq(head.get() + 1));
+        let first = match (held, behind) {
+            (Some(held), Some(behind)) => held.min(behind),
+            (held, behind) => held.or(behind)?,
+        };
+        (first.get() > cursor.get() + 1).then_some((cursor, first))
     }
 
     /// Fills the hole below `upto` with what the store holds there
@@ -297,6 +320,9 @@ impl Order {
             out.push((seq, item));
         }
         self.cursor = Some(last.max(cursor));
+        if self.behind.is_some_and(|head| head <= last.max(cursor)) {
+            self.behind = None;
+        }
     }
 
     /// Delivers the held publications the cursor has reached.
@@ -375,6 +401,25 @@ mod tests {
         assert!(order.accept((Seq(4), Seq(5)), items(&[4, 5]), keep(100)).is_empty());
         assert_eq!(seqs(&order.fill(Seq(4), items(&[2]), keep(100))), [2, 4, 5]);
         assert_eq!(order.cursor(), Some(Seq(5)));
+    }
+
+    #[test]
+    fn a_head_above_the_cursor_is_a_hole_to_fill_and_one_at_or_below_is_not() {
+        let mut order = started(3);
+        assert!(!order.behind(Seq(3)) && order.hole().is_none(), "caught up");
+        assert!(order.behind(Seq(6)), "the store holds 4 to 6, which never came");
+        assert_eq!(order.hole(), Some((Seq(3), Seq(7))));
+        // A publication behind it waits; the hole ends at the earlier one.
+        assert!(order.accept((Seq(9), Seq(9)), items(&[9]), keep(100)).is_empty());
+        assert_eq!(order.hole(), Some((Seq(3), Seq(7))));
+        assert_eq!(seqs(&order.fill(Seq(7), items(&[4, 6]), keep(100))), [4, 6]);
+        assert_eq!(order.hole(), Some((Seq(6), Seq(9))), "then the one before 9");
+        assert_eq!(seqs(&order.fill(Seq(9), items(&[]), keep(100))), [9]);
+        assert_eq!(order.hole(), None);
+        // What arrives in order clears an older reading of the head.
+        assert!(order.behind(Seq(10)));
+        assert_eq!(seqs(&order.accept((Seq(10), Seq(10)), items(&[10]), keep(100))), [10]);
+        assert_eq!(order.hole(), None);
     }
 
     #[test]

@@ -328,6 +328,11 @@ impl RedisBroker {
             this.set_up(failed.is_none());
             let Some(err) = failed else {
                 tracing::info!(channels = names.len(), "subscribed again after Redis came back");
+                // What was published while this node was cut off is in the
+                // store only.
+                if let Some(node) = this.node.upgrade() {
+                    node.resynced();
+                }
                 return;
             };
             tracing::debug!(%err, "subscribing again failed; retrying");

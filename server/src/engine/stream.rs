@@ -53,6 +53,8 @@ pub const QUEUE_MAX: usize = 4096;
 /// How often a hole is looked up in a store that fails before it is
 /// skipped (what it held is still stored, for the next catch-up).
 const FILL_TRIES: u32 = 10;
+/// Streams whose heads one read of a position check asks for.
+pub const POSITIONS_PER_READ: usize = 512;
 
 /// How streams behave, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -437,6 +439,46 @@ impl<L: Log> Streams<L> {
                 tracing::warn!(%err, %channel, "publishing failed; listeners catch up from the store");
             }
         }
+    }
+
+    /// Reads the store's head of every stream this node delivers (one read
+    /// per [`POSITIONS_PER_READ`] streams) and fills what never came: a
+    /// publication lost between nodes, most of all a stream's last one,
+    /// which no later one reveals. How many streams were behind.
+    pub async fn check_positions(self: &Arc<Self>) -> usize {
+        let cells: Vec<Arc<Cell<L>>> = lock(&self.cells)
+            .values()
+            .filter(|cell| {
+                let state = lock(&cell.state);
+                state.listeners > 0 && state.order.cursor().is_some()
+            })
+            .cloned()
+            .collect();
+        let mut behind = 0;
+        for chunk in cells.chunks(POSITIONS_PER_READ) {
+            let channels: Vec<Channel> = chunk.iter().map(|cell| cell.channel.clone()).collect();
+            let heads = match self.log.heads(&channels).await {
+                Ok(heads) => heads,
+                Err(err) => {
+                    tracing::warn!(%err, "a position check could not read the heads; the next one will");
+                    break;
+                }
+            };
+            for (cell, head) in chunk.iter().zip(heads) {
+                let mut state = lock(&cell.state);
+                if state.listeners == 0 || !state.order.behind(head) {
+                    continue;
+                }
+                behind += 1;
+                if let Some(hole) = state.order.hole()
+                    && !state.filling
+                {
+                    state.filling = true;
+                    tokio::spawn(self.clone().fill(cell.clone(), (hole, state.batches)));
+                }
+            }
+        }
+        behind
     }
 
     /// Takes what the broker brought for `channel` on this node.

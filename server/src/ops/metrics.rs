@@ -37,6 +37,26 @@ impl BusEvent {
     }
 }
 
+/// Why a node checked its streams against the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// The periodic check (`HERALD_POSITION_CHECK`).
+    PositionCheck,
+    /// Redis came back after the node was cut off from it.
+    Reconnect,
+}
+
+impl Repair {
+    const ALL: [Self; 2] = [Self::PositionCheck, Self::Reconnect];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::PositionCheck => "position_check",
+            Self::Reconnect => "reconnect",
+        }
+    }
+}
+
 /// How a publish request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -146,6 +166,7 @@ pub struct Metrics {
     store_commands: AtomicU64,
     store_latency: Histogram,
     bus: [AtomicU64; BusEvent::ALL.len()],
+    repairs: [AtomicU64; Repair::ALL.len()],
 }
 
 /// Values read from the Socket.IO server when scraped.
@@ -225,6 +246,11 @@ impl Metrics {
     /// One event between nodes published, received or dropped.
     pub fn bus(&self, event: BusEvent) {
         inc(&self.bus[event as usize]);
+    }
+
+    /// `streams` streams found behind the store, and filled from it.
+    pub fn repairs(&self, reason: Repair, streams: u64) {
+        self.repairs[reason as usize].fetch_add(streams, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -337,6 +363,17 @@ impl Metrics {
                 .collect();
             let bus: Vec<(&str, u64)> = bus.iter().map(|(l, v)| (l.as_str(), *v)).collect();
             family("herald_redis_events_total", "counter", "Events between nodes, by what became of them.", &bus);
+            let repairs: Vec<(String, u64)> = Repair::ALL
+                .iter()
+                .map(|r| (format!(r#"{{reason="{}"}}"#, r.label()), get(&self.repairs[*r as usize])))
+                .collect();
+            let repairs: Vec<(&str, u64)> = repairs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            family(
+                "herald_stream_repairs_total",
+                "counter",
+                "Streams found behind the store and filled from it, by why they were checked.",
+                &repairs,
+            );
         }
 
         let h = &self.store_latency;

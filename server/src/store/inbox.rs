@@ -443,6 +443,13 @@ impl Inbox {
         self.bounds.run(async { current_seq(&self.heads, &recipient.key()).await }).await
     }
 
+    /// Each stream's newest sequence number, in their order: one read.
+    pub async fn heads(&self, recipients: &[Recipient]) -> Result<Vec<Seq>, StoreError> {
+        let keys: Vec<String> = recipients.iter().map(Recipient::key).collect();
+        let found = self.bounds.run(current_seqs(&self.heads, &keys)).await?;
+        Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or_default()).collect())
+    }
+
     /// Notifications of `recipient` with `from < seq <= to`, oldest first,
     /// at most `limit`.
     pub async fn range(

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Secret;
 use crate::store::{
-    Append, Appended, Bounds, DUPLICATE_KEY, StoreError, current_seq, insert_failures, next_seqs, seq_to_i64,
+    Append, Appended, Bounds, DUPLICATE_KEY, StoreError, current_seq, current_seqs, insert_failures, next_seqs,
+    seq_to_i64,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +245,13 @@ impl Store {
     /// The room's newest sequence number (0 for a room with no messages).
     pub async fn head(&self, room: &RoomName) -> Result<Seq, StoreError> {
         self.bounds.run(async { current_seq(&self.heads, room.as_str()).await }).await
+    }
+
+    /// Each room's newest sequence number, in their order: one read.
+    pub async fn heads(&self, rooms: &[RoomName]) -> Result<Vec<Seq>, StoreError> {
+        let keys: Vec<String> = rooms.iter().map(|room| room.as_str().to_owned()).collect();
+        let found = self.bounds.run(current_seqs(&self.heads, &keys)).await?;
+        Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or_default()).collect())
     }
 
     /// Messages with `from < seq <= to`, oldest first, at most `limit`.

@@ -10,12 +10,19 @@ use serde_json::{Value, json};
 
 /// `count` nodes of one cluster: the same database, the same Redis.
 async fn cluster(redis: &RedisServer, count: usize) -> Vec<TestApp> {
+    cluster_with(redis, count, &[]).await
+}
+
+/// [`cluster`], each node with `settings`.
+async fn cluster_with(redis: &RedisServer, count: usize, settings: &[(&str, &str)]) -> Vec<TestApp> {
     let db = fresh_db();
     let url = redis.url();
     let mut nodes = Vec::new();
     for n in 0..count {
         let id = format!("node-{n}");
-        nodes.push(spawn_app_in(&db, &[("HERALD_REDIS_URL", &url), ("HERALD_NODE_ID", &id)]).await);
+        let mut all = vec![("HERALD_REDIS_URL", url.as_str()), ("HERALD_NODE_ID", id.as_str())];
+        all.extend_from_slice(settings);
+        nodes.push(spawn_app_in(&db, &all).await);
     }
     nodes
 }
@@ -128,7 +135,9 @@ async fn until_metric(node: &TestApp, name: &str, value: u64) {
 #[tokio::test]
 async fn sends_during_a_redis_crash_are_acked_and_reach_the_other_node_after_it_returns() {
     let mut redis = RedisServer::start().await;
-    let nodes = cluster(&redis, 2).await;
+    // No periodic check during the test: what the outage lost comes back
+    // through the repair that follows the reconnection.
+    let nodes = cluster_with(&redis, 2, &[("HERALD_POSITION_CHECK", "10m")]).await;
     let mut far = SioClient::connect(nodes[1].addr).await;
     join(&mut far, "lobby").await;
     let mut sender = SioClient::connect(nodes[0].addr).await;
@@ -149,16 +158,43 @@ async fn sends_during_a_redis_crash_are_acked_and_reach_the_other_node_after_it_
     assert!(ready.text().await.unwrap().contains("degraded"));
 
     redis.start_again().await;
-    for node in &nodes {
-        until_metric(node, "herald_redis_up", 1).await;
-    }
-    let last = sender.call("send", &send("lobby", "r-00000006", "after")).await;
-    seqs.push(last["ok"]["seq"].as_u64().unwrap());
-    // The outage's messages come from MongoDB (the hole the next one
-    // opened), then that one: each once, in order.
+    // Nothing more is sent: the outage's messages come from MongoDB once
+    // the far node is subscribed again, each once, in order.
     let mut seen = vec![seqs[0]];
     while seen.len() < seqs.len() {
         seen.push(far.next_event("message").await["seq"].as_u64().unwrap());
     }
     assert_eq!(seen, seqs);
+    assert!(metric(&nodes[1], "herald_stream_repairs_total{reason=\"reconnect\"}").await >= 1);
+    for node in &nodes {
+        until_metric(node, "herald_redis_up", 1).await;
+    }
+    let last = sender.call("send", &send("lobby", "r-00000006", "after")).await;
+    assert_eq!(far.next_event("message").await, last["ok"], "and live again");
+}
+
+#[tokio::test]
+async fn a_message_that_never_reached_redis_is_found_by_the_position_check() {
+    let redis = RedisServer::start().await;
+    let db = fresh_db();
+    let url = redis.url();
+    let watched = [("HERALD_REDIS_URL", url.as_str()), ("HERALD_POSITION_CHECK", "200ms")];
+    let node = spawn_app_in(&db, &watched).await;
+    // A node that stores but can't publish: its Redis is not there (as
+    // a node killed between its write and its publish).
+    let nowhere = format!(
+        "redis://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let cut_off = spawn_app_in(&db, &[("HERALD_REDIS_URL", nowhere.as_str())]).await;
+
+    let mut member = SioClient::connect(node.addr).await;
+    join(&mut member, "lobby").await;
+    let mut sender = SioClient::connect(cut_off.addr).await;
+    let sent = sender.call("send", &send("lobby", "p-00000001", "quiet")).await;
+    assert!(sent.get("ok").is_some(), "stored and acked without Redis: {sent}");
+
+    assert_eq!(member.next_event("message").await, sent["ok"], "the room's last message, found by the check");
+    assert!(metric(&node, "herald_stream_repairs_total{reason=\"position_check\"}").await >= 1);
+    assert_eq!(metric(&cut_off, "herald_redis_up").await, 0);
 }
