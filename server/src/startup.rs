@@ -30,10 +30,11 @@ use crate::config::Config;
 use crate::engine::fanout::{Fanout, Transports};
 use crate::engine::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::engine::{self, Engine};
-use crate::http::admission::{ConnectionCaps, FormRate, TokenBucket, WindowCaps};
+use crate::http::admission::{ConnectionCaps, FormRate, WindowCaps};
 use crate::http::conn::KillableListener;
 use crate::http::headers::{self, CookiePolicy};
 use crate::http::serve;
+use crate::http::shared_rate::PublishRate;
 use crate::notify::Notifier;
 use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::{Live, Metrics};
@@ -171,11 +172,15 @@ impl Core {
     }
 
     /// The state of the HTTP handlers: pages, forms and the publish API.
-    fn app_state(&self, config: &Config, io: SocketIo, leptos_options: LeptosOptions) -> AppState {
+    fn app_state(&self, config: &Config, io: SocketIo, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
         let limits = &config.limits;
         let api_keys = ApiKeys::new(&config.api_keys);
-        let publish_rate = (0..api_keys.len()).map(|_| TokenBucket::new(limits.publish_rate)).collect();
-        AppState {
+        let publish_rate = match &config.cluster {
+            None => PublishRate::local(limits.publish_rate, config.api_keys.len()),
+            Some(cluster) => PublishRate::clustered(limits.publish_rate, &config.api_keys, cluster)
+                .map_err(|reason| anyhow::anyhow!("the cluster's publish rate: {reason}"))?,
+        };
+        Ok(AppState {
             leptos_options,
             chat: self.chat.clone(),
             engine: self.engine.clone(),
@@ -200,7 +205,7 @@ impl Core {
             form_rate: Arc::new(FormRate::new(limits.send_rate)),
             drain: self.drain.clone(),
             metrics: self.metrics.clone(),
-        }
+        })
     }
 
     /// What every Engine.IO request passes before socketioxide sees it:
@@ -235,7 +240,7 @@ impl Application {
     pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
         let core = Core::connect(&config).await?;
         let (socket_layer, io) = core.socket_io(&config);
-        let state = core.app_state(&config, io.clone(), leptos_options);
+        let state = core.app_state(&config, io.clone(), leptos_options)?;
         let router = router(state, config.limits.http_body_max_bytes, config.limits.request_timeout)
             .layer(socket_layer)
             .layer(axum::middleware::from_fn_with_state(core.transport_guard(&config), transport::guard));

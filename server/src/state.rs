@@ -22,8 +22,9 @@ use crate::chat::Chat;
 use crate::engine::Engine;
 use crate::engine::fanout::{Fanout, Transports};
 use crate::engine::presence::SharedPresence;
-use crate::http::admission::{FormRate, TokenBucket};
+use crate::http::admission::FormRate;
 use crate::http::headers::{CookiePolicy, CspNonce};
+use crate::http::shared_rate::PublishRate;
 use crate::notify::Notifier;
 use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::Metrics;
@@ -54,7 +55,7 @@ pub struct AppState {
     pub inbox: Inbox,
     pub api_keys: ApiKeys,
     /// One publish-rate bucket per API key, in the order of `api_keys`.
-    pub publish_rate: Arc<Vec<TokenBucket>>,
+    pub publish_rate: Arc<PublishRate>,
     pub http_limits: HttpLimits,
     pub presence: SharedPresence,
     pub fanout: Fanout,

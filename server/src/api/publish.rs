@@ -50,7 +50,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bo
 
 async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let key = require_api_key(&state.api_keys, headers)?;
-    if let Err(wait) = state.publish_rate[key].take() {
+    if let Err(wait) = state.publish_rate.take(key).await {
         state.metrics.rejected(Rejection::PublishRate);
         return Err(ApiError::rate_limited(wait));
     }

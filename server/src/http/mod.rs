@@ -16,3 +16,4 @@ pub mod conn;
 pub mod frames;
 pub mod headers;
 pub mod serve;
+pub mod shared_rate;

@@ -198,3 +198,49 @@ async fn a_message_that_never_reached_redis_is_found_by_the_position_check() {
     assert!(metric(&node, "herald_stream_repairs_total{reason=\"position_check\"}").await >= 1);
     assert_eq!(metric(&cut_off, "herald_redis_up").await, 0);
 }
+
+#[tokio::test]
+async fn one_api_key_gets_the_configured_publish_rate_across_the_cluster() {
+    let redis = RedisServer::start().await;
+    // Low enough that each node's backends ask for several times the
+    // rate even while every accepted publish waits for its write.
+    let (rate, burst) = (20.0, 5.0);
+    let limits = [("HERALD_PUBLISH_RATE", "20"), ("HERALD_PUBLISH_BURST", "5")];
+    let nodes = cluster_with(&redis, 2, &limits).await;
+    let started = std::time::Instant::now();
+    let blast = std::time::Duration::from_secs(3);
+    // Eight backends at each node, as fast as answers come.
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for _ in 0..8 {
+            let (http, url) = (node.http.clone(), node.url("/api/publish"));
+            tasks.push(tokio::spawn(async move {
+                let (mut accepted, mut limited) = (0u64, 0u64);
+                while started.elapsed() < blast {
+                    let body = json!({"broadcast": true, "data": {"n": accepted}});
+                    let response = http.post(&url).bearer_auth(API_KEY).json(&body).send().await.unwrap();
+                    match response.status().as_u16() {
+                        200 => accepted += 1,
+                        429 => limited += 1,
+                        other => panic!("publish answered {other}"),
+                    }
+                }
+                (accepted, limited)
+            }));
+        }
+    }
+    let (mut accepted, mut limited) = (0, 0);
+    for task in tasks {
+        let (a, l) = task.await.unwrap();
+        accepted += a;
+        limited += l;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = burst + rate * elapsed;
+    let ratio = accepted as f64 / expected;
+    assert!(limited > accepted, "the backends asked for more than the rate: {accepted} accepted, {limited} limited");
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "{accepted} publishes accepted in {elapsed:.2} s by two nodes; the cluster's rate allows {expected:.0}"
+    );
+}
