@@ -18,6 +18,9 @@ pub struct Cluster {
     pub node_id: String,
     /// How often every stream's position is checked against the store.
     pub position_check: Duration,
+    /// How often the node sends itself an event through Redis, to find a
+    /// connection that looks alive but carries nothing.
+    pub probe: Duration,
 }
 
 impl Cluster {
@@ -39,7 +42,13 @@ impl Cluster {
             Duration::from_millis(100)..=Duration::from_secs(600),
             Duration::from_secs(10),
         )?;
-        Ok(Some(Self { redis_url: Secret::new(resp3(url.trim())?), prefix, node_id, position_check }))
+        let probe = src.duration(
+            "HERALD_REDIS_PROBE",
+            Duration::from_millis(100)..=Duration::from_secs(60),
+            Duration::from_secs(5),
+        )?;
+        let redis_url = Secret::new(resp3(url.trim())?);
+        Ok(Some(Self { redis_url, prefix, node_id, position_check, probe }))
     }
 }
 

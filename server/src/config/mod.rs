@@ -76,6 +76,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_REDIS_PREFIX",
     "HERALD_NODE_ID",
     "HERALD_POSITION_CHECK",
+    "HERALD_REDIS_PROBE",
 ];
 
 /// How logs are written.

@@ -61,6 +61,11 @@ pub struct RedisBroker {
     node: Weak<dyn Receive>,
     id: String,
     prefix: String,
+    /// This node's own channel: where its liveness probes go.
+    probe_channel: String,
+    /// The newest probe that came back.
+    probes: tokio::sync::watch::Sender<u64>,
+    connect: Connect,
     outgoing: mpsc::Sender<(String, Vec<u8>)>,
     commands: mpsc::UnboundedSender<Command>,
     /// Channels this node subscribes, by bus name.
@@ -74,6 +79,50 @@ enum Command {
     Unsubscribe(String),
     /// The subscribing connection dropped: subscribe everything wanted.
     Resubscribe,
+    /// The subscribing connection carries nothing: replace it, then
+    /// subscribe everything wanted.
+    Reconnect,
+}
+
+/// Makes connections to the cluster's Redis.
+struct Connect {
+    client: redis::Client,
+    pushes: mpsc::UnboundedSender<PushInfo>,
+    queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Connect {
+    fn config() -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(usize::MAX)
+    }
+
+    /// A connection for commands (it connects when first used).
+    fn commands(&self) -> Result<ConnectionManager, BrokerError> {
+        ConnectionManager::new_lazy_with_config(self.client.clone(), Self::config()).map_err(unreachable)
+    }
+
+    /// A connection whose pushes (subscribed events) go to the receiving
+    /// task. The driver must never wait on the push sender: past the
+    /// bound a push is dropped (and counted), the sequencer repairs the
+    /// stream.
+    fn subscriber(&self) -> Result<ConnectionManager, BrokerError> {
+        let (pushes, queued, metrics) = (self.pushes.clone(), self.queued.clone(), self.metrics.clone());
+        let push_sender = move |push: PushInfo| -> Result<(), redis::aio::SendError> {
+            if queued.fetch_add(1, Ordering::Relaxed) >= INCOMING_MAX {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                metrics.bus(BusEvent::Dropped);
+                return Ok(());
+            }
+            pushes.send(push).map_err(|_| redis::aio::SendError)
+        };
+        ConnectionManager::new_lazy_with_config(self.client.clone(), Self::config().set_push_sender(push_sender))
+            .map_err(unreachable)
+    }
 }
 
 #[derive(Serialize)]
@@ -119,43 +168,30 @@ impl RedisBroker {
             .map_err(|_| BrokerError::Unreachable("HERALD_REDIS_URL is not a Redis URL".to_owned()))?;
         let (pushes_tx, pushes) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let sender_queued = queued.clone();
-        let dropped_metrics = metrics.clone();
-        // The driver must never wait on the push sender: past the bound a
-        // push is dropped (and counted), the sequencer repairs the stream.
-        let push_sender = move |push: PushInfo| -> Result<(), redis::aio::SendError> {
-            if sender_queued.fetch_add(1, Ordering::Relaxed) >= INCOMING_MAX {
-                sender_queued.fetch_sub(1, Ordering::Relaxed);
-                dropped_metrics.bus(BusEvent::Dropped);
-                return Ok(());
-            }
-            pushes_tx.send(push).map_err(|_| redis::aio::SendError)
-        };
-        let config = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT))
-                .set_max_delay(Duration::from_secs(2))
-                .set_number_of_retries(usize::MAX)
-        };
-        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config()).map_err(unreachable)?;
-        let subscriber = ConnectionManager::new_lazy_with_config(client, config().set_push_sender(push_sender))
-            .map_err(unreachable)?;
+        let connect = Connect { client, pushes: pushes_tx, queued: queued.clone(), metrics: metrics.clone() };
+        let publisher = connect.commands()?;
+        let subscriber = connect.subscriber()?;
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_MAX);
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        let probe_channel = format!("{}:n:{}", cluster.prefix, cluster.node_id);
         let broker = Arc::new(Self {
             node,
             id: cluster.node_id.clone(),
             prefix: cluster.prefix.clone(),
+            probes: tokio::sync::watch::channel(0).0,
+            connect,
             outgoing,
             commands,
-            wanted: Mutex::default(),
+            wanted: Mutex::new(HashSet::from([probe_channel.clone()])),
+            probe_channel,
             up: AtomicBool::new(false),
             metrics,
         });
         tokio::spawn(Self::publishing(Arc::downgrade(&broker), publisher, outgoing_rx));
         tokio::spawn(Self::subscribing(Arc::downgrade(&broker), subscriber, commands_rx));
         tokio::spawn(Self::receiving(Arc::downgrade(&broker), pushes, queued));
+        tokio::spawn(Self::probing(Arc::downgrade(&broker), cluster.probe));
+        let _ = broker.commands.send(Command::Resubscribe);
         Ok(broker)
     }
 
@@ -194,6 +230,12 @@ impl RedisBroker {
 
     /// What another node published, if it is for this node.
     fn take(&self, name: &str, payload: &[u8]) {
+        if name == self.probe_channel {
+            if let Some(probe) = std::str::from_utf8(payload).ok().and_then(|p| p.parse().ok()) {
+                self.probes.send_if_modified(|newest| std::mem::replace(newest, probe) != probe);
+            }
+            return;
+        }
         if !lock(&self.wanted).contains(name) {
             return;
         }
@@ -246,7 +288,15 @@ impl RedisBroker {
                     tracing::debug!(%err, "publishing to Redis failed");
                     BusEvent::Dropped
                 }
-                Err(_) => BusEvent::Dropped,
+                Err(_) => {
+                    // No answer is not a dropped connection to the driver,
+                    // which would wait on this one for good: a new one.
+                    tracing::debug!("Redis did not answer a publish; connecting again");
+                    if let Ok(fresh) = this.connect.commands() {
+                        connection = fresh;
+                    }
+                    BusEvent::Dropped
+                }
             };
             this.set_up(outcome == BusEvent::Published);
             for _ in 0..batch.len() {
@@ -291,11 +341,40 @@ impl RedisBroker {
                         tracing::debug!(%err, "unsubscribing failed; what still comes is dropped");
                     }
                 }
-                Command::Resubscribe => {
-                    // Ask once for every resubscription queued meanwhile.
-                    while let Ok(Command::Resubscribe) = commands.try_recv() {}
+                Command::Resubscribe | Command::Reconnect => {
+                    let mut reconnect = matches!(command, Command::Reconnect);
+                    // Once for every such command queued meanwhile.
+                    let mut later = Vec::new();
+                    while let Ok(queued) = commands.try_recv() {
+                        match queued {
+                            Command::Resubscribe => {}
+                            Command::Reconnect => reconnect = true,
+                            other => later.push(other),
+                        }
+                    }
+                    if reconnect {
+                        tracing::warn!("the connection to Redis carries nothing; connecting again");
+                        match this.connect.subscriber() {
+                            Ok(fresh) => connection = fresh,
+                            Err(err) => tracing::warn!(%err, "could not make a new connection to Redis"),
+                        }
+                    }
                     drop(this);
                     Self::resubscribe(&broker, &mut connection).await;
+                    let Some(this) = broker.upgrade() else { return };
+                    // Subscriptions asked for meanwhile were taken in by
+                    // the resubscription (they were wanted): answer them.
+                    for command in later {
+                        match command {
+                            Command::Subscribe(_, answer) => {
+                                let _ = answer.send(Ok(()));
+                            }
+                            Command::Unsubscribe(name) => {
+                                let _ = this.commands.send(Command::Unsubscribe(name));
+                            }
+                            Command::Resubscribe | Command::Reconnect => {}
+                        }
+                    }
                 }
             }
         }
@@ -339,6 +418,31 @@ impl RedisBroker {
             drop(this);
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Sends this node a numbered event through Redis every `every`; one
+    /// that does not come back within [`REDIS_TIMEOUT`] means the
+    /// subscribing connection carries nothing, and it is replaced.
+    async fn probing(broker: Weak<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = 0u64;
+        loop {
+            ticks.tick().await;
+            let Some(this) = broker.upgrade() else { return };
+            probe += 1;
+            let mut back = this.probes.subscribe();
+            if this.outgoing.try_send((this.probe_channel.clone(), probe.to_string().into_bytes())).is_err() {
+                continue; // the queue is full: publishing is the problem
+            }
+            drop(this);
+            let returned = tokio::time::timeout(REDIS_TIMEOUT, back.wait_for(|newest| *newest >= probe)).await;
+            if !matches!(returned, Ok(Ok(_))) {
+                let Some(this) = broker.upgrade() else { return };
+                this.metrics.bus(BusEvent::ProbeLost);
+                let _ = this.commands.send(Command::Reconnect);
+            }
         }
     }
 

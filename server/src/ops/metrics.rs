@@ -23,16 +23,20 @@ pub enum BusEvent {
     /// Not sent (Redis down, queue full) or not taken (too many waiting):
     /// the streams fill it from MongoDB.
     Dropped,
+    /// A node's probe of its own connection did not come back: it
+    /// connected again.
+    ProbeLost,
 }
 
 impl BusEvent {
-    const ALL: [Self; 3] = [Self::Published, Self::Received, Self::Dropped];
+    const ALL: [Self; 4] = [Self::Published, Self::Received, Self::Dropped, Self::ProbeLost];
 
     fn label(self) -> &'static str {
         match self {
             Self::Published => "published",
             Self::Received => "received",
             Self::Dropped => "dropped",
+            Self::ProbeLost => "probe_lost",
         }
     }
 }

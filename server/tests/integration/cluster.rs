@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::common::proxy::Proxy;
 use crate::common::redis::RedisServer;
 use crate::common::sio::SioClient;
 use crate::common::{API_KEY, TOKEN_SECRET, TestApp, fresh_db, metric, spawn_app_in, token};
@@ -243,4 +244,41 @@ async fn one_api_key_gets_the_configured_publish_rate_across_the_cluster() {
         (0.9..=1.1).contains(&ratio),
         "{accepted} publishes accepted in {elapsed:.2} s by two nodes; the cluster's rate allows {expected:.0}"
     );
+}
+
+#[tokio::test]
+async fn connections_that_carry_nothing_are_found_by_the_probe_and_replaced() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let db = fresh_db();
+    let url = format!("redis://{}", proxy.addr);
+    let settings =
+        [("HERALD_REDIS_URL", url.as_str()), ("HERALD_REDIS_PROBE", "300ms"), ("HERALD_POSITION_CHECK", "10m")];
+    let (near, far) = (spawn_app_in(&db, &settings).await, spawn_app_in(&db, &settings).await);
+    let mut watcher = SioClient::connect(far.addr).await;
+    join(&mut watcher, "lobby").await;
+    let mut sender = SioClient::connect(near.addr).await;
+    let first = sender.call("send", &send("lobby", "s-00000000", "before")).await;
+    assert_eq!(watcher.next_event("message").await, first["ok"]);
+
+    // Every connection to Redis stays open and carries nothing from now on;
+    // new ones work.
+    proxy.stall_open_connections();
+    let mut seqs = vec![first["ok"]["seq"].as_u64().unwrap()];
+    for i in 1..=3 {
+        let reply = sender.call("send", &send("lobby", &format!("s-{i:08}"), "during")).await;
+        seqs.push(reply["ok"]["seq"].as_u64().unwrap_or_else(|| panic!("{reply}")));
+    }
+    // Both nodes find out by their probes, connect again, and the far one
+    // fills what it missed from MongoDB: nothing more needs to be sent.
+    let mut seen = vec![seqs[0]];
+    while seen.len() < seqs.len() {
+        seen.push(watcher.next_event("message").await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seen, seqs);
+    for node in [&near, &far] {
+        assert!(metric(node, "herald_redis_events_total{outcome=\"probe_lost\"}").await >= 1);
+    }
+    let last = sender.call("send", &send("lobby", "s-00000004", "after")).await;
+    assert_eq!(watcher.next_event("message").await, last["ok"], "live through the new connections");
 }

@@ -2,6 +2,7 @@
 //! server, with a fresh database per test.
 
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod sio;
 
