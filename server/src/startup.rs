@@ -150,7 +150,7 @@ impl Core {
         // long-polling body: the read stops, and the connection closes with
         // 1009, as soon as a frame says it is bigger.
         let ws_max = usize::try_from(limits.socket_payload_max_bytes).unwrap_or(usize::MAX);
-        let (layer, io) = SocketIo::builder()
+        let builder = SocketIo::builder()
             .with_state(self.chat.clone())
             .with_state(gate)
             .with_state(self.engine.clone())
@@ -164,8 +164,11 @@ impl Core {
             .ping_interval(limits.ping_interval)
             .ping_timeout(limits.ping_timeout)
             .max_buffer_size(limits.outbound_buffer_packets)
-            .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
-            .build_layer();
+            .ws_read_buffer_size(WS_READ_BUFFER_BYTES);
+        // Behind a load balancer without session affinity long-polling can't
+        // work (each poll may reach another node): `HERALD_TRANSPORTS`.
+        let builder = if config.polling { builder } else { builder.transports([TransportType::Websocket]) };
+        let (layer, io) = builder.build_layer();
         realtime::register(&io);
         self.engine.attach(io.clone());
         (layer, io)

@@ -77,6 +77,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_NODE_ID",
     "HERALD_POSITION_CHECK",
     "HERALD_REDIS_PROBE",
+    "HERALD_TRANSPORTS",
 ];
 
 /// How logs are written.
@@ -108,6 +109,9 @@ pub struct Config {
     pub limits: Limits,
     /// Set: this process is one node of a cluster over Redis.
     pub cluster: Option<Cluster>,
+    /// Whether Engine.IO long-polling is offered besides WebSocket
+    /// (`HERALD_TRANSPORTS`).
+    pub polling: bool,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -227,7 +231,23 @@ impl Config {
             log_format: log_format(&src)?,
             limits: Limits::read(&src)?,
             cluster: Cluster::read(&src)?,
+            polling: polling(&src)?,
         })
+    }
+}
+
+/// `HERALD_TRANSPORTS`: `websocket,polling` (either order) or `websocket`.
+fn polling(src: &Source<impl Lookup>) -> Result<bool, ConfigError> {
+    let Some(raw) = src.get("HERALD_TRANSPORTS") else { return Ok(true) };
+    let mut named: Vec<String> = raw.split(',').map(|t| t.trim().to_ascii_lowercase()).collect();
+    named.sort();
+    match named.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["polling", "websocket"] => Ok(true),
+        ["websocket"] => Ok(false),
+        _ => Err(ConfigError::new(
+            "HERALD_TRANSPORTS",
+            "expected websocket,polling or websocket (Herald's own page needs WebSocket)",
+        )),
     }
 }
 

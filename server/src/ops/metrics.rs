@@ -171,6 +171,7 @@ pub struct Metrics {
     store_latency: Histogram,
     bus: [AtomicU64; BusEvent::ALL.len()],
     repairs: [AtomicU64; Repair::ALL.len()],
+    unknown_session_polls: AtomicU64,
 }
 
 /// Values read from the Socket.IO server when scraped.
@@ -250,6 +251,12 @@ impl Metrics {
     /// One event between nodes published, received or dropped.
     pub fn bus(&self, event: BusEvent) {
         inc(&self.bus[event as usize]);
+    }
+
+    /// A long-polling request for an Engine.IO session this node does not
+    /// have.
+    pub fn unknown_session_poll(&self) {
+        inc(&self.unknown_session_polls);
     }
 
     /// `streams` streams found behind the store, and filled from it.
@@ -354,6 +361,12 @@ impl Metrics {
             &[("", get(&self.store_commands))],
         );
 
+        family(
+            "herald_polls_unknown_session_total",
+            "counter",
+            "Long-polling requests for a session this node does not have (a load balancer without session affinity).",
+            &[("", get(&self.unknown_session_polls))],
+        );
         if let Some(up) = live.redis_up {
             family(
                 "herald_redis_up",

@@ -135,6 +135,16 @@ pub async fn guard(State(guard): State<TransportGuard>, request: Request, next: 
     // session's life: give it a head of its own (see `own_head`).
     let request = if sid.is_none() { own_head(request) } else { request };
     let response = next.run(request).await;
+    // Engine.IO answers a session it does not know with a JSON 400: behind
+    // a load balancer that spreads one session's polls over nodes, these
+    // climb (`herald_polls_unknown_session_total`).
+    if sid.is_some()
+        && !upgrade
+        && response.status() == StatusCode::BAD_REQUEST
+        && response.headers().get(header::CONTENT_TYPE).is_some_and(|t| t.as_bytes().starts_with(b"application/json"))
+    {
+        guard.metrics.unknown_session_poll();
+    }
     if let (true, Some(conn), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, conn, response.status()) {
         conn.kill.websocket(guard.payload_max);
         if let Some(sid) = sid {

@@ -205,3 +205,23 @@ async fn a_socket_may_join_a_bounded_number_of_rooms() {
     // Re-joining a room it is in is fine.
     join(&mut client, "room-0", 0).await;
 }
+
+#[tokio::test]
+async fn websocket_only_refuses_long_polling_and_polls_for_unknown_sessions_are_counted() {
+    let app = crate::common::spawn_app_with(&[("HERALD_TRANSPORTS", "websocket")]).await;
+    let handshake = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    assert_eq!(handshake.status(), 400, "no long-polling session starts");
+    let mut client = SioClient::connect(app.addr).await;
+    join(&mut client, "lobby", 0).await;
+
+    let both = spawn_app().await;
+    assert_eq!(crate::common::metric(&both, "herald_polls_unknown_session_total").await, 0);
+    // A poll for a session this node never made: what a load balancer
+    // without session affinity causes.
+    let stray =
+        both.http.get(both.url("/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAA")).send().await.unwrap();
+    assert_eq!(stray.status(), 400);
+    assert_eq!(crate::common::metric(&both, "herald_polls_unknown_session_total").await, 1);
+    let started = both.http.get(both.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+    assert_eq!(started.status(), 200, "long-polling is on by default");
+}
