@@ -492,6 +492,13 @@ impl Broker for RedisBroker {
             if !lock(&self.wanted).insert(name.clone()) {
                 return Ok(());
             }
+            if !self.is_up() {
+                // Nobody waits on a Redis that is known to be down (a join,
+                // a page): the channel is subscribed with all the others
+                // once it is back, and the stream checked then.
+                let _ = self.commands.send(Command::Resubscribe);
+                return Err(unreachable("Redis is down"));
+            }
             let (answer, answered) = oneshot::channel();
             self.commands.send(Command::Subscribe(name, answer)).map_err(unreachable)?;
             answered.await.unwrap_or_else(|_| Err(unreachable("the broker stopped")))

@@ -125,8 +125,17 @@ async fn a_user_publish_reaches_their_tabs_on_every_node_and_a_broadcast_everyon
 
 /// Waits until `node`'s `/metrics` line `name` reads `value` (bounded).
 async fn until_metric(node: &TestApp, name: &str, value: u64) {
+    until(node, name, |n| n == value, value).await;
+}
+
+/// Waits until `node`'s `/metrics` line `name` reads `value` or more.
+async fn until_metric_at_least(node: &TestApp, name: &str, value: u64) {
+    until(node, name, |n| n >= value, value).await;
+}
+
+async fn until(node: &TestApp, name: &str, done: impl Fn(u64) -> bool, value: u64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while metric(node, name).await != value {
+    while !done(metric(node, name).await) {
         assert!(tokio::time::Instant::now() < deadline, "{name} never became {value}");
         // Polling a node's own report of its state: there is no event to await from outside.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -138,7 +147,8 @@ async fn sends_during_a_redis_crash_are_acked_and_reach_the_other_node_after_it_
     let mut redis = RedisServer::start().await;
     // No periodic check during the test: what the outage lost comes back
     // through the repair that follows the reconnection.
-    let nodes = cluster_with(&redis, 2, &[("HERALD_POSITION_CHECK", "10m")]).await;
+    let quiet = [("HERALD_POSITION_CHECK", "10m"), ("HERALD_REDIS_PROBE", "60s")];
+    let nodes = cluster_with(&redis, 2, &quiet).await;
     let mut far = SioClient::connect(nodes[1].addr).await;
     join(&mut far, "lobby").await;
     let mut sender = SioClient::connect(nodes[0].addr).await;
@@ -154,6 +164,8 @@ async fn sends_during_a_redis_crash_are_acked_and_reach_the_other_node_after_it_
         let reply = sender.call("send", &send("lobby", &format!("r-{i:08}"), "during")).await;
         seqs.push(reply["ok"]["seq"].as_u64().unwrap_or_else(|| panic!("a send waits on Redis: {reply}")));
     }
+    // Each of them given up on (not sent once Redis is back).
+    until_metric_at_least(&nodes[0], "herald_redis_events_total{outcome=\"dropped\"}", 5).await;
     let ready = nodes[1].http.get(nodes[1].url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert!(ready.text().await.unwrap().contains("degraded"));
