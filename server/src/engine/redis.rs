@@ -406,7 +406,7 @@ impl RedisBroker {
             }
             this.set_up(failed.is_none());
             let Some(err) = failed else {
-                tracing::info!(channels = names.len(), "subscribed again after Redis came back");
+                tracing::info!(channels = names.len(), "subscribed to every channel this node listens to");
                 // What was published while this node was cut off is in the
                 // store only.
                 if let Some(node) = this.node.upgrade() {
