@@ -501,7 +501,14 @@ impl Broker for RedisBroker {
             }
             let (answer, answered) = oneshot::channel();
             self.commands.send(Command::Subscribe(name, answer)).map_err(unreachable)?;
-            answered.await.unwrap_or_else(|_| Err(unreachable("the broker stopped")))
+            // Bounded even while the subscribing connection is being
+            // replaced: the channel stays wanted, and is subscribed with
+            // the others.
+            match tokio::time::timeout(REDIS_TIMEOUT, answered).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(unreachable("the broker stopped")),
+                Err(_) => Err(unreachable("Redis did not confirm the subscription in time")),
+            }
         })
     }
 
