@@ -190,6 +190,19 @@ pub struct Live {
     pub redis_up: Option<bool>,
 }
 
+/// A counter family with one sample per value of its one label.
+fn labelled(
+    family: &mut impl FnMut(&str, &str, &str, &[(&str, u64)]),
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: &[(&str, u64)],
+) {
+    let labels: Vec<String> = counts.iter().map(|(value, _)| format!(r#"{{{label}="{value}"}}"#)).collect();
+    let samples: Vec<(&str, u64)> = labels.iter().map(String::as_str).zip(counts.iter().map(|(_, n)| *n)).collect();
+    family(name, "counter", help, &samples);
+}
+
 fn inc(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -300,18 +313,11 @@ impl Metrics {
             "Messages, notifications and updates handed to connections' outbound buffers.",
             &[("", get(&self.delivered))],
         );
-        let publish: Vec<(String, u64)> = PublishOutcome::ALL
-            .iter()
-            .map(|o| (format!(r#"{{outcome="{}"}}"#, o.label()), get(&self.publish[*o as usize])))
-            .collect();
-        let publish: Vec<(&str, u64)> = publish.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family("herald_publish_requests_total", "counter", "Publish API requests by outcome.", &publish);
-        let rejected: Vec<(String, u64)> = Rejection::ALL
-            .iter()
-            .map(|r| (format!(r#"{{limit="{}"}}"#, r.label()), get(&self.rejections[*r as usize])))
-            .collect();
-        let rejected: Vec<(&str, u64)> = rejected.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family("herald_rate_limited_total", "counter", "Requests and connections turned away by a limit.", &rejected);
+        let publish = PublishOutcome::ALL.map(|o| (o.label(), get(&self.publish[o as usize])));
+        labelled(&mut family, "herald_publish_requests_total", "Publish API requests by outcome.", "outcome", &publish);
+        let rejected = Rejection::ALL.map(|r| (r.label(), get(&self.rejections[r as usize])));
+        let help = "Requests and connections turned away by a limit.";
+        labelled(&mut family, "herald_rate_limited_total", help, "limit", &rejected);
         family(
             "herald_slow_consumer_disconnects_total",
             "counter",
@@ -374,23 +380,12 @@ impl Metrics {
                 "1 while this node reaches the cluster's Redis (only in a cluster).",
                 &[("", u64::from(up))],
             );
-            let bus: Vec<(String, u64)> = BusEvent::ALL
-                .iter()
-                .map(|e| (format!(r#"{{outcome="{}"}}"#, e.label()), get(&self.bus[*e as usize])))
-                .collect();
-            let bus: Vec<(&str, u64)> = bus.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            family("herald_redis_events_total", "counter", "Events between nodes, by what became of them.", &bus);
-            let repairs: Vec<(String, u64)> = Repair::ALL
-                .iter()
-                .map(|r| (format!(r#"{{reason="{}"}}"#, r.label()), get(&self.repairs[*r as usize])))
-                .collect();
-            let repairs: Vec<(&str, u64)> = repairs.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            family(
-                "herald_stream_repairs_total",
-                "counter",
-                "Streams found behind the store and filled from it, by why they were checked.",
-                &repairs,
-            );
+            let bus = BusEvent::ALL.map(|e| (e.label(), get(&self.bus[e as usize])));
+            let help = "Events between nodes, by what became of them.";
+            labelled(&mut family, "herald_redis_events_total", help, "outcome", &bus);
+            let repairs = Repair::ALL.map(|r| (r.label(), get(&self.repairs[r as usize])));
+            let help = "Streams found behind the store and filled from it, by why they were checked.";
+            labelled(&mut family, "herald_stream_repairs_total", help, "reason", &repairs);
         }
 
         let h = &self.store_latency;
