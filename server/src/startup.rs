@@ -29,6 +29,7 @@ use crate::chat::{Chat, MessageLimits};
 use crate::config::Config;
 use crate::engine::fanout::{Fanout, Transports};
 use crate::engine::presence::{Announcer, LocalPresence, SharedPresence};
+use crate::engine::redis_presence::RedisPresence;
 use crate::engine::{self, Engine};
 use crate::http::admission::{ConnectionCaps, FormRate, WindowCaps};
 use crate::http::conn::KillableListener;
@@ -61,6 +62,7 @@ pub struct Application {
     router: Router,
     io: SocketIo,
     engine: Engine,
+    announcer: Announcer,
     drain: Drain,
     shutdown_timeout: Duration,
     head_timeout: Duration,
@@ -117,7 +119,10 @@ impl Core {
             chat: Chat::new(engine.clone(), metrics.clone(), message_limits),
             notifier: Notifier::new(engine.clone(), metrics.clone()),
             tokens: Tokens::new(&config.token_secrets, config.token_audience.as_deref()),
-            presence: Arc::new(LocalPresence::default()),
+            presence: match &config.cluster {
+                None => Arc::new(LocalPresence::default()),
+                Some(cluster) => Arc::new(RedisPresence::new(cluster).context("the cluster's presence")?),
+            },
             drain: Drain::default(),
             metrics,
             transports,
@@ -129,7 +134,7 @@ impl Core {
 
     /// The Socket.IO layer with its handlers, and the handle that reaches
     /// its sockets (attached to the engine, the one that delivers).
-    fn socket_io(&self, config: &Config) -> (socketioxide::layer::SocketIoLayer, SocketIo) {
+    fn socket_io(&self, config: &Config) -> (socketioxide::layer::SocketIoLayer, SocketIo, Announcer) {
         let limits = &config.limits;
         let gate = Gate {
             tokens: self.tokens.clone(),
@@ -144,8 +149,9 @@ impl Core {
             metrics: self.metrics.clone(),
             transports: self.transports.clone(),
         };
-        let announcer =
-            Announcer::new(self.presence.clone(), self.fanout.clone(), self.metrics.clone(), limits.presence_interval);
+        let tell = Arc::new(self.engine.clone());
+        let announcer = Announcer::new(self.presence.clone(), tell, self.metrics.clone(), limits.presence_interval);
+        announcer.maintain(self.engine.resyncs());
         // A WebSocket message (and each of its frames) is bounded like a
         // long-polling body: the read stops, and the connection closes with
         // 1009, as soon as a frame says it is bigger.
@@ -155,7 +161,7 @@ impl Core {
             .with_state(gate)
             .with_state(self.engine.clone())
             .with_state(self.notifier.clone())
-            .with_state(announcer)
+            .with_state(announcer.clone())
             .with_state(self.fanout.clone())
             .max_payload(limits.socket_payload_max_bytes)
             .ws_max_message_size(ws_max)
@@ -171,7 +177,7 @@ impl Core {
         let (layer, io) = builder.build_layer();
         realtime::register(&io);
         self.engine.attach(io.clone());
-        (layer, io)
+        (layer, io, announcer)
     }
 
     /// The state of the HTTP handlers: pages, forms and the publish API.
@@ -242,7 +248,7 @@ impl Application {
     /// Connects to storage, prepares indexes and binds the listener.
     pub async fn build(config: Config, leptos_options: LeptosOptions) -> anyhow::Result<Self> {
         let core = Core::connect(&config).await?;
-        let (socket_layer, io) = core.socket_io(&config);
+        let (socket_layer, io, announcer) = core.socket_io(&config);
         let state = core.app_state(&config, io.clone(), leptos_options)?;
         let router = router(state, config.limits.http_body_max_bytes, config.limits.request_timeout)
             .layer(socket_layer)
@@ -253,6 +259,7 @@ impl Application {
             router,
             io,
             engine: core.engine,
+            announcer,
             drain: core.drain,
             shutdown_timeout: config.limits.shutdown_timeout,
             head_timeout: config.limits.head_timeout,
@@ -284,7 +291,7 @@ impl Application {
     ///
     /// Whatever is still open at the deadline is dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { listener, router, io, engine, drain, shutdown_timeout, head_timeout } = self;
+        let Self { listener, router, io, engine, announcer, drain, shutdown_timeout, head_timeout } = self;
         let (sockets_closed, stop_http) = tokio::sync::oneshot::channel::<()>();
         let server = serve::serve(listener, router, head_timeout, async move {
             let _ = stop_http.await;
@@ -315,6 +322,8 @@ impl Application {
             }
             tracing::info!(connections = told, "shutting down: closing live connections");
             io.close().await;
+            // Out of every room's presence now, rather than when it expires.
+            announcer.withdraw().await;
             let _ = sockets_closed.send(());
         };
         match tokio::time::timeout_at(deadline, async { tokio::join!(server, close_live).0 }).await {

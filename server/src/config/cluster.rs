@@ -21,6 +21,10 @@ pub struct Cluster {
     /// How often the node sends itself an event through Redis, to find a
     /// connection that looks alive but carries nothing.
     pub probe: Duration,
+    /// How long a node's presence entries live in Redis unless it writes
+    /// them again (it does every third of this): a node that died is out of
+    /// every room's presence within this.
+    pub presence_ttl: Duration,
 }
 
 impl Cluster {
@@ -47,8 +51,13 @@ impl Cluster {
             Duration::from_millis(100)..=Duration::from_secs(60),
             Duration::from_secs(5),
         )?;
+        let presence_ttl = src.duration(
+            "HERALD_PRESENCE_TTL",
+            Duration::from_secs(1)..=Duration::from_secs(600),
+            Duration::from_secs(15),
+        )?;
         let redis_url = Secret::new(resp3(url.trim())?);
-        Ok(Some(Self { redis_url, prefix, node_id, position_check, probe }))
+        Ok(Some(Self { redis_url, prefix, node_id, position_check, probe, presence_ttl }))
     }
 }
 

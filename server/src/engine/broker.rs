@@ -73,6 +73,9 @@ pub enum Publication {
     /// An event outside the stream's order (a read-state change), delivered
     /// as it comes.
     Event { event: &'static str, payload: Encoded },
+    /// A room's presence snapshot, numbered: a node delivers it unless it
+    /// delivered a newer one (snapshots of different nodes may cross).
+    Presence { version: u64, payload: Encoded },
 }
 
 /// Why a publication may not have reached every node.

@@ -10,7 +10,8 @@
 //! - [`local`]: the last hop, this node's sockets, through [`fanout`]
 //!   (one encode per event, slow consumers let go).
 //! - [`presence`]: who is in a room (the async, fallible [`presence::Presence`]
-//!   beside its one-node implementation), and the coalesced snapshots.
+//!   beside its one-node implementation), and the coalesced, numbered
+//!   snapshots; [`redis_presence`] is a cluster's, over Redis.
 //!
 //! Architecture invariant: only the engine delivers to sockets, and
 //! everything it delivers was stored first. Handlers and services (`chat`,
@@ -25,12 +26,14 @@ pub mod memory;
 pub mod order;
 pub mod presence;
 pub mod redis;
+pub mod redis_presence;
 pub mod stream;
 
 use std::sync::{Arc, Weak};
 
+use futures::future::BoxFuture;
 use herald::notification::Notification;
-use herald::protocol::{Closing, EV_CLOSING};
+use herald::protocol::{Closing, EV_CLOSING, PresenceSnapshot};
 use herald::{NewMessage, RoomName, Seq, StoredMessage, UserId};
 use serde::Serialize;
 use socketioxide::SocketIo;
@@ -45,6 +48,7 @@ use fanout::Fanout;
 use local::Local;
 use memory::MemoryBroker;
 use order::Budget;
+use presence::Tell;
 use stream::Streams;
 
 use crate::config::Cluster;
@@ -76,17 +80,23 @@ struct Node {
     broker: Arc<dyn Broker>,
     budget: Arc<Budget>,
     metrics: Arc<Metrics>,
+    /// Moves each time the broker was cut off and is back.
+    resyncs: tokio::sync::watch::Sender<u64>,
 }
 
 impl Receive for Node {
     fn receive(&self, channel: &Channel, publication: Publication) {
         match channel {
             Channel::Room(_) => self.rooms.receive(channel, publication),
-            Channel::User(_) | Channel::Everyone => self.notes.receive(channel, publication),
+            Channel::User(_) | Channel::Everyone => match publication {
+                Publication::Presence { .. } => {} // rooms only
+                publication => self.notes.receive(channel, publication),
+            },
         }
     }
 
     fn resynced(&self) {
+        self.resyncs.send_modify(|count| *count += 1);
         let (rooms, notes, metrics) = (self.rooms.clone(), self.notes.clone(), self.metrics.clone());
         tokio::spawn(async move { check_positions(&rooms, &notes, &metrics, Repair::Reconnect).await });
     }
@@ -154,7 +164,8 @@ impl Engine {
             let rooms = Streams::new(log::Rooms(store), settings, budget.clone(), local.clone(), broker.clone());
             let notes = Streams::new(log::Notes(inbox), settings, budget.clone(), local.clone(), broker.clone());
             let (rooms, notes) = (Arc::new(rooms), Arc::new(notes));
-            Node { rooms, notes, local, broker, budget, metrics }
+            let resyncs = tokio::sync::watch::channel(0).0;
+            Node { rooms, notes, local, broker, budget, metrics, resyncs }
         }))
     }
 
@@ -249,6 +260,11 @@ impl Engine {
         Ok((caught_up.head, messages))
     }
 
+    /// Moves each time the other nodes were out of reach and are back.
+    pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.resyncs.subscribe()
+    }
+
     /// Whether the other nodes can be reached (`None` on one node).
     pub fn cluster_health(&self) -> Option<bool> {
         self.0.broker.health()
@@ -278,5 +294,19 @@ impl Engine {
             Channel::Room(_) => rooms(&self.0.rooms),
             Channel::User(_) | Channel::Everyone => notes(&self.0.notes),
         }
+    }
+}
+
+impl Tell for Engine {
+    /// Tells the room's sockets on every node, through the room's stream:
+    /// each node delivers a snapshot unless it delivered a newer one.
+    fn presence<'a>(&'a self, room: &'a RoomName, version: u64, snapshot: &'a PresenceSnapshot) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(payload) = Encoded::of(snapshot) else { return };
+            let channel = Channel::Room(room.clone());
+            if let Err(err) = self.0.broker.publish(&channel, Publication::Presence { version, payload }).await {
+                tracing::debug!(%err, %room, "a presence snapshot may not reach every node");
+            }
+        })
     }
 }

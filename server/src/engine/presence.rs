@@ -21,14 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use herald::protocol::{EV_PRESENCE, PRESENCE_NAMES_MAX, PresenceSnapshot, PresentUser};
-use herald::{Identity, RoomName, UserId};
-use serde::Serialize;
-use socketioxide::SocketIo;
+use herald::protocol::{PRESENCE_NAMES_MAX, PresenceSnapshot, PresentUser};
+use herald::{Identity, RoomName};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::channel::Channel;
-use super::fanout::{Audience, Fanout};
 use crate::ops::metrics::Metrics;
 use crate::sync::lock;
 
@@ -86,6 +83,24 @@ pub trait Presence: Send + Sync + 'static {
     fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>>;
     /// Who is there, by user id.
     fn roster<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Roster>>;
+    /// Brings the room's shared state up to date with this node's members
+    /// and reads it whole: what the room is told, numbered.
+    fn announce<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Announcement>>;
+    /// Writes this node's members again and takes out those of nodes that
+    /// stopped writing theirs; the rooms whose membership that changed.
+    /// Runs every [`Presence::refresh_every`].
+    fn refresh(&self) -> BoxFuture<'_, PresenceResult<Vec<RoomName>>> {
+        ready(Vec::new())
+    }
+    /// How often [`Presence::refresh`] must run; `None` when it need not.
+    fn refresh_every(&self) -> Option<Duration> {
+        None
+    }
+    /// Takes this node's members out of the shared state (the node is
+    /// going away); what each room they were in is told now.
+    fn withdraw(&self) -> BoxFuture<'_, PresenceResult<Vec<(RoomName, Announcement)>>> {
+        ready(Vec::new())
+    }
     /// How many rooms have one of this node's connections in them (for
     /// `/metrics`; never leaves the node, so never fails).
     fn local_room_count(&self) -> usize;
@@ -93,8 +108,78 @@ pub trait Presence: Send + Sync + 'static {
 
 pub type PresenceResult<T> = Result<T, PresenceError>;
 
+/// A room's membership as it is told to the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    /// Increases with every change of the room's membership (across nodes
+    /// and restarts of the shared store): a node that delivered a newer
+    /// snapshot drops an older one that reaches it late.
+    pub version: u64,
+    pub snapshot: PresenceSnapshot,
+    /// This node still has members in the room.
+    pub here: bool,
+}
+
+/// Carries a room's snapshot to its sockets on every node: the engine.
+pub trait Tell: Send + Sync + 'static {
+    fn presence<'a>(&'a self, room: &'a RoomName, version: u64, snapshot: &'a PresenceSnapshot) -> BoxFuture<'a, ()>;
+}
+
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, PresenceResult<T>> {
     Box::pin(std::future::ready(Ok(value)))
+}
+
+/// A room's members, counted: what a snapshot and a roster are made of,
+/// and what a node keeps of its own connections in a shared store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Distinct signed-in users: id → the name their token gave, if any.
+    #[serde(rename = "u")]
+    pub users: BTreeMap<String, Option<String>>,
+    /// Connections without a user.
+    #[serde(rename = "a")]
+    pub anonymous: u64,
+}
+
+impl Tally {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.anonymous == 0
+    }
+
+    /// Adds another node's members: a user on both counts once.
+    pub fn add(&mut self, other: Tally) {
+        for (user, name) in other.users {
+            let known = self.users.entry(user).or_default();
+            if known.is_none() {
+                *known = name;
+            }
+        }
+        self.anonymous += other.anonymous;
+    }
+
+    pub fn snapshot(&self, room: &RoomName) -> PresenceSnapshot {
+        // Only names a token gave: a user without one would be shown by id.
+        let mut named: Vec<PresentUser> =
+            self.users.values().flatten().map(|name| PresentUser { name: name.clone() }).collect();
+        named.sort_by(|a, b| a.name.cmp(&b.name));
+        named.truncate(PRESENCE_NAMES_MAX);
+        PresenceSnapshot {
+            room: room.to_string(),
+            users: named,
+            user_count: self.users.len() as u64,
+            anonymous: self.anonymous,
+        }
+    }
+
+    pub fn roster(&self, room: &RoomName) -> Roster {
+        let users = self
+            .users
+            .iter()
+            .take(PRESENCE_NAMES_MAX)
+            .map(|(id, name)| RosterUser { id: id.clone(), name: name.clone().unwrap_or_else(|| id.clone()) })
+            .collect();
+        Roster { room: room.to_string(), users, user_count: self.users.len() as u64, anonymous: self.anonymous }
+    }
 }
 
 #[derive(Default)]
@@ -106,41 +191,18 @@ struct RoomMembers {
 }
 
 impl RoomMembers {
-    /// Distinct users (id → the token's name, if any) and anonymous
-    /// connections.
-    fn tally(&self) -> (BTreeMap<&UserId, Option<&str>>, u64) {
-        let mut users = BTreeMap::new();
-        let mut anonymous = 0;
+    fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
         for member in self.conns.values() {
             match member {
                 Member::User(identity) => {
-                    users.insert(&identity.user, identity.name.as_ref().map(|n| n.as_str()));
+                    let name = identity.name.as_ref().map(|n| n.as_str().to_owned());
+                    tally.users.insert(identity.user.to_string(), name);
                 }
-                Member::Anonymous => anonymous += 1,
+                Member::Anonymous => tally.anonymous += 1,
             }
         }
-        (users, anonymous)
-    }
-
-    fn snapshot(&self, room: &RoomName) -> PresenceSnapshot {
-        let (users, anonymous) = self.tally();
-        // Only names a token gave: a user without one would be shown by id.
-        let mut named: Vec<PresentUser> =
-            users.values().flatten().map(|name| PresentUser { name: (*name).to_owned() }).collect();
-        named.sort_by(|a, b| a.name.cmp(&b.name));
-        named.truncate(PRESENCE_NAMES_MAX);
-        PresenceSnapshot { room: room.to_string(), users: named, user_count: users.len() as u64, anonymous }
-    }
-
-    fn roster(&self, room: &RoomName) -> Roster {
-        let (users, anonymous) = self.tally();
-        let user_count = users.len() as u64;
-        let users = users
-            .into_iter()
-            .take(PRESENCE_NAMES_MAX)
-            .map(|(id, name)| RosterUser { id: id.to_string(), name: name.unwrap_or(id.as_str()).to_owned() })
-            .collect();
-        Roster { room: room.to_string(), users, user_count, anonymous }
+        tally
     }
 }
 
@@ -151,6 +213,8 @@ impl RoomMembers {
 /// while taking another but the map's after a room's.
 #[derive(Default)]
 pub struct LocalPresence {
+    /// The version of the last announcement.
+    version: std::sync::atomic::AtomicU64,
     rooms: Mutex<HashMap<RoomName, Arc<Mutex<RoomMembers>>>>,
     /// Which rooms each connection is in, to clean up on disconnect.
     conn_rooms: Mutex<HashMap<ConnId, HashSet<RoomName>>>,
@@ -217,13 +281,22 @@ impl LocalPresence {
         rooms.into_iter().filter(|room| self.remove(room, conn)).collect()
     }
 
+    /// This node's members of `room` (empty when it has none).
+    pub fn tally(&self, room: &RoomName) -> Tally {
+        self.read(room, RoomMembers::tally).unwrap_or_default()
+    }
+
     pub fn snapshot(&self, room: &RoomName) -> PresenceSnapshot {
-        self.read(room, |m| m.snapshot(room))
-            .unwrap_or_else(|| PresenceSnapshot { room: room.to_string(), ..PresenceSnapshot::default() })
+        self.tally(room).snapshot(room)
     }
 
     pub fn roster(&self, room: &RoomName) -> Roster {
-        self.read(room, |m| m.roster(room)).unwrap_or_else(|| Roster { room: room.to_string(), ..Roster::default() })
+        self.tally(room).roster(room)
+    }
+
+    /// The rooms with one of this node's connections in them.
+    pub fn rooms(&self) -> Vec<RoomName> {
+        lock(&self.rooms).keys().cloned().collect()
     }
 
     pub fn room_count(&self) -> usize {
@@ -252,6 +325,12 @@ impl Presence for LocalPresence {
         ready(LocalPresence::roster(self, room))
     }
 
+    fn announce<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Announcement>> {
+        let version = self.version.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let tally = self.tally(room);
+        ready(Announcement { version, here: !tally.is_empty(), snapshot: tally.snapshot(room) })
+    }
+
     fn local_room_count(&self) -> usize {
         self.room_count()
     }
@@ -274,50 +353,100 @@ pub struct Announcer {
 
 struct AnnouncerInner {
     presence: SharedPresence,
-    fanout: Fanout,
+    tell: Arc<dyn Tell>,
     metrics: Arc<Metrics>,
     interval: Duration,
-    /// Rooms told recently or about to be. An entry goes when its room is
-    /// found empty at a flush, so this is bounded by the rooms in use.
+    /// Rooms told recently or about to be. An entry goes when this node has
+    /// no member left in its room at a flush, so this is bounded by the
+    /// rooms in use here.
     rooms: Mutex<HashMap<RoomName, Throttle>>,
 }
 
 impl Announcer {
-    pub fn new(presence: SharedPresence, fanout: Fanout, metrics: Arc<Metrics>, interval: Duration) -> Self {
-        Self { inner: Arc::new(AnnouncerInner { presence, fanout, metrics, interval, rooms: Mutex::default() }) }
+    pub fn new(presence: SharedPresence, tell: Arc<dyn Tell>, metrics: Arc<Metrics>, interval: Duration) -> Self {
+        Self { inner: Arc::new(AnnouncerInner { presence, tell, metrics, interval, rooms: Mutex::default() }) }
+    }
+
+    /// Keeps a shared presence fresh: every [`Presence::refresh_every`]
+    /// this node writes its members again and rooms whose membership
+    /// changed by that (a dead node's members expired) are told; each time
+    /// `resynced` moves (the shared store was out of reach and is back),
+    /// every room of this node is told as well, since what was announced
+    /// meanwhile may not have reached anyone.
+    pub fn maintain(&self, mut resynced: tokio::sync::watch::Receiver<u64>) {
+        let Some(every) = self.inner.presence.refresh_every() else { return };
+        let this = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let everything = tokio::select! {
+                    _ = ticks.tick() => false,
+                    changed = resynced.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        true
+                    }
+                };
+                let Some(inner) = this.upgrade() else { return };
+                let announcer = Announcer { inner };
+                match announcer.inner.presence.refresh().await {
+                    Ok(rooms) => rooms.iter().for_each(|room| announcer.changed(room)),
+                    Err(err) => tracing::debug!(%err, "presence not refreshed; trying again"),
+                }
+                if everything {
+                    let rooms: Vec<RoomName> = lock(&announcer.inner.rooms).keys().cloned().collect();
+                    rooms.iter().for_each(|room| announcer.changed(room));
+                }
+            }
+        });
     }
 
     /// Records that `conn` joined `room` and tells the room if that changed
     /// it. A presence failure is logged: the join itself stands.
-    pub async fn joined(&self, io: &SocketIo, room: &RoomName, conn: &str, member: Member) {
+    pub async fn joined(&self, room: &RoomName, conn: &str, member: Member) {
         match self.inner.presence.join(room, conn, member).await {
-            Ok(true) => self.changed(io, room),
+            Ok(true) => self.changed(room),
             Ok(false) => {}
             Err(err) => tracing::warn!(%err, %room, "presence join not recorded"),
         }
     }
 
     /// Records that `conn` left `room` and tells the room.
-    pub async fn left(&self, io: &SocketIo, room: &RoomName, conn: &str) {
+    pub async fn left(&self, room: &RoomName, conn: &str) {
         match self.inner.presence.leave(room, conn).await {
-            Ok(true) => self.changed(io, room),
+            Ok(true) => self.changed(room),
             Ok(false) => {}
             Err(err) => tracing::warn!(%err, %room, "presence leave not recorded"),
         }
     }
 
     /// Records that `conn` is gone and tells every room it was in.
-    pub async fn disconnected(&self, io: &SocketIo, conn: &str) {
+    pub async fn disconnected(&self, conn: &str) {
         match self.inner.presence.leave_all(conn).await {
-            Ok(rooms) => rooms.iter().for_each(|room| self.changed(io, room)),
+            Ok(rooms) => rooms.iter().for_each(|room| self.changed(room)),
             Err(err) => tracing::warn!(%err, "presence of a closed connection not removed"),
+        }
+    }
+
+    /// Takes this node out of every room's presence (a drain) and tells
+    /// the rooms at once.
+    pub async fn withdraw(&self) {
+        match self.inner.presence.withdraw().await {
+            Ok(rooms) => {
+                for (room, announcement) in rooms {
+                    self.tell(&room, &announcement).await;
+                }
+            }
+            Err(err) => tracing::warn!(%err, "this node's presence not withdrawn; it expires"),
         }
     }
 
     /// Says `room`'s membership changed: its members hear the new state
     /// now if the room was not told within the interval, otherwise once the
     /// interval is over (with whatever the state is by then).
-    pub fn changed(&self, io: &SocketIo, room: &RoomName) {
+    pub fn changed(&self, room: &RoomName) {
         let now = Instant::now();
         let delay = {
             let mut rooms = lock(&self.inner.rooms);
@@ -329,47 +458,49 @@ impl Announcer {
             throttle.next.saturating_duration_since(now)
         };
         let this = self.clone();
-        let io = io.clone();
         let room = room.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            this.flush(&io, &room).await;
+            this.flush(&room).await;
         });
     }
 
-    async fn flush(&self, io: &SocketIo, room: &RoomName) {
+    async fn flush(&self, room: &RoomName) {
         let inner = &self.inner;
-        let snapshot = inner.presence.snapshot(room).await;
-        let empty = snapshot.as_ref().is_ok_and(|s| s.user_count == 0 && s.anonymous == 0);
+        let announcement = inner.presence.announce(room).await;
         {
             let mut rooms = lock(&inner.rooms);
-            if empty {
+            if announcement.as_ref().is_ok_and(|a| !a.here) {
                 rooms.remove(room);
             } else if let Some(throttle) = rooms.get_mut(room) {
                 throttle.pending = false;
                 throttle.next = Instant::now() + inner.interval;
             }
         }
-        match snapshot {
-            Ok(snapshot) if !empty => {
-                inner.metrics.presence_snapshot();
-                let key = Channel::Room(room.clone()).socket_room().unwrap_or_default();
-                inner.fanout.deliver(io, Audience::Room(&key), EV_PRESENCE, &snapshot);
-            }
-            Ok(_) => {}
+        match announcement {
+            Ok(announcement) => self.tell(room, &announcement).await,
             // The members keep what they were told last; the room's next
             // change tells them again.
             Err(err) => tracing::warn!(%err, %room, "presence snapshot not sent"),
         }
+    }
+
+    async fn tell(&self, room: &RoomName, announcement: &Announcement) {
+        let snapshot = &announcement.snapshot;
+        if snapshot.user_count == 0 && snapshot.anonymous == 0 {
+            return; // nobody on any node to tell
+        }
+        self.inner.metrics.presence_snapshot();
+        self.inner.tell.presence(room, announcement.version, snapshot).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald::DisplayName;
+    use herald::{DisplayName, UserId};
 
     fn user(id: &str, name: Option<&str>) -> Member {
         Member::User(Identity { user: UserId::parse(id).unwrap(), name: name.map(|n| DisplayName::parse(n).unwrap()) })
@@ -444,9 +575,15 @@ mod tests {
             Box::pin(std::future::ready(self.check().map(|()| rooms)))
         }
         fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>> {
-            let result = self.check().map(|()| self.local.snapshot(room));
+            Box::pin(std::future::ready(self.check().map(|()| self.local.snapshot(room))))
+        }
+        fn announce<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Announcement>> {
+            let result = self.check();
             let _ = self.attempts.send(result.is_ok());
-            Box::pin(std::future::ready(result))
+            match result {
+                Ok(()) => Presence::announce(&self.local, room),
+                Err(err) => Box::pin(std::future::ready(Err(err))),
+            }
         }
         fn roster<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Roster>> {
             Box::pin(std::future::ready(self.check().map(|()| self.local.roster(room))))
@@ -456,29 +593,41 @@ mod tests {
         }
     }
 
+    /// Records what the room was told.
+    struct Told(tokio::sync::mpsc::UnboundedSender<(u64, PresenceSnapshot)>);
+
+    impl Tell for Told {
+        fn presence<'a>(&'a self, _: &'a RoomName, version: u64, snapshot: &'a PresenceSnapshot) -> BoxFuture<'a, ()> {
+            let _ = self.0.send((version, snapshot.clone()));
+            Box::pin(std::future::ready(()))
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_snapshot_that_could_not_be_read_is_sent_with_the_rooms_next_change() {
         let (attempts_tx, mut attempts) = tokio::sync::mpsc::unbounded_channel();
         let presence =
             Arc::new(Reachable { local: LocalPresence::default(), down: true.into(), attempts: attempts_tx });
         let metrics = Arc::new(Metrics::default());
-        let fanout = Fanout::new(metrics.clone(), Default::default(), 64);
-        let announcer = Announcer::new(presence.clone(), fanout, metrics.clone(), Duration::from_secs(1));
-        let (_layer, io) = SocketIo::new_layer();
+        let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+        let tell = Arc::new(Told(told_tx));
+        let announcer = Announcer::new(presence.clone(), tell, metrics.clone(), Duration::from_secs(1));
         let room = RoomName::lobby();
 
         // The shared part is out of reach: the join holds on this node, and
         // the room's snapshot can't be read.
-        announcer.joined(&io, &room, "a", Member::Anonymous).await;
+        announcer.joined(&room, "a", Member::Anonymous).await;
         assert_eq!(presence.local.snapshot(&room).anonymous, 1, "this node still knows its connection");
-        announcer.changed(&io, &room);
+        announcer.changed(&room);
         assert_eq!(attempts.recv().await, Some(false), "the snapshot could not be read");
 
         presence.down.store(false, std::sync::atomic::Ordering::SeqCst);
-        announcer.joined(&io, &room, "b", Member::Anonymous).await;
+        announcer.joined(&room, "b", Member::Anonymous).await;
         // (The clock is paused: the timeout passes in virtual time.)
         let next = tokio::time::timeout(Duration::from_secs(10), attempts.recv()).await;
         assert_eq!(next, Ok(Some(true)), "the next change is announced, not lost behind the failure");
+        let (version, snapshot) = told.recv().await.unwrap();
+        assert_eq!((version, snapshot.anonymous), (1, 2), "told with both connections");
         let live = crate::ops::metrics::Live {
             websocket: 0,
             polling: 0,

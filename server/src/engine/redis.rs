@@ -21,7 +21,8 @@
 //! Each event is encoded once by its publisher, as JSON:
 //! `{"v":1,"o":"<node>","k":"s","s":[first,last],"i":[[seq,item],…]}` for
 //! stream items (`s` is `null` for stored copies), or
-//! `{"v":1,"o":"<node>","k":"e","e":"<event>","p":payload}`.
+//! `{"v":1,"o":"<node>","k":"e","e":"<event>","p":payload}`, or a room's
+//! presence snapshot, `{"v":1,"o":"<node>","k":"p","n":version,"p":snapshot}`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,13 +93,19 @@ struct Connect {
     metrics: Arc<Metrics>,
 }
 
+/// How every connection to the cluster's Redis behaves: bounded waits,
+/// reconnecting for good with backoff up to 2 s.
+pub fn connection_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(usize::MAX)
+}
+
 impl Connect {
     fn config() -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(usize::MAX)
+        connection_config()
     }
 
     /// A connection for commands (it connects when first used).
@@ -138,6 +145,8 @@ struct Outgoing<'a> {
     e: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +162,8 @@ struct Incoming {
     e: Option<String>,
     #[serde(default)]
     p: Option<Box<RawValue>>,
+    #[serde(default)]
+    n: Option<u64>,
 }
 
 fn unreachable(err: impl std::fmt::Display) -> BrokerError {
@@ -220,10 +231,28 @@ impl RedisBroker {
                 i: Some(items.iter().map(|(seq, item)| (seq.get(), item.raw())).collect()),
                 e: None,
                 p: None,
+                n: None,
             },
-            Publication::Event { event, payload } => {
-                Outgoing { v: 1, o: &self.id, k: "e", s: None, i: None, e: Some(event), p: Some(payload.raw()) }
-            }
+            Publication::Event { event, payload } => Outgoing {
+                v: 1,
+                o: &self.id,
+                k: "e",
+                s: None,
+                i: None,
+                e: Some(event),
+                p: Some(payload.raw()),
+                n: None,
+            },
+            Publication::Presence { version, payload } => Outgoing {
+                v: 1,
+                o: &self.id,
+                k: "p",
+                s: None,
+                i: None,
+                e: None,
+                p: Some(payload.raw()),
+                n: Some(*version),
+            },
         };
         serde_json::to_vec(&message).ok()
     }
@@ -259,6 +288,10 @@ impl RedisBroker {
                 let event = incoming.e.as_deref().and_then(|e| EVENTS.iter().find(|known| **known == e));
                 let (Some(event), Some(payload)) = (event, incoming.p) else { return };
                 Publication::Event { event, payload: Encoded::from_raw(payload) }
+            }
+            "p" => {
+                let (Some(version), Some(payload)) = (incoming.n, incoming.p) else { return };
+                Publication::Presence { version, payload: Encoded::from_raw(payload) }
             }
             _ => return,
         };

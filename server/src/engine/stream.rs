@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::Seq;
+use herald::protocol::EV_PRESENCE;
 use tokio::sync::{Notify, oneshot};
 
 use super::broker::{Broker, Encoded, Publication};
@@ -126,6 +127,8 @@ struct State<L: Log> {
     /// This node's sockets that want the stream delivered.
     listeners: usize,
     order: Order,
+    /// The newest presence snapshot delivered (rooms only).
+    presence_version: u64,
 }
 
 impl<L: Log> State<L> {
@@ -187,6 +190,7 @@ impl<L: Log> Streams<L> {
                         in_flight: BTreeSet::new(),
                         listeners: 0,
                         order: Order::default(),
+                        presence_version: 0,
                     }),
                     changed: Notify::new(),
                     backfill: tokio::sync::Mutex::new(()),
@@ -487,6 +491,15 @@ impl<L: Log> Streams<L> {
         match publication {
             Publication::Event { event, payload } => {
                 self.local.deliver(channel, event, &payload);
+            }
+            Publication::Presence { version, payload } => {
+                // Under the stream's lock, so that two snapshots crossing
+                // are delivered newest last, or the older not at all.
+                let mut state = lock(&cell.state);
+                if version >= state.presence_version {
+                    state.presence_version = version;
+                    self.local.deliver(channel, EV_PRESENCE, &payload);
+                }
             }
             Publication::Stream { span, items } => {
                 let keep = self.keep(channel);

@@ -168,7 +168,6 @@ fn admit_socket(socket: &SocketRef, peer: &Peer, engine: &Engine) {
     socket.on(EV_MARK_READ, on_mark_read);
     socket.on_disconnect(
         async |socket: SocketRef,
-               io: SocketIo,
                reason: socketioxide::socket::DisconnectReason,
                State(announcer): State<Announcer>,
                State(gate): State<Gate>,
@@ -190,7 +189,7 @@ fn admit_socket(socket: &SocketRef, peer: &Peer, engine: &Engine) {
                     expiry.abort();
                 }
             }
-            announcer.disconnected(&io, &socket.id.to_string()).await;
+            announcer.disconnected(&socket.id.to_string()).await;
         },
     );
 }

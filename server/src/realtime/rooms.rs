@@ -4,7 +4,6 @@
 use herald::protocol::{ErrorReply, JoinRequest, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply};
 use herald::{RoomName, Seq};
 use serde::Serialize;
-use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State};
 use tracing::Instrument;
 
@@ -29,7 +28,6 @@ struct Joined {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn on_join(
     socket: SocketRef,
-    io: SocketIo,
     Payload(request): Payload<JoinRequest>,
     State(engine): State<Engine>,
     State(announcer): State<Announcer>,
@@ -59,7 +57,7 @@ pub(super) async fn on_join(
             Some(identity) => Member::User(identity),
             None => Member::Anonymous,
         };
-        announcer.joined(&io, &room, &socket.id.to_string(), member).await;
+        announcer.joined(&room, &socket.id.to_string(), member).await;
     }
 }
 
@@ -144,7 +142,6 @@ async fn join(
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn on_leave(
     socket: SocketRef,
-    io: SocketIo,
     Payload(request): Payload<LeaveRequest>,
     State(announcer): State<Announcer>,
     State(gate): State<Gate>,
@@ -163,6 +160,6 @@ pub(super) async fn on_leave(
     let left = result.as_ref().ok().cloned();
     fanout.reply(&socket, ack, &Reply::from(result.map(|_| ())));
     if let Some(room) = left {
-        announcer.left(&io, &room, &socket.id.to_string()).await;
+        announcer.left(&room, &socket.id.to_string()).await;
     }
 }

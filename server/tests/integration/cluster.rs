@@ -294,3 +294,73 @@ async fn connections_that_carry_nothing_are_found_by_the_probe_and_replaced() {
     let last = sender.call("send", &send("lobby", "s-00000004", "after")).await;
     assert_eq!(watcher.next_event("message").await, last["ok"], "live through the new connections");
 }
+
+/// Reads `client`'s presence snapshots until one is `(users, anonymous)`
+/// (the names shown, the anonymous count).
+async fn presence_until(client: &mut SioClient, names: &[&str], anonymous: u64) -> Value {
+    loop {
+        let snapshot = client.next_event("presence").await;
+        let shown: Vec<&str> =
+            snapshot["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+        if shown == names && snapshot["anonymous"] == anonymous {
+            return snapshot;
+        }
+    }
+}
+
+async fn named(node: &TestApp, id: &str, name: &str) -> SioClient {
+    let t = token(TOKEN_SECRET, id, Some(name), 600);
+    SioClient::try_connect(node.addr, Some(json!({"token": t})), None).await.expect("accepted")
+}
+
+async fn roster(node: &TestApp, room: &str) -> Value {
+    let url = node.url(&format!("/api/presence/{room}"));
+    let response = node.http.get(url).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn presence_is_the_rooms_across_nodes_and_comes_back_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start().await;
+    let nodes = cluster_with(&redis, 2, &[("HERALD_PRESENCE_TTL", "3s")]).await;
+    let mut watcher = SioClient::connect(nodes[0].addr).await;
+    join(&mut watcher, "den").await;
+    presence_until(&mut watcher, &[], 1).await;
+
+    // Alice on the other node, twice (two tabs), and on this one: one user.
+    let mut alice_b = named(&nodes[1], "63", "Alice").await;
+    join(&mut alice_b, "den").await;
+    presence_until(&mut watcher, &["Alice"], 1).await;
+    let mut alice_b2 = named(&nodes[1], "63", "Alice").await;
+    join(&mut alice_b2, "den").await;
+    let mut bob_a = named(&nodes[0], "64", "Bob").await;
+    join(&mut bob_a, "den").await;
+    let snapshot = presence_until(&mut alice_b, &["Alice", "Bob"], 1).await;
+    assert_eq!(snapshot["user_count"], 2, "Alice's two tabs count once: {snapshot}");
+    let api = roster(&nodes[1], "den").await;
+    assert_eq!(api["users"], json!([{"id": "63", "name": "Alice"}, {"id": "64", "name": "Bob"}]), "{api}");
+    assert_eq!(api["anonymous"], 1);
+
+    // One tab closes: Alice is still there. The other leaves: she is gone
+    // on the far node too.
+    alice_b2.disconnect();
+    alice_b.call("leave", &json!({"room": "den"})).await;
+    presence_until(&mut watcher, &["Bob"], 1).await;
+    join(&mut alice_b, "den").await;
+    presence_until(&mut watcher, &["Alice", "Bob"], 1).await;
+
+    // Redis comes back with nothing: every node writes its members again and
+    // the rooms are told.
+    redis.kill().await;
+    until_metric(&nodes[0], "herald_redis_up", 0).await;
+    redis.start_again().await;
+    // (A snapshot told before the crash may still be on its way: the
+    // roster, read from Redis, says when the far node wrote Alice again.)
+    loop {
+        presence_until(&mut watcher, &["Alice", "Bob"], 1).await;
+        if roster(&nodes[0], "den").await["user_count"] == 2 {
+            break;
+        }
+    }
+}
