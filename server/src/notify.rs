@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use herald::notification::{EventName, Notification};
 use herald::protocol::{EV_READ, ErrorReply, MARK_READ_MAX, MarkReadRequest, ReadUpdate};
 use herald::{Seq, UserId};
@@ -14,6 +16,9 @@ use crate::engine::{Channel, Engine};
 use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
 use crate::store::inbox::NewNotification;
+
+/// Users whose connections are counted at once after a `users` publish.
+const ONLINE_COUNTS_AT_ONCE: usize = 64;
 
 /// Storing and delivering notifications. Cheap to clone.
 #[derive(Clone)]
@@ -30,7 +35,7 @@ impl Notifier {
     /// Stores a notification for a user (`Channel::User`) or everyone
     /// (`Channel::Everyone`), with the stream's other notifications
     /// published meanwhile (one batch), then delivers it. Answers with the
-    /// stored notification and how many of this node's connections listen.
+    /// stored notification and how many connections listen (on every node).
     pub async fn notify(
         &self,
         channel: &Channel,
@@ -45,12 +50,12 @@ impl Notifier {
         };
         let stored = self.engine.notify(channel, note).await?;
         self.metrics.notification_stored();
-        Ok((stored, self.engine.online(channel)))
+        Ok((stored, self.engine.online_everywhere(channel).await))
     }
 
     /// Stores a notification for each of `users` (one write for all of
     /// them), then delivers each. Answers, per user in their order, the
-    /// stored notification and how many of this node's connections listen;
+    /// stored notification and how many connections listen (on every node);
     /// or the first failure (those stored before it are still delivered).
     pub async fn notify_users(
         &self,
@@ -65,17 +70,26 @@ impl Notifier {
             idempotency_key: idempotency_key.map(str::to_owned),
         };
         let stored = self.engine.notify_users(users, note).await;
-        let mut each = Vec::with_capacity(users.len());
+        let mut delivered = Vec::with_capacity(users.len());
         let mut failure = None;
         for (user, stored) in users.iter().zip(stored) {
             match stored {
                 Ok(stored) => {
                     self.metrics.notification_stored();
-                    each.push((stored, self.engine.online(&Channel::User(user.clone()))));
+                    delivered.push((Channel::User(user.clone()), stored));
                 }
                 Err(err) => failure = failure.or(Some(err)),
             }
         }
+        // In a cluster each count is a Redis round trip: a few at a time.
+        let each: Vec<(Notification, usize)> = futures::stream::iter(delivered)
+            .map(|(channel, stored)| {
+                let engine = self.engine.clone();
+                async move { (stored, engine.online_everywhere(&channel).await) }
+            })
+            .buffered(ONLINE_COUNTS_AT_ONCE)
+            .collect()
+            .await;
         match failure {
             Some(err) => Err(err),
             None => Ok(each),

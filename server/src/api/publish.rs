@@ -126,7 +126,7 @@ async fn deliver(state: &AppState, publish: Publish) -> Result<Value, ApiError> 
                 PostError::Invalid(reply) => ApiError::invalid(format!("room message: {}", reply.reason)),
                 PostError::Store(err) => unavailable(err),
             })?;
-            let online = state.engine.online(&Channel::Room(room));
+            let online = state.engine.online_everywhere(&Channel::Room(room)).await;
             // A room message's id: its channel's name and its number.
             let id = format!("{}:{}", Channel::Room(stored.room.clone()), stored.seq);
             Ok(json!({"id": id, "seq": stored.seq, "online": online}))

@@ -18,6 +18,7 @@
 //! `notify`) call [`Engine`]; none of them emits.
 
 pub mod broker;
+pub mod census;
 pub mod channel;
 pub mod fanout;
 pub mod local;
@@ -29,7 +30,7 @@ pub mod redis;
 pub mod redis_presence;
 pub mod stream;
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use futures::future::BoxFuture;
 use herald::notification::Notification;
@@ -44,6 +45,7 @@ pub use stream::{CatchUp, Settings};
 
 use self::redis::RedisBroker;
 use broker::Receive;
+use census::Census;
 use fanout::Fanout;
 use local::Local;
 use memory::MemoryBroker;
@@ -82,6 +84,8 @@ struct Node {
     metrics: Arc<Metrics>,
     /// Moves each time the broker was cut off and is back.
     resyncs: tokio::sync::watch::Sender<u64>,
+    /// A cluster's connection counts.
+    census: OnceLock<Arc<Census>>,
 }
 
 impl Receive for Node {
@@ -139,6 +143,10 @@ impl Engine {
         if let Some(err) = failure {
             return Err(err);
         }
+        let census = Census::new(cluster).map_err(|err| BrokerError::Unreachable(err.to_string()))?;
+        let node = Arc::downgrade(&engine.0);
+        census.run(move |channel| node.upgrade().map(|node| Engine(node).online(channel)));
+        let _ = engine.0.census.set(census);
         let node = Arc::downgrade(&engine.0);
         let every = cluster.position_check;
         tokio::spawn(async move {
@@ -165,7 +173,7 @@ impl Engine {
             let notes = Streams::new(log::Notes(inbox), settings, budget.clone(), local.clone(), broker.clone());
             let (rooms, notes) = (Arc::new(rooms), Arc::new(notes));
             let resyncs = tokio::sync::watch::channel(0).0;
-            Node { rooms, notes, local, broker, budget, metrics, resyncs }
+            Node { rooms, notes, local, broker, budget, metrics, resyncs, census: OnceLock::new() }
         }))
     }
 
@@ -218,15 +226,32 @@ impl Engine {
             Channel::Room(_) => self.0.rooms.listen(channel),
             Channel::User(_) | Channel::Everyone => self.0.notes.listen(channel),
         }
+        if let Some(census) = self.0.census.get() {
+            census.changed(channel);
+        }
     }
 
     pub fn unlisten(&self, channel: &Channel) {
         self.streams_of(channel, |rooms| rooms.unlisten(channel), |notes| notes.unlisten(channel));
+        if let Some(census) = self.0.census.get() {
+            census.changed(channel);
+        }
     }
 
     /// This node's sockets listening to `channel`.
     pub fn online(&self, channel: &Channel) -> usize {
         self.streams_of(channel, |rooms| rooms.listeners(channel), |notes| notes.listeners(channel))
+    }
+
+    /// The sockets listening to `channel` on every node: this node's, plus
+    /// in a cluster what the others last wrote to Redis (approximate, see
+    /// [`census`]).
+    pub async fn online_everywhere(&self, channel: &Channel) -> usize {
+        let here = self.online(channel);
+        match self.0.census.get() {
+            Some(census) => census.count(channel, here).await,
+            None => here,
+        }
     }
 
     /// What a client holding everything of `channel` up to `since` missed;

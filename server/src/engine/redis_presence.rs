@@ -81,12 +81,92 @@ return {version, changed, redis.call('HGETALL', KEYS[1])}
 
 /// How long after Redis failed to answer presence gives up at once
 /// instead of waiting for it again (a page, a join).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// Rooms written at once by a refresh.
-const REFRESH_CONCURRENCY: usize = 64;
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Entries written at once by a refresh.
+pub const REFRESH_CONCURRENCY: usize = 64;
 
-/// A room's presence across the cluster, as one script answered it.
-struct Synced {
+/// Every node's entry under one name in Redis, each expiring unless its
+/// node writes it again (see the module's documentation): presence is one
+/// use, the connection counts of [`super::census`] another.
+pub struct Entries {
+    redis: ConnectionManager,
+    script: Script,
+    node: String,
+    ttl: Duration,
+    /// When Redis last failed to answer, while it has not answered since.
+    failed_at: Mutex<Option<Instant>>,
+}
+
+/// What [`Entries::sync`] answered.
+pub struct Synced {
+    pub version: u64,
+    /// Anything changed: this node's entry, or another's expired.
+    pub changed: bool,
+    /// The other nodes' entries, by node.
+    pub others: Vec<(String, String)>,
+}
+
+impl Entries {
+    /// Connects lazily: nothing waits for Redis here.
+    pub fn new(cluster: &Cluster) -> Result<Self, PresenceError> {
+        let unavailable = |reason: &str| PresenceError::Unavailable(reason.to_owned());
+        // The URL may hold a password: errors about it never quote it.
+        let client = redis::Client::open(cluster.redis_url.expose())
+            .map_err(|_| unavailable("HERALD_REDIS_URL is not a Redis URL"))?;
+        let redis = ConnectionManager::new_lazy_with_config(client, connection_config())
+            .map_err(|err| unavailable(&err.to_string()))?;
+        Ok(Self {
+            redis,
+            script: Script::new(SYNC),
+            node: cluster.node_id.clone(),
+            ttl: cluster.presence_ttl,
+            failed_at: Mutex::default(),
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Writes this node's entry under `base` (`""` removes it) and reads
+    /// the others'. Gives up at once for a second after Redis failed to
+    /// answer.
+    pub async fn sync(&self, base: &str, entry: &str) -> PresenceResult<Synced> {
+        if lock(&self.failed_at).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return Err(PresenceError::Unavailable("Redis did not answer a moment ago".to_owned()));
+        }
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = self.script.key(format!("{base}:p"));
+        invocation.key(format!("{base}:px")).key(format!("{base}:pv")).arg(&self.node).arg(entry).arg(ttl_ms);
+        let mut redis = self.redis.clone();
+        let answer: Result<(u64, u8, Vec<String>), String> =
+            match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut redis)).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("Redis did not answer in time".to_owned()),
+            };
+        match answer {
+            Ok((version, changed, fields)) => {
+                *lock(&self.failed_at) = None;
+                let mut others = Vec::with_capacity(fields.len() / 2);
+                let mut fields = fields.into_iter();
+                while let (Some(node), Some(entry)) = (fields.next(), fields.next()) {
+                    if node != self.node {
+                        others.push((node, entry));
+                    }
+                }
+                Ok(Synced { version, changed: changed == 1, others })
+            }
+            Err(reason) => {
+                lock(&self.failed_at).get_or_insert_with(Instant::now);
+                Err(PresenceError::Unavailable(reason))
+            }
+        }
+    }
+}
+
+/// A room's presence across the cluster.
+struct Room {
     version: u64,
     changed: bool,
     /// Every node's members together.
@@ -98,46 +178,28 @@ struct Synced {
 /// Presence for a node of a cluster.
 pub struct RedisPresence {
     local: LocalPresence,
-    redis: ConnectionManager,
-    script: Script,
-    node: String,
+    entries: Entries,
     prefix: String,
-    ttl: Duration,
     /// Rooms where this node's field may be in Redis.
     written: Mutex<HashSet<RoomName>>,
     /// The node is going away: its fields are removed, never written.
     withdrawn: AtomicBool,
-    /// When Redis last failed to answer, while it has not answered since.
-    failed_at: Mutex<Option<Instant>>,
 }
 
 impl RedisPresence {
     /// Connects lazily: nothing waits for Redis here.
     pub fn new(cluster: &Cluster) -> Result<Self, PresenceError> {
-        let unavailable = |reason: &str| PresenceError::Unavailable(reason.to_owned());
-        // The URL may hold a password: errors about it never quote it.
-        let client = redis::Client::open(cluster.redis_url.expose())
-            .map_err(|_| unavailable("HERALD_REDIS_URL is not a Redis URL"))?;
-        let redis = ConnectionManager::new_lazy_with_config(client, connection_config())
-            .map_err(|err| unavailable(&err.to_string()))?;
         Ok(Self {
             local: LocalPresence::default(),
-            redis,
-            script: Script::new(SYNC),
-            node: cluster.node_id.clone(),
+            entries: Entries::new(cluster)?,
             prefix: cluster.prefix.clone(),
-            ttl: cluster.presence_ttl,
             written: Mutex::default(),
             withdrawn: AtomicBool::new(false),
-            failed_at: Mutex::default(),
         })
     }
 
     /// Writes this node's members of `room` and reads everyone's.
-    async fn sync(&self, room: &RoomName) -> PresenceResult<Synced> {
-        if lock(&self.failed_at).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
-            return Err(PresenceError::Unavailable("Redis did not answer a moment ago".to_owned()));
-        }
+    async fn sync(&self, room: &RoomName) -> PresenceResult<Room> {
         let mine = self.local.tally(room);
         let here = !mine.is_empty();
         let withdrawn = self.withdrawn.load(Ordering::Relaxed);
@@ -146,27 +208,7 @@ impl RedisPresence {
         } else {
             String::new()
         };
-        let bus = Channel::Room(room.clone()).bus_name(&self.prefix);
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = self.script.key(format!("{bus}:p"));
-        invocation.key(format!("{bus}:px")).key(format!("{bus}:pv")).arg(&self.node).arg(&entry).arg(ttl_ms);
-        let mut redis = self.redis.clone();
-        let answer: Result<(u64, u8, Vec<String>), String> =
-            match tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut redis)).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("Redis did not answer in time".to_owned()),
-            };
-        let (version, changed, fields) = match answer {
-            Ok(answer) => {
-                *lock(&self.failed_at) = None;
-                answer
-            }
-            Err(reason) => {
-                lock(&self.failed_at).get_or_insert_with(Instant::now);
-                return Err(PresenceError::Unavailable(reason));
-            }
-        };
+        let synced = self.entries.sync(&Channel::Room(room.clone()).bus_name(&self.prefix), &entry).await?;
         {
             let mut written = lock(&self.written);
             if entry.is_empty() {
@@ -176,21 +218,17 @@ impl RedisPresence {
             }
         }
         let mut tally = if withdrawn { Tally::default() } else { mine };
-        for pair in fields.chunks_exact(2) {
-            let (node, entry) = (&pair[0], &pair[1]);
-            if *node == self.node {
-                continue; // this node's members come from memory
-            }
-            match serde_json::from_str::<Tally>(entry) {
+        for (node, entry) in synced.others {
+            match serde_json::from_str::<Tally>(&entry) {
                 Ok(theirs) => tally.add(theirs),
                 Err(err) => tracing::warn!(%err, %room, %node, "a node's presence entry is not Herald's; skipped"),
             }
         }
-        Ok(Synced { version, changed: changed == 1, tally, here })
+        Ok(Room { version: synced.version, changed: synced.changed, tally, here })
     }
 
     /// Syncs each of `rooms`, a few at a time; what each answered.
-    async fn sync_all(&self, rooms: Vec<RoomName>) -> Vec<(RoomName, PresenceResult<Synced>)> {
+    async fn sync_all(&self, rooms: Vec<RoomName>) -> Vec<(RoomName, PresenceResult<Room>)> {
         futures::stream::iter(rooms)
             .map(|room| async move {
                 let synced = self.sync(&room).await;
@@ -257,7 +295,7 @@ impl Presence for RedisPresence {
     }
 
     fn refresh_every(&self) -> Option<Duration> {
-        Some(self.ttl / 3)
+        Some(self.entries.ttl() / 3)
     }
 
     fn withdraw(&self) -> BoxFuture<'_, PresenceResult<Vec<(RoomName, Announcement)>>> {

@@ -121,6 +121,27 @@ async fn a_user_publish_reaches_their_tabs_on_every_node_and_a_broadcast_everyon
         assert_eq!(got["data"], json!({"n": 2}), "bob heard nothing before the broadcast: {got}");
         assert_eq!(got["seq"], everyone["seq"]);
     }
+
+    // `online` counts Alice's tabs on every node, as the nodes last wrote
+    // them to Redis (within a moment of a change).
+    until_online(&nodes[2], "alice", 2).await;
+    alice_b.disconnect();
+    until_online(&nodes[2], "alice", 1).await;
+    until_online(&nodes[1], "alice", 1).await;
+}
+
+/// Publishes to `user` through `node` until the answer's `online` is `count`.
+async fn until_online(node: &TestApp, user: &str, count: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = publish(node, json!({"user": user, "data": {}})).await;
+        if answer["online"] == count {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "online never became {count}: {answer}");
+        // The counts are written shortly after they change: no event says when.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until `node`'s `/metrics` line `name` reads `value` (bounded).
