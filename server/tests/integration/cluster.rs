@@ -3,10 +3,14 @@
 
 use std::collections::BTreeSet;
 
+use crate::common::process::Running;
 use crate::common::proxy::Proxy;
 use crate::common::redis::RedisServer;
 use crate::common::sio::SioClient;
 use crate::common::{API_KEY, TOKEN_SECRET, TestApp, fresh_db, metric, spawn_app_in, token};
+use crate::engine::{
+    ONE_AT_A_TIME, UNLIMITED, acked_at_least, assert_increasing, assert_same_set, read_until, seq_of, seqs_of,
+};
 use serde_json::{Value, json};
 
 /// `count` nodes of one cluster: the same database, the same Redis.
@@ -321,17 +325,24 @@ async fn connections_that_carry_nothing_are_found_by_the_probe_and_replaced() {
 async fn presence_until(client: &mut SioClient, names: &[&str], anonymous: u64) -> Value {
     loop {
         let snapshot = client.next_event("presence").await;
-        let shown: Vec<&str> =
-            snapshot["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
-        if shown == names && snapshot["anonymous"] == anonymous {
+        if names_of(&snapshot) == names && snapshot["anonymous"] == anonymous {
             return snapshot;
         }
     }
 }
 
+/// The names a presence snapshot shows.
+fn names_of(snapshot: &Value) -> Vec<&str> {
+    snapshot["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect()
+}
+
 async fn named(node: &TestApp, id: &str, name: &str) -> SioClient {
+    named_at(node.addr, id, name).await
+}
+
+async fn named_at(addr: std::net::SocketAddr, id: &str, name: &str) -> SioClient {
     let t = token(TOKEN_SECRET, id, Some(name), 600);
-    SioClient::try_connect(node.addr, Some(json!({"token": t})), None).await.expect("accepted")
+    SioClient::try_connect(addr, Some(json!({"token": t})), None).await.expect("accepted")
 }
 
 async fn roster(node: &TestApp, room: &str) -> Value {
@@ -383,5 +394,234 @@ async fn presence_is_the_rooms_across_nodes_and_comes_back_after_redis_restarts_
         if roster(&nodes[0], "den").await["user_count"] == 2 {
             break;
         }
+    }
+}
+
+/// Four senders, two on each node, send 250 messages each into one room
+/// as fast as their acks come back. Every listener on either node (two
+/// that joined the empty room, one that joins midway from a seq it learnt)
+/// ends with exactly the room's stored messages, each once, in order: the
+/// nodes' sequencers put what Redis brings from the other node back in the
+/// room's order, and a join's catch-up meets the live events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_senders_on_two_nodes_every_listener_has_the_rooms_order() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    const ROOM: &str = "order";
+    const EACH: usize = 250;
+    let redis = RedisServer::start().await;
+    let nodes = cluster_with(&redis, 2, UNLIMITED).await;
+    let mut listeners = Vec::new();
+    for node in [&nodes[0], &nodes[0], &nodes[1], &nodes[1]] {
+        let mut client = SioClient::connect(node.addr).await;
+        let joined = client.call("join", &json!({"room": ROOM, "since": 0})).await;
+        assert_eq!(joined["ok"]["head"], 0, "{joined}");
+        listeners.push((client, Vec::new()));
+    }
+    let mut midway = SioClient::connect(nodes[1].addr).await;
+
+    let (acked_tx, mut acked) = tokio::sync::watch::channel(0u64);
+    let acked_tx = std::sync::Arc::new(acked_tx);
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let mut client = SioClient::connect(nodes[s % 2].addr).await;
+        let acked_tx = acked_tx.clone();
+        senders.push(tokio::spawn(async move {
+            let mut seqs = Vec::with_capacity(EACH);
+            for i in 0..EACH {
+                let reply = client.call("send", &send(ROOM, &format!("s{s}-{i:06}"), "hi")).await;
+                seqs.push(seq_of(reply.get("ok").unwrap_or_else(|| panic!("sender {s}, send {i}: {reply}"))));
+                acked_tx.send_modify(|n| *n += 1);
+            }
+            (client, seqs)
+        }));
+    }
+
+    // Midway, from the 250th message the first listener heard.
+    let (first, first_seqs) = &mut listeners[0];
+    read_until(first, "message", 250, first_seqs, "listener 0").await;
+    let since = first_seqs[first_seqs.len() / 2];
+    acked_at_least(&mut acked, 500).await;
+    let joined = midway.call("join", &json!({"room": ROOM, "since": since})).await;
+    let mut midway_seqs = seqs_of(&joined["ok"]["messages"]);
+
+    let mut acked_seqs = Vec::new();
+    let mut last = None;
+    for sender in senders {
+        let (client, seqs) = sender.await.expect("a sender failed");
+        acked_seqs.extend(seqs);
+        last = Some(client);
+    }
+    let marker = last.unwrap().call("send", &send(ROOM, "marker-000001", "end")).await;
+    let head = seq_of(&marker["ok"]);
+    acked_seqs.push(head);
+    for (i, (client, seqs)) in listeners.iter_mut().enumerate() {
+        read_until(client, "message", head, seqs, &format!("listener {i}")).await;
+    }
+    read_until(&mut midway, "message", head, &mut midway_seqs, "the midway joiner").await;
+
+    let stored = nodes[0].room_seqs(ROOM).await;
+    assert_eq!(stored.len(), 4 * EACH + 1, "every send stored once");
+    assert_same_set(&acked_seqs, &stored, "the acks");
+    for (i, (_, seqs)) in listeners.iter().enumerate() {
+        let who = format!("listener {i} (node {})", i / 2);
+        assert_increasing(seqs, &who);
+        assert_same_set(seqs, &stored, &who);
+    }
+    assert_increasing(&midway_seqs, "the midway joiner");
+    let after: Vec<u64> = stored.iter().copied().filter(|&seq| seq > since).collect();
+    assert_same_set(&midway_seqs, &after, "the midway joiner");
+}
+
+/// The nodes reach Redis through a proxy that cuts the link for 5 s,
+/// closing every connection and refusing new ones: sends during the cut
+/// are acked, the far node's listener has them in order within seconds of
+/// the link's return, and presence changed during the cut is told.
+#[tokio::test]
+async fn a_five_second_cut_to_redis_loses_nothing_and_presence_is_right_after() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let url = format!("redis://{}", proxy.addr);
+    let db = fresh_db();
+    let mut nodes = Vec::new();
+    for id in ["near", "far"] {
+        let settings = [("HERALD_REDIS_URL", url.as_str()), ("HERALD_NODE_ID", id), ("HERALD_PRESENCE_TTL", "3s")];
+        nodes.push(spawn_app_in(&db, &settings).await);
+    }
+    let mut far = named(&nodes[1], "65", "Far").await;
+    join(&mut far, "cut").await;
+    let mut sender = named(&nodes[0], "66", "Near").await;
+    join(&mut sender, "cut").await;
+    presence_until(&mut far, &["Far", "Near"], 0).await;
+    let first = sender.call("send", &send("cut", "c-00000000", "before")).await;
+    assert_eq!(far.next_event("message").await["seq"], first["ok"]["seq"]);
+
+    proxy.cut();
+    until_metric(&nodes[0], "herald_redis_up", 0).await;
+    let mut stored = Vec::new();
+    for i in 1..=5 {
+        let reply = sender.call("send", &send("cut", &format!("c-{i:08}"), "during")).await;
+        stored.push(seq_of(reply.get("ok").unwrap_or_else(|| panic!("acked while Redis is cut off: {reply}"))));
+    }
+    let mut alice = named(&nodes[0], "63", "Alice").await;
+    join(&mut alice, "cut").await;
+    // The length of the outage is what this test is about.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    proxy.restore();
+    let back = tokio::time::Instant::now();
+
+    // The messages and the room's new presence, in whatever order they come.
+    let (mut seen, mut present) = (Vec::new(), false);
+    while seen.len() < stored.len() || !present {
+        match far.next_any().await {
+            (event, message) if event == "message" => seen.push(seq_of(&message)),
+            (event, snapshot) if event == "presence" => present = names_of(&snapshot) == ["Alice", "Far", "Near"],
+            _ => {}
+        }
+    }
+    assert_eq!(seen, stored, "every send of the cut, in order");
+    let took = back.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "repaired {took:?} after the link came back");
+    until_metric(&nodes[1], "herald_redis_up", 1).await;
+    let live = sender.call("send", &send("cut", "c-00000099", "after")).await;
+    assert_eq!(far.next_event("message").await["seq"], live["ok"]["seq"], "live again");
+}
+
+/// Node B is a real process, killed with SIGKILL while messages flow from
+/// both nodes. Its clients reconnect to node A and, with what they had,
+/// end with every stored message once and in order (every acked one among
+/// them); a client of B that never comes back leaves the room's presence
+/// within the presence TTL and a little.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_loses_its_clients_nothing_and_leaves_presence() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    const ROOM: &str = "kill";
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let db = fresh_db();
+    let mut settings = vec![("HERALD_REDIS_URL", url.as_str()), ("HERALD_PRESENCE_TTL", "3s")];
+    settings.extend_from_slice(UNLIMITED);
+    let mut a_settings = settings.clone();
+    a_settings.push(("HERALD_NODE_ID", "a"));
+    let a = spawn_app_in(&db, &a_settings).await;
+    let mut b_settings = settings.clone();
+    b_settings.extend([("HERALD_NODE_ID", "b"), ("HERALD_PRESENCE_INTERVAL", "100ms")]);
+    let mut b = Running::start(&db, &b_settings).await;
+
+    let mut watcher = named(&a, "70", "Watcher").await;
+    join(&mut watcher, ROOM).await;
+    let mut gone = named_at(b.addr, "71", "Gone").await;
+    join(&mut gone, ROOM).await;
+    let mut victims = Vec::new();
+    for v in 0..3 {
+        let mut client = named_at(b.addr, &format!("8{v}"), &format!("V{v}")).await;
+        join(&mut client, ROOM).await;
+        victims.push((client, Vec::<u64>::new()));
+    }
+    presence_until(&mut watcher, &["Gone", "V0", "V1", "V2", "Watcher"], 0).await;
+
+    let mut sender_a = SioClient::connect(a.addr).await;
+    let from_a = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..300 {
+            let reply = sender_a.call("send", &send(ROOM, &format!("a-{i:08}"), "a")).await;
+            acked.push(seq_of(&reply["ok"]));
+        }
+        (sender_a, acked)
+    });
+    let mut sender_b = SioClient::connect(b.addr).await;
+    let from_b = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..300 {
+            let answer = sender_b.emit("send", &send(ROOM, &format!("b-{i:08}"), "b"));
+            // Its node is killed midway: the ack of the send in flight
+            // never comes.
+            match tokio::time::timeout(std::time::Duration::from_secs(3), answer).await {
+                Ok(Ok(reply)) => acked.push(seq_of(&reply["ok"])),
+                _ => break,
+            }
+        }
+        acked
+    });
+
+    // Mid-stream: once the victims heard 60 messages.
+    let (first, seqs) = &mut victims[0];
+    read_until(first, "message", 60, seqs, "victim 0").await;
+    b.kill().await;
+    let killed = tokio::time::Instant::now();
+
+    // Each victim reads what reached it, then reconnects to A and joins
+    // from the newest message it has, as a client does.
+    let mut rejoined = Vec::new();
+    for (v, (mut client, mut seqs)) in victims.into_iter().enumerate() {
+        while let Some(message) = client.next_event_or_closed("message").await {
+            seqs.push(seq_of(&message));
+        }
+        let since = seqs.last().copied().unwrap_or(0);
+        let mut again = named(&a, &format!("8{v}"), &format!("V{v}")).await;
+        let joined = again.call("join", &json!({"room": ROOM, "since": since})).await;
+        assert_eq!(joined["ok"]["truncated"], false, "{joined}");
+        seqs.extend(seqs_of(&joined["ok"]["messages"]));
+        rejoined.push((again, seqs));
+    }
+    // Gone never comes back: A takes B's entries out once they expire.
+    presence_until(&mut watcher, &["V0", "V1", "V2", "Watcher"], 0).await;
+    let took = killed.elapsed();
+    assert!(took < std::time::Duration::from_secs(3 + 3), "the dead node's members left after {took:?}");
+    drop(gone);
+
+    let (mut sender_a, mut acked) = from_a.await.unwrap();
+    let acked_b = from_b.await.unwrap();
+    assert!(!acked_b.is_empty(), "B took sends before it was killed");
+    acked.extend(acked_b);
+    let marker = sender_a.call("send", &send(ROOM, "marker-000001", "end")).await;
+    let head = seq_of(&marker["ok"]);
+    acked.push(head);
+    let stored = a.room_seqs(ROOM).await;
+    assert!(acked.iter().all(|seq| stored.contains(seq)), "every acked send is stored");
+    for (v, (client, seqs)) in rejoined.iter_mut().enumerate() {
+        let who = format!("victim {v}");
+        read_until(client, "message", head, seqs, &who).await;
+        assert_increasing(seqs, &who);
+        assert_same_set(seqs, &stored, &who);
     }
 }

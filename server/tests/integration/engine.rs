@@ -22,7 +22,7 @@ use crate::common::{API_KEY, TOKEN_SECRET, TestApp, metric, spawn_app_with, toke
 
 /// Every per-connection and per-address limit off: these tests write as fast
 /// as answers come back, and connect many clients from one address.
-const UNLIMITED: &[(&str, &str)] = &[
+pub(crate) const UNLIMITED: &[(&str, &str)] = &[
     ("HERALD_CONNECTIONS_PER_IP", "0"),
     ("HERALD_TCP_CONNECTIONS_PER_IP", "0"),
     ("HERALD_HANDSHAKES_PER_IP", "0"),
@@ -35,7 +35,7 @@ const UNLIMITED: &[(&str, &str)] = &[
 /// (thousands of sockets, a thousand writes as fast as answers come), and
 /// each one's bounds assume it has the server's share of the machine, not a
 /// quarter of it.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a whole phase (all sends, all deliveries) may take.
 const PHASE: Duration = Duration::from_secs(120);
@@ -67,16 +67,16 @@ async fn publish_to(http: &reqwest::Client, url: &str, user: &str, data: Value) 
     body["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {body}"))
 }
 
-fn seq_of(item: &Value) -> u64 {
+pub(crate) fn seq_of(item: &Value) -> u64 {
     item["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {item}"))
 }
 
-fn seqs_of(items: &Value) -> Vec<u64> {
+pub(crate) fn seqs_of(items: &Value) -> Vec<u64> {
     items.as_array().unwrap_or_else(|| panic!("not a list: {items}")).iter().map(seq_of).collect()
 }
 
 /// Waits (within [`PHASE`]) until `count` acks were counted on `acked`.
-async fn acked_at_least(acked: &mut watch::Receiver<u64>, count: u64) {
+pub(crate) async fn acked_at_least(acked: &mut watch::Receiver<u64>, count: u64) {
     let waited = tokio::time::timeout(PHASE, acked.wait_for(|n| *n >= count)).await.is_ok_and(|w| w.is_ok());
     assert!(waited, "{} of {count} writes answered in {PHASE:?}", *acked.borrow());
 }
@@ -97,7 +97,7 @@ async fn read_count(client: &mut SioClient, event: &str, count: usize, seqs: &mu
 }
 
 /// Appends the seqs of `event` events to `seqs` until one reaches `head`.
-async fn read_until(client: &mut SioClient, event: &str, head: u64, seqs: &mut Vec<u64>, who: &str) {
+pub(crate) async fn read_until(client: &mut SioClient, event: &str, head: u64, seqs: &mut Vec<u64>, who: &str) {
     let started = Instant::now();
     while seqs.last().is_none_or(|&newest| newest < head) {
         assert!(
@@ -122,7 +122,7 @@ async fn read_until(client: &mut SioClient, event: &str, head: u64, seqs: &mut V
 
 /// Fails unless `seqs` is strictly increasing, showing the first step that
 /// is not (a duplicate or a message out of order).
-fn assert_increasing(seqs: &[u64], who: &str) {
+pub(crate) fn assert_increasing(seqs: &[u64], who: &str) {
     if let Some(i) = seqs.windows(2).position(|w| w[0] >= w[1]) {
         let around = &seqs[i.saturating_sub(3)..(i + 5).min(seqs.len())];
         panic!(
@@ -137,7 +137,7 @@ fn assert_increasing(seqs: &[u64], who: &str) {
 
 /// Fails unless `got` holds exactly the seqs of `stored`, saying which are
 /// missing and which were never stored.
-fn assert_same_set(got: &[u64], stored: &[u64], who: &str) {
+pub(crate) fn assert_same_set(got: &[u64], stored: &[u64], who: &str) {
     let got: BTreeSet<u64> = got.iter().copied().collect();
     let stored: BTreeSet<u64> = stored.iter().copied().collect();
     let missing: Vec<_> = stored.difference(&got).take(20).collect();

@@ -95,6 +95,12 @@ impl Running {
 }
 
 impl Running {
+    /// Kills the process with SIGKILL (`kill -9`): nothing of it runs after.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
     /// The process's resident memory, in KiB (`VmRSS` in `/proc`).
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");

@@ -1,5 +1,6 @@
 //! A TCP proxy between Herald and a server (Redis), for faults no
-//! process kill gives: connections that stay open but carry nothing.
+//! process kill gives: connections that stay open but carry nothing, a
+//! network cut that closes every connection and refuses new ones.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// One flag per connection made so far: set, it carries nothing more.
     lines: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    /// The tasks carrying each open connection.
+    pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Set while the link is cut: new connections are closed at once.
+    cut: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -21,19 +26,38 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let lines: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
-        let registry = lines.clone();
+        let pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (registry, open, refusing) = (lines.clone(), pipes.clone(), cut.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refusing.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
                 let Ok(server) = TcpStream::connect(target).await else { continue };
                 let stalled = Arc::new(AtomicBool::new(false));
                 registry.lock().unwrap().push(stalled.clone());
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pipe(client_read, server_write, stalled.clone()));
-                tokio::spawn(pipe(server_read, client_write, stalled));
+                let mut open = open.lock().unwrap();
+                open.push(tokio::spawn(pipe(client_read, server_write, stalled.clone())));
+                open.push(tokio::spawn(pipe(server_read, client_write, stalled)));
             }
         });
-        Self { addr, lines, accept }
+        Self { addr, lines, pipes, cut, accept }
+    }
+
+    /// Cuts the link: every open connection is closed, new ones are closed
+    /// as soon as they are made, until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// Every connection open now stays open but carries nothing, either

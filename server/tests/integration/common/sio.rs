@@ -173,6 +173,20 @@ impl SioClient {
         tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {name} event in time"))
     }
 
+    /// The next event named `name`, or `None` once the connection closed
+    /// (its node died) and every event before that was read.
+    pub async fn next_event_or_closed(&mut self, name: &str) -> Option<Value> {
+        let wait = async {
+            loop {
+                let (event, data) = self.events.recv().await?;
+                if event == name {
+                    return Some(data);
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("no {name} event in time"))
+    }
+
     /// How many acks have arrived so far.
     pub fn answered(&self) -> u64 {
         *self.answered.borrow()
