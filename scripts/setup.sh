@@ -121,6 +121,13 @@ herald_setup_chromium() {
   herald_apt_install /usr/bin/chromium chromium
 }
 
+# Debian's nginx, for the browser test of two nodes behind it
+# (deploy/nginx/herald.conf). The test runs its own; the package's service
+# is not used.
+herald_setup_nginx() {
+  herald_apt_install /usr/sbin/nginx nginx
+}
+
 # Debian's redis-server, for the cluster's tests and local clusters. Tests
 # start their own servers (no persistence, a free port); the package's own
 # service is not used.
@@ -146,7 +153,10 @@ herald_setup() {
   herald_setup_wasm_target || return 1
   herald_setup_build_tools || return 1
   herald_setup_npm || return 1
-  if [ "$chromium" = 1 ]; then herald_setup_chromium || return 1; fi
+  if [ "$chromium" = 1 ]; then
+    herald_setup_chromium || return 1
+    herald_setup_nginx || return 1
+  fi
   herald_setup_redis || return 1
   herald_setup_mongo || return 1
   herald_log "cargo-leptos $("$HERALD_TOOLS/bin/cargo-leptos" --version | cut -d' ' -f2)," \

@@ -45,6 +45,8 @@ export interface HeraldOptions {
   dbName: string;
   /** More environment for Herald (say, `HERALD_TOKEN_SECRETS`). */
   env?: Record<string, string>;
+  /** `HERALD_SECRET` (default: random per server); a cluster's nodes share one. */
+  secret?: string;
 }
 
 /** One Herald process at a time, restartable on the same port and database. */
@@ -54,9 +56,11 @@ export class HeraldServer {
   private readonly lines: string[] = [];
   private port = 0;
   /** Kept across restarts, as in production, so form tokens stay valid. */
-  private readonly secret = randomBytes(32).toString('hex');
+  private readonly secret: string;
 
-  constructor(private readonly options: HeraldOptions) {}
+  constructor(private readonly options: HeraldOptions) {
+    this.secret = options.secret ?? randomBytes(32).toString('hex');
+  }
 
   get url(): string {
     if (this.port === 0) throw new Error('Herald has not started');
