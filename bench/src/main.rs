@@ -78,6 +78,14 @@ struct RunArgs {
     /// Where to append the JSON line.
     #[arg(long)]
     out: PathBuf,
+    /// Cross-node: the other node of the cluster, whose subscribers hear
+    /// the sends made on `--target` through Redis.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Cross-node: the cluster's Redis (`host:port`), whose command counts
+    /// (`INFO commandstats`) are read before and after.
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Debug, PartialOrd, Ord)]
@@ -102,11 +110,16 @@ enum Scenario {
     /// Every subscriber, connected first, joins one room holding
     /// `--messages` stored messages at once, as after a deploy.
     JoinStorm,
+    /// Two nodes of a cluster, `--subscribers` in one room on each; one
+    /// client sends at `--rate` on `--target`: the latency of deliveries on
+    /// the other node (through Redis) beside those on the sender's node,
+    /// and Redis's commands per message.
+    CrossNode,
 }
 
 impl Scenario {
     fn delivers(self) -> bool {
-        matches!(self, Self::Fanout | Self::Burst | Self::Chat)
+        matches!(self, Self::Fanout | Self::Burst | Self::Chat | Self::CrossNode)
     }
 }
 
@@ -142,6 +155,20 @@ struct Results {
     store_ops: u64,
     #[serde(default)]
     seconds_to_join: f64,
+    /// Cross-node: `p50_ms`/`p99_ms` are of the other node's deliveries;
+    /// these of the sender's node's, in the same run.
+    #[serde(default)]
+    local_p50_ms: f64,
+    #[serde(default)]
+    local_p99_ms: f64,
+    #[serde(default)]
+    local_lost: u64,
+    /// Cross-node: Redis `PUBLISH`es, and commands of every kind, per
+    /// message sent (everything the nodes did meanwhile included).
+    #[serde(default)]
+    redis_publishes_per_message: f64,
+    #[serde(default)]
+    redis_commands_per_message: f64,
 }
 
 /// What `/proc` says about the server process.
@@ -523,6 +550,11 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
         results.seconds = started.elapsed().as_secs_f64();
         return Ok(results);
     }
+    if args.scenario == Scenario::CrossNode {
+        cross_node(&args, &mut results).await?;
+        results.seconds = started.elapsed().as_secs_f64();
+        return Ok(results);
+    }
     let room = (args.scenario == Scenario::Chat).then_some(CHAT_ROOM);
     connect_all(&args.target, args.subscribers, room, &tally).await?;
     match args.scenario {
@@ -533,7 +565,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
             results.kb_per_connection =
                 after.rss_kib.saturating_sub(before.rss_kib) as f64 * 1.024 / args.subscribers.max(1) as f64;
         }
-        Scenario::JoinStorm => unreachable!("played above"),
+        Scenario::JoinStorm | Scenario::CrossNode => unreachable!("played above"),
         Scenario::Fanout | Scenario::Burst | Scenario::Chat => {
             let connected = proc_stats(args.pid)?;
             results.kb_per_connection =
@@ -578,6 +610,83 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
     Ok(results)
 }
 
+/// Every delivery of `messages` to `subscribers` heard, or ten seconds of
+/// nothing more.
+async fn settle(tally: &Tally, expected: u64) {
+    let mut quiet_since = Instant::now();
+    let mut last = 0;
+    while tally.received.load(Ordering::Relaxed) < expected && quiet_since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = tally.received.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+}
+
+/// Redis's command counts so far: (`PUBLISH`es, every command but `INFO`).
+async fn redis_commands(addr: &str) -> anyhow::Result<(u64, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut redis = tokio::net::TcpStream::connect(addr).await.context("connecting to Redis")?;
+    redis.write_all(b"INFO commandstats\r\nQUIT\r\n").await?;
+    let mut reply = String::new();
+    redis.read_to_string(&mut reply).await?;
+    let (mut publishes, mut all) = (0, 0);
+    for line in reply.lines() {
+        let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+        let calls: u64 =
+            stats.split(',').find_map(|field| field.strip_prefix("calls=")).and_then(|n| n.parse().ok()).unwrap_or(0);
+        if name == "info" {
+            continue;
+        }
+        if name == "publish" {
+            publishes = calls;
+        }
+        all += calls;
+    }
+    Ok((publishes, all))
+}
+
+async fn cross_node(args: &RunArgs, results: &mut Results) -> anyhow::Result<()> {
+    let peer = args.peer.as_deref().context("--peer: the cluster's other node")?;
+    let redis = args.redis.as_deref().context("--redis: the cluster's Redis")?;
+    let messages = args.messages;
+    let here = Arc::new(Tally::new(args.subscribers, messages));
+    let there = Arc::new(Tally::new(args.subscribers, messages));
+    connect_all(&args.target, args.subscribers, Some(CHAT_ROOM), &here).await?;
+    connect_all(peer, args.subscribers, Some(CHAT_ROOM), &there).await?;
+    let (publishes_before, commands_before) = redis_commands(redis).await?;
+    let errors = Arc::new(AtomicU64::new(0));
+    let first = Instant::now();
+    chat(args, messages, &errors).await?;
+    let expected = (args.subscribers * messages) as u64;
+    settle(&there, expected).await;
+    settle(&here, expected).await;
+    let (publishes_after, commands_after) = redis_commands(redis).await?;
+    let (unique, duplicated, lost) = there.check();
+    results.deliveries = unique;
+    results.duplicated = duplicated + here.check().1;
+    results.lost = lost;
+    results.local_lost = here.check().2;
+    results.publish_errors = errors.load(Ordering::Relaxed);
+    let last_at = there.last_at.lock().unwrap().unwrap_or(first);
+    results.deliveries_per_sec = unique as f64 / last_at.duration_since(first).as_secs_f64().max(1e-3);
+    for (tally, p50, p99) in [
+        (&there, &mut results.p50_ms, &mut results.p99_ms),
+        (&here, &mut results.local_p50_ms, &mut results.local_p99_ms),
+    ] {
+        let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
+        latencies.sort_unstable();
+        *p50 = percentile(&latencies, 0.50);
+        *p99 = percentile(&latencies, 0.99);
+    }
+    let sent = messages.max(1) as f64;
+    results.redis_publishes_per_message = publishes_after.saturating_sub(publishes_before) as f64 / sent;
+    results.redis_commands_per_message = commands_after.saturating_sub(commands_before) as f64 / sent;
+    Ok(())
+}
+
 /// The table: a row per scenario and size, each figure for Herald and the
 /// floor and their ratio.
 fn report(file: &PathBuf) -> anyhow::Result<()> {
@@ -601,6 +710,27 @@ fn report(file: &PathBuf) -> anyhow::Result<()> {
         "lost/dup H/F"
     );
     for ((scenario, subs, msgs), by_server) in &rows {
+        if *scenario == Scenario::CrossNode {
+            let Some(h) = by_server.get(&ServerKind::Herald) else { continue };
+            println!(
+                "cross-node, {subs} subscribers on each of 2 nodes, {msgs} sends: p50 {:.1} ms / p99 {:.1} ms on the \
+                 other node, {:.1} / {:.1} ms on the sender's (×{:.2} / ×{:.2}); Redis: {:.2} PUBLISH and {:.2} \
+                 commands per message; lost {} there / {} here, duplicated {}, refused {}",
+                h.p50_ms,
+                h.p99_ms,
+                h.local_p50_ms,
+                h.local_p99_ms,
+                h.p50_ms / h.local_p50_ms.max(1e-3),
+                h.p99_ms / h.local_p99_ms.max(1e-3),
+                h.redis_publishes_per_message,
+                h.redis_commands_per_message,
+                h.lost,
+                h.local_lost,
+                h.duplicated,
+                h.publish_errors,
+            );
+            continue;
+        }
         let (Some(h), Some(f)) = (by_server.get(&ServerKind::Herald), by_server.get(&ServerKind::Floor)) else {
             continue;
         };
