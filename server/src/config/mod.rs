@@ -77,6 +77,7 @@ pub const KEYS: &[&str] = &[
     "HERALD_NODE_ID",
     "HERALD_POSITION_CHECK",
     "HERALD_REDIS_PROBE",
+    "HERALD_PRESENCE_TTL",
     "HERALD_TRANSPORTS",
 ];
 
