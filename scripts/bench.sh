@@ -12,7 +12,7 @@
 # (no persistence): 1,000 subscribers in one room on each, sends on one node;
 # it reports the other node's delivery latency beside the sender's node's (the
 # floor of that run: the same sends without the Redis hop) and Redis's
-# commands per message.
+# commands per message, at 100 sends/s (saturating these 2 cores) and at 20/s.
 # Prints a table with Herald/floor ratios (README, "Benchmark") and keeps the
 # raw results, one JSON line per run, in target/bench/results-<time>.jsonl.
 set -euo pipefail
@@ -146,6 +146,7 @@ bench burst --subscribers 1000 --messages 200
 bench chat --subscribers 1000 --messages 200 --rate 100
 bench join-storm --subscribers 2000 --messages 500
 bench_cross_node --subscribers 1000 --messages 200 --rate 100
+bench_cross_node --subscribers 1000 --messages 100 --rate 20
 
 herald_step "results (raw: $results)"
 target/release/herald-bench report "$results"
