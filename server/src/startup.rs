@@ -321,9 +321,12 @@ impl Application {
                 tokio::time::sleep(linger).await;
             }
             tracing::info!(connections = told, "shutting down: closing live connections");
+            engine.detach();
             io.close().await;
-            // Out of every room's presence now, rather than when it expires.
+            // Out of every room's presence now, rather than when it expires,
+            // and the other nodes told before the process ends.
             announcer.withdraw().await;
+            engine.flush(Duration::from_secs(1)).await;
             let _ = sockets_closed.send(());
         };
         match tokio::time::timeout_at(deadline, async { tokio::join!(server, close_live).0 }).await {

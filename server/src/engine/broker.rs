@@ -122,6 +122,12 @@ pub trait Broker: Send + Sync + 'static {
     fn health(&self) -> Option<bool> {
         None
     }
+
+    /// Waits (at most `within`) until what was published so far has left
+    /// this node: before a node exits.
+    fn flush(&self, _within: std::time::Duration) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A node's side of a broker: what it does with a publication that reached

@@ -3,6 +3,7 @@
 //! so through here.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socketioxide::SocketIo;
 
@@ -15,21 +16,29 @@ pub struct Local {
     /// Set once the Socket.IO layer is built (it is built with the states
     /// that hold the engine).
     io: OnceLock<SocketIo>,
+    /// The Socket.IO server is closing: nothing is delivered any more (its
+    /// namespace is gone, and every socket with it).
+    detached: AtomicBool,
     fanout: Fanout,
 }
 
 impl Local {
     pub fn new(fanout: Fanout) -> Self {
-        Self { io: OnceLock::new(), fanout }
+        Self { io: OnceLock::new(), detached: AtomicBool::new(false), fanout }
     }
 
     pub fn attach(&self, io: SocketIo) {
         let _ = self.io.set(io);
     }
 
+    /// Stops every delivery: the Socket.IO server is about to close.
+    pub fn detach(&self) {
+        self.detached.store(true, Ordering::SeqCst);
+    }
+
     /// Emits `event` to the channel's sockets on this node; how many took it.
     pub fn deliver(&self, channel: &Channel, event: &str, payload: &Encoded) -> usize {
-        let Some(io) = self.io.get() else { return 0 };
+        let Some(io) = self.io.get().filter(|_| !self.detached.load(Ordering::SeqCst)) else { return 0 };
         let room = channel.socket_room();
         let audience = match &room {
             Some(room) => Audience::Room(room),

@@ -183,6 +183,13 @@ impl Engine {
         self.0.local.attach(io);
     }
 
+    /// Stops delivering to this node's sockets, before the Socket.IO server
+    /// closes (a delivery after that would find no namespace). Events still
+    /// go to the other nodes.
+    pub fn detach(&self) {
+        self.0.local.detach();
+    }
+
     /// Stores a chat message (with whatever else is sent to its room
     /// meanwhile), then delivers it; answers once it is delivered here.
     pub async fn post(&self, message: NewMessage, retry: bool) -> Result<StoredMessage, StoreError> {
@@ -288,6 +295,12 @@ impl Engine {
     /// Moves each time the other nodes were out of reach and are back.
     pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.resyncs.subscribe()
+    }
+
+    /// Waits (at most `within`) until everything this node published has
+    /// left it for the other nodes: before it exits.
+    pub async fn flush(&self, within: std::time::Duration) {
+        self.0.broker.flush(within).await;
     }
 
     /// Whether the other nodes can be reached (`None` on one node).

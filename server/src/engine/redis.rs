@@ -68,6 +68,9 @@ pub struct RedisBroker {
     probes: tokio::sync::watch::Sender<u64>,
     connect: Connect,
     outgoing: mpsc::Sender<(String, Vec<u8>)>,
+    /// Publications queued or being sent, and a wake-up when that is none.
+    unsent: AtomicUsize,
+    sent: tokio::sync::Notify,
     commands: mpsc::UnboundedSender<Command>,
     /// Channels this node subscribes, by bus name.
     wanted: Mutex<HashSet<String>>,
@@ -192,6 +195,8 @@ impl RedisBroker {
             probes: tokio::sync::watch::channel(0).0,
             connect,
             outgoing,
+            unsent: AtomicUsize::new(0),
+            sent: tokio::sync::Notify::new(),
             commands,
             wanted: Mutex::new(HashSet::from([probe_channel.clone()])),
             probe_channel,
@@ -255,6 +260,16 @@ impl RedisBroker {
             },
         };
         serde_json::to_vec(&message).ok()
+    }
+
+    /// Queues a publication for Redis; `Err` when the queue is full.
+    fn send(&self, publication: (String, Vec<u8>)) -> Result<(), ()> {
+        self.unsent.fetch_add(1, Ordering::Relaxed);
+        self.outgoing.try_send(publication).map_err(|_| {
+            if self.unsent.fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.sent.notify_waiters();
+            }
+        })
     }
 
     /// What another node published, if it is for this node.
@@ -334,6 +349,9 @@ impl RedisBroker {
             this.set_up(outcome == BusEvent::Published);
             for _ in 0..batch.len() {
                 this.metrics.bus(outcome);
+            }
+            if this.unsent.fetch_sub(batch.len(), Ordering::Relaxed) == batch.len() {
+                this.sent.notify_waiters();
             }
             batch.clear();
         }
@@ -466,7 +484,7 @@ impl RedisBroker {
             let Some(this) = broker.upgrade() else { return };
             probe += 1;
             let mut back = this.probes.subscribe();
-            if this.outgoing.try_send((this.probe_channel.clone(), probe.to_string().into_bytes())).is_err() {
+            if this.send((this.probe_channel.clone(), probe.to_string().into_bytes())).is_err() {
                 continue; // the queue is full: publishing is the problem
             }
             drop(this);
@@ -507,9 +525,9 @@ impl Broker for RedisBroker {
             node.receive(channel, publication);
         }
         let result = match encoded {
-            Some(payload) => match self.outgoing.try_send((channel.bus_name(&self.prefix), payload)) {
+            Some(payload) => match self.send((channel.bus_name(&self.prefix), payload)) {
                 Ok(()) => Ok(()),
-                Err(_) => {
+                Err(()) => {
                     self.metrics.bus(BusEvent::Dropped);
                     Err(BrokerError::Unreachable("the queue to Redis is full".to_owned()))
                 }
@@ -554,5 +572,19 @@ impl Broker for RedisBroker {
 
     fn health(&self) -> Option<bool> {
         Some(self.is_up())
+    }
+
+    fn flush(&self, within: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let sent = self.sent.notified();
+                tokio::pin!(sent);
+                sent.as_mut().enable();
+                if self.unsent.load(Ordering::Relaxed) == 0 || tokio::time::timeout_at(deadline, sent).await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 }

@@ -625,3 +625,28 @@ async fn a_node_killed_mid_stream_loses_its_clients_nothing_and_leaves_presence(
         assert_same_set(seqs, &stored, &who);
     }
 }
+
+/// A node stopped with SIGTERM takes its members out of every room's
+/// presence as it drains: the other node's members hear at once, not after
+/// the presence TTL (ten minutes here).
+#[tokio::test]
+async fn a_draining_node_leaves_the_rooms_presence_before_it_exits() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let db = fresh_db();
+    let common = [("HERALD_REDIS_URL", url.as_str()), ("HERALD_PRESENCE_TTL", "600s")];
+    let a = spawn_app_in(&db, &[common[0], common[1], ("HERALD_NODE_ID", "a")]).await;
+    let mut b =
+        Running::start(&db, &[common[0], common[1], ("HERALD_NODE_ID", "b"), ("HERALD_PRESENCE_INTERVAL", "100ms")])
+            .await;
+    let mut watcher = named(&a, "70", "Watcher").await;
+    join(&mut watcher, "drain").await;
+    let mut leaving = named_at(b.addr, "71", "Leaving").await;
+    join(&mut leaving, "drain").await;
+    presence_until(&mut watcher, &["Leaving", "Watcher"], 0).await;
+
+    let (_, status) = b.terminate().await;
+    assert!(status.success(), "{status:?}: {:#?}", b.seen);
+    presence_until(&mut watcher, &["Watcher"], 0).await;
+    assert_eq!(roster(&a, "drain").await["user_count"], 1, "B's entry is gone from Redis too");
+}
