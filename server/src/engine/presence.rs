@@ -643,6 +643,28 @@ mod tests {
     }
 
     #[test]
+    fn nodes_tallies_add_up_with_each_user_once_and_a_name_kept() {
+        let room = RoomName::lobby();
+        let (a, b) = (LocalPresence::default(), LocalPresence::default());
+        a.join(&room, "1", user("63", Some("Alice")));
+        a.join(&room, "2", Member::Anonymous);
+        b.join(&room, "3", user("63", None));
+        b.join(&room, "4", user("64", Some("Bob")));
+        b.join(&room, "5", Member::Anonymous);
+        // What another node wrote to Redis reads back as it was.
+        let theirs: Tally = serde_json::from_str(&serde_json::to_string(&b.tally(&room)).unwrap()).unwrap();
+        let mut all = a.tally(&room);
+        all.add(theirs);
+        let snapshot = all.snapshot(&room);
+        assert_eq!(snapshot.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["Alice", "Bob"]);
+        assert_eq!((snapshot.user_count, snapshot.anonymous), (2, 2), "Alice on both nodes counts once");
+        let mut other_way = b.tally(&room);
+        other_way.add(a.tally(&room));
+        assert_eq!(other_way.snapshot(&room), snapshot, "a name from either node is kept");
+        assert!(Tally::default().is_empty() && !all.is_empty());
+    }
+
+    #[test]
     fn leave_all_cleans_every_room() {
         let p = LocalPresence::default();
         let (a, b) = (RoomName::parse("a").unwrap(), RoomName::parse("b").unwrap());
