@@ -230,6 +230,13 @@ impl Tally {
         *self.last_at.lock().unwrap() = Some(Instant::now());
     }
 
+    /// The latencies' median and 99th percentile, in ms (taken: once).
+    fn p50_p99(&self) -> (f64, f64) {
+        let mut latencies = std::mem::take(&mut *self.latencies_us.lock().unwrap());
+        latencies.sort_unstable();
+        (percentile(&latencies, 0.50), percentile(&latencies, 0.99))
+    }
+
     /// (unique deliveries, duplicates, lost).
     fn check(&self) -> (u64, u64, u64) {
         let (mut unique, mut duplicated, mut lost) = (0, 0, 0);
@@ -577,18 +584,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
                 Scenario::Burst => burst(&args, messages, &errors).await,
                 _ => paced(&args, messages, &errors).await?,
             }
-            // Every delivery, or ten seconds of nothing more.
-            let expected = (args.subscribers * messages) as u64;
-            let mut quiet_since = Instant::now();
-            let mut last = 0;
-            while tally.received.load(Ordering::Relaxed) < expected && quiet_since.elapsed() < Duration::from_secs(10) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let now = tally.received.load(Ordering::Relaxed);
-                if now != last {
-                    last = now;
-                    quiet_since = Instant::now();
-                }
-            }
+            settle(&tally, (args.subscribers * messages) as u64).await;
             let after = proc_stats(args.pid)?;
             results.rss_kib_after = after.rss_kib;
             let (unique, duplicated, lost) = tally.check();
@@ -600,18 +596,14 @@ async fn run(args: RunArgs) -> anyhow::Result<Results> {
             results.deliveries_per_sec = unique as f64 / last_at.duration_since(first).as_secs_f64().max(1e-3);
             let cpu = after.cpu.saturating_sub(connected.cpu);
             results.cpu_us_per_delivery = cpu.as_micros() as f64 / unique.max(1) as f64;
-            let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
-            latencies.sort_unstable();
-            results.p50_ms = percentile(&latencies, 0.50);
-            results.p99_ms = percentile(&latencies, 0.99);
+            (results.p50_ms, results.p99_ms) = tally.p50_p99();
         }
     }
     results.seconds = started.elapsed().as_secs_f64();
     Ok(results)
 }
 
-/// Every delivery of `messages` to `subscribers` heard, or ten seconds of
-/// nothing more.
+/// Every one of `expected` deliveries heard, or ten seconds of nothing more.
 async fn settle(tally: &Tally, expected: u64) {
     let mut quiet_since = Instant::now();
     let mut last = 0;
@@ -672,15 +664,8 @@ async fn cross_node(args: &RunArgs, results: &mut Results) -> anyhow::Result<()>
     results.publish_errors = errors.load(Ordering::Relaxed);
     let last_at = there.last_at.lock().unwrap().unwrap_or(first);
     results.deliveries_per_sec = unique as f64 / last_at.duration_since(first).as_secs_f64().max(1e-3);
-    for (tally, p50, p99) in [
-        (&there, &mut results.p50_ms, &mut results.p99_ms),
-        (&here, &mut results.local_p50_ms, &mut results.local_p99_ms),
-    ] {
-        let mut latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
-        latencies.sort_unstable();
-        *p50 = percentile(&latencies, 0.50);
-        *p99 = percentile(&latencies, 0.99);
-    }
+    (results.p50_ms, results.p99_ms) = there.p50_p99();
+    (results.local_p50_ms, results.local_p99_ms) = here.p50_p99();
     let sent = messages.max(1) as f64;
     results.redis_publishes_per_message = publishes_after.saturating_sub(publishes_before) as f64 / sent;
     results.redis_commands_per_message = commands_after.saturating_sub(commands_before) as f64 / sent;
