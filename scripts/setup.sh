@@ -182,6 +182,9 @@ herald_start_mongo() {
   local log="$HERALD_MONGO_DIR/secantus.log"
   # An empty config file rules out a stray ./secantusd.toml or ~/.secantus one.
   : >"$HERALD_MONGO_DIR/secantusd.toml"
+  # The log exists before the background process opens it: polling it below
+  # must not race the redirection (sed on a missing file failed CI once).
+  : >"$log"
   # In-memory storage lives in a temp dir under $TMPDIR: keep it in .tmp/.
   TMPDIR="$HERALD_MONGO_DIR" "$HERALD_MONGO_VENV/bin/python" -m secantus \
     --host 127.0.0.1 --port "$port" --storage-path "$storage" \
@@ -190,7 +193,7 @@ herald_start_mongo() {
 
   local i found=""
   for ((i = 0; i < 300; i++)); do
-    found="$(sed -n 's/.*secantus listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n1)"
+    found="$(sed -n 's/.*secantus listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n1 || true)"
     [ -n "$found" ] && break
     if ! kill -0 "$HERALD_MONGO_PID" 2>/dev/null; then
       break
