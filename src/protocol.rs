@@ -44,6 +44,31 @@ pub const EV_READ: &str = "notifications_read";
 /// changes. Payload [`PresenceSnapshot`].
 pub const EV_PRESENCE: &str = "presence";
 
+/// Server → client: a message of a room the socket joined was removed
+/// (through the API): take it off the screen. Payload [`MessageRemoved`].
+pub const EV_MESSAGE_REMOVED: &str = "message_removed";
+
+/// The payload of [`EV_MESSAGE_REMOVED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRemoved {
+    pub room: String,
+    pub seq: Seq,
+}
+
+/// Server → client: the socket is no longer in a room it joined (the room
+/// became private, or the user was taken off its list). Payload
+/// [`Removed`]; nothing more of the room reaches the socket.
+pub const EV_REMOVED: &str = "removed";
+
+/// The payload of [`EV_REMOVED`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub room: String,
+    /// `forbidden` or `access_unavailable`, as a `join` would answer.
+    pub code: String,
+    pub reason: String,
+}
+
 /// Server → client: the server is about to close this connection, and why.
 pub const EV_CLOSING: &str = "closing";
 
@@ -51,16 +76,30 @@ pub const EV_CLOSING: &str = "closing";
 /// connection for is made here, one constructor each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closing {
-    /// A stable code: `shutting_down`, `slow_consumer` or `token_expired`
-    /// (see the constructors).
+    /// A stable code: `shutting_down`, `slow_consumer`, `token_expired` or
+    /// `disconnected` (see the constructors).
     pub reason: String,
     /// For people.
     pub detail: String,
 }
 
 impl Closing {
+    /// The reason of [`Closing::disconnected`]: a client should not
+    /// reconnect on its own.
+    pub const DISCONNECTED: &str = "disconnected";
+    /// The longest `detail` a backend may give [`Closing::disconnected`].
+    pub const DETAIL_MAX_CHARS: usize = 200;
+
     fn new(reason: &str, detail: &str) -> Self {
         Self { reason: reason.to_owned(), detail: detail.to_owned() }
+    }
+
+    /// The backend disconnected this user (`POST /api/users/{user}/disconnect`),
+    /// for `detail`: do not reconnect until the user acts.
+    pub fn disconnected(detail: &str) -> Self {
+        let detail: String = detail.chars().filter(|c| !c.is_control()).take(Self::DETAIL_MAX_CHARS).collect();
+        let detail = if detail.trim().is_empty() { "disconnected by the server".to_owned() } else { detail };
+        Self { reason: Self::DISCONNECTED.to_owned(), detail }
     }
 
     /// The server is stopping or restarting; reconnect.
@@ -281,6 +320,17 @@ impl ErrorReply {
 
     /// The server could not do it now (storage unavailable); retrying later
     /// with the same client id is safe.
+    /// A private room the client may not enter; the reason says why (not
+    /// signed in, not granted, refused by the backend).
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new("forbidden", reason)
+    }
+
+    /// The backend that decides who enters a private room did not answer.
+    pub fn access_unavailable() -> Self {
+        Self::new("access_unavailable", "the room's access check did not answer; try again")
+    }
+
     pub fn unavailable() -> Self {
         Self::new("unavailable", "the server could not store the message; try again")
     }

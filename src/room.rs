@@ -61,6 +61,94 @@ impl RoomName {
 
 validated_deserialize!(RoomName);
 
+/// The most patterns one list (a token's `rooms` claim, a server's private
+/// rooms) may hold.
+pub const PATTERNS_MAX: usize = 100;
+
+/// A pattern over room names: room-name characters, where `*` stands for any
+/// run of characters, none included (`support-*` matches `support-` and
+/// `support-eu`; `*` matches every room).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RoomPattern(String);
+
+/// Why a string is not a room pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a room pattern is 1 to {ROOM_NAME_MAX} characters of a-z, 0-9, '_', '-' and '*' (any run of characters)")]
+pub struct RoomPatternError;
+
+impl RoomPattern {
+    pub fn parse(raw: &str) -> Result<Self, RoomPatternError> {
+        let allowed = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'*');
+        if raw.is_empty() || raw.len() > ROOM_NAME_MAX || !raw.bytes().all(allowed) {
+            return Err(RoomPatternError);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `room` is one of the names this pattern stands for.
+    ///
+    /// Linear in the lengths (the classic wildcard walk: on a mismatch, the
+    /// last `*` takes one more character), so a hostile pattern costs no
+    /// more than a plain one.
+    pub fn matches(&self, room: &RoomName) -> bool {
+        let (pattern, name) = (self.0.as_bytes(), room.as_str().as_bytes());
+        let (mut p, mut n) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while n < name.len() {
+            if p < pattern.len() && pattern[p] == b'*' {
+                star = Some((p, n));
+                p += 1;
+            } else if p < pattern.len() && pattern[p] == name[n] {
+                p += 1;
+                n += 1;
+            } else if let Some((star_p, star_n)) = star {
+                p = star_p + 1;
+                n = star_n + 1;
+                star = Some((star_p, star_n + 1));
+            } else {
+                return false;
+            }
+        }
+        pattern[p..].iter().all(|&c| c == b'*')
+    }
+}
+
+validated_deserialize!(RoomPattern);
+
+/// A list of room patterns: the rooms a token grants, or the rooms a
+/// server keeps private.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct RoomPatterns(Vec<RoomPattern>);
+
+impl RoomPatterns {
+    /// Parses every pattern of `raw`; at most [`PATTERNS_MAX`].
+    pub fn parse<S: AsRef<str>>(raw: &[S]) -> Result<Self, RoomPatternError> {
+        if raw.len() > PATTERNS_MAX {
+            return Err(RoomPatternError);
+        }
+        raw.iter().map(|p| RoomPattern::parse(p.as_ref())).collect::<Result<_, _>>().map(Self)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether any pattern matches `room`.
+    pub fn matches(&self, room: &RoomName) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(room))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &RoomPattern> {
+        self.0.iter()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +173,49 @@ mod tests {
     fn lobby_lives_at_the_root() {
         assert_eq!(RoomName::lobby().page_path(), "/");
         assert_eq!(RoomName::parse("dev").unwrap().page_path(), "/r/dev");
+    }
+
+    fn matches(pattern: &str, room: &str) -> bool {
+        RoomPattern::parse(pattern).unwrap().matches(&RoomName::parse(room).unwrap())
+    }
+
+    #[test]
+    fn patterns_match_whole_names() {
+        for (pattern, room) in [
+            ("team-a", "team-a"),
+            ("support-*", "support-eu"),
+            ("support-*", "support-"),
+            ("*", "lobby"),
+            ("*-ops", "eu-ops"),
+            ("a*b*c", "a-b-x-c"),
+            ("a**", "a"),
+            ("*a*a*a*a*a*b", "aaaaaaaaaab"),
+        ] {
+            assert!(matches(pattern, room), "{pattern} should match {room}");
+        }
+        for (pattern, room) in [
+            ("team-a", "team-ab"),
+            ("team-a", "xteam-a"),
+            ("support-*", "support"),
+            ("*-ops", "eu-opsx"),
+            ("a*b*c", "a-b-x-d"),
+            ("*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ] {
+            assert!(!matches(pattern, room), "{pattern} should not match {room}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_validated() {
+        for bad in ["", "Team", "a b", "a?", &"a".repeat(65)] {
+            assert_eq!(RoomPattern::parse(bad), Err(RoomPatternError), "{bad:?}");
+        }
+        assert!(RoomPatterns::parse(&vec!["a"; PATTERNS_MAX]).is_ok());
+        assert!(RoomPatterns::parse(&vec!["a"; PATTERNS_MAX + 1]).is_err());
+        let list: RoomPatterns = serde_json::from_str(r#"["team-a","support-*"]"#).unwrap();
+        assert!(list.matches(&RoomName::parse("support-x").unwrap()));
+        assert!(!list.matches(&RoomName::parse("lobby").unwrap()));
+        assert!(serde_json::from_str::<RoomPatterns>(r#"["Team"]"#).is_err());
     }
 
     #[test]

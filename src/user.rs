@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::message::DisplayName;
+use crate::room::RoomPatterns;
 
 /// The longest user id, in bytes.
 pub const USER_ID_MAX: usize = 128;
@@ -36,11 +37,15 @@ impl UserId {
 
 validated_deserialize!(UserId);
 
-/// A verified user: who they are and, when the token says, their name.
+/// A verified user: who they are and, when the token says, their name and
+/// the private rooms it lets them into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub user: UserId,
     pub name: Option<DisplayName>,
+    /// The token's `rooms` claim: private rooms this user may join.
+    #[serde(default, skip_serializing_if = "RoomPatterns::is_empty")]
+    pub rooms: RoomPatterns,
 }
 
 impl Identity {
@@ -69,8 +74,12 @@ mod tests {
     #[test]
     fn display_name_falls_back_to_the_id() {
         let user = UserId::parse("63").unwrap();
-        let named = Identity { user: user.clone(), name: Some(DisplayName::parse("Alice").unwrap()) };
+        let named = Identity {
+            user: user.clone(),
+            name: Some(DisplayName::parse("Alice").unwrap()),
+            rooms: RoomPatterns::default(),
+        };
         assert_eq!(named.display_name().as_str(), "Alice");
-        assert_eq!(Identity { user, name: None }.display_name().as_str(), "63");
+        assert_eq!(Identity { user, name: None, rooms: RoomPatterns::default() }.display_name().as_str(), "63");
     }
 }

@@ -16,7 +16,7 @@ use herald::protocol::{
     Closing, ErrorReply, JoinRequest, Joined, LeaveRequest, MarkReadRequest, PresenceSnapshot, ReadUpdate, Reply,
     SendRequest, SyncRequest, Synced,
 };
-use herald::room::{DEFAULT_ROOM, ROOM_NAME_MAX, RoomNameError};
+use herald::room::{DEFAULT_ROOM, ROOM_NAME_MAX, RoomNameError, RoomPattern};
 use herald::user::USER_ID_MAX;
 use herald::wire::{self, EnginePacket, SocketPacket};
 use herald::{ClientMsgId, DisplayName, Identity, MessageBody, RoomName, Seq, StoredMessage, UserId};
@@ -110,6 +110,17 @@ fn payload_like() -> impl Strategy<Value = Value> {
         1 => json(),
     ];
     prop::collection::btree_map(key(), value, 0..8).prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+/// `*` is any run of characters, everything else itself: the definition,
+/// exponential and obviously right, against which the linear matcher is
+/// checked.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|skip| glob(rest, &name[skip..])),
+        Some((c, rest)) => name.first() == Some(c) && glob(rest, &name[1..]),
+    }
 }
 
 /// Valid values, straight from the documented grammars.
@@ -342,6 +353,16 @@ proptest! {
     }
 
     #[test]
+    fn room_patterns_match_as_the_plain_recursive_definition_says(
+        pattern in "[ab*-]{1,12}",
+        room in "[ab-]{1,16}",
+    ) {
+        let parsed = RoomPattern::parse(&pattern).unwrap();
+        let name = RoomName::parse(&room).unwrap();
+        prop_assert_eq!(parsed.matches(&name), glob(pattern.as_bytes(), room.as_bytes()), "{} ~ {}", pattern, room);
+    }
+
+    #[test]
     fn client_ids_are_exactly_the_rule(raw in text()) {
         let parsed = ClientMsgId::parse(&raw);
         prop_assert_eq!(parsed.is_ok(), client_id_rule(&raw), "{:?}", raw);
@@ -529,6 +550,7 @@ proptest! {
         let identity = Identity {
             user: UserId::parse(&user).unwrap(),
             name: name.as_deref().map(|n| DisplayName::parse(n).unwrap()),
+            rooms: Default::default(),
         };
         let shown = identity.display_name();
         check_name(&shown)?;

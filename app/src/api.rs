@@ -29,6 +29,8 @@ pub struct RoomPage {
     /// Who is in the room as the page is rendered.
     pub presence: PresenceSnapshot,
     pub account: Account,
+    /// Only some users may enter this room.
+    pub private: bool,
 }
 
 /// The visitor's account and notifications, shown on every page.
@@ -108,9 +110,11 @@ pub enum RoomLoad {
 }
 
 /// Loads a room page: its recent history, the visitor's name and form token.
-#[server(prefix = "/api")]
+/// Its endpoint is named (`POST /api/load_room`) so that the access rules'
+/// tests can reach it as any client could.
+#[server(prefix = "/api", endpoint = "load_room")]
 pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
-    use crate::ssr::FormRejection;
+    use crate::ssr::{FormRejection, PageAccess};
     use axum::http::StatusCode;
     use leptos_axum::ResponseOptions;
 
@@ -125,6 +129,20 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     };
     let (backend, visitor, parts) = request_context()?;
     let rejection = parts.extensions.get::<FormRejection>().cloned();
+    // A private room this visitor may not enter is not found, like a name
+    // outside the rule: nothing says it exists.
+    let private = match backend.0.access(&room, visitor.identity.as_ref()).await {
+        PageAccess::Public => false,
+        PageAccess::Private => true,
+        PageAccess::Hidden => {
+            set_status(StatusCode::NOT_FOUND);
+            return Ok(RoomLoad::NotFound);
+        }
+        PageAccess::Unknown => {
+            set_status(StatusCode::SERVICE_UNAVAILABLE);
+            return Err(ServerFnError::new("the room's access check did not answer"));
+        }
+    };
 
     let recent = backend.0.recent(&room).await.map_err(|err| {
         set_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -138,6 +156,7 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     Ok(RoomLoad::Found(Box::new(RoomPage {
         presence: backend.0.presence(&room).await,
         account,
+        private,
         room,
         messages: recent.messages,
         since,

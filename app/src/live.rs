@@ -17,8 +17,9 @@ use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use herald::notification::{EV_NOTIFICATION, Notification};
 use herald::protocol::{
-    EV_JOIN, EV_MARK_READ, EV_MESSAGE, EV_PRESENCE, EV_READ, EV_SEND, EV_SYNC, JoinRequest, Joined, MarkReadRequest,
-    PresenceSnapshot, ReadUpdate, Reply, SendRequest, SyncRequest, Synced,
+    Closing, EV_CLOSING, EV_JOIN, EV_MARK_READ, EV_MESSAGE, EV_PRESENCE, EV_READ, EV_REMOVED, EV_SEND, EV_SYNC,
+    JoinRequest, Joined, MarkReadRequest, PresenceSnapshot, ReadUpdate, Removed, Reply, SendRequest, SyncRequest,
+    Synced,
 };
 use herald::wire::{self, EnginePacket, SocketPacket};
 use herald::{RoomName, Seq, StoredMessage};
@@ -74,6 +75,12 @@ struct Client {
     /// The same for `sync`: what was missed must still come.
     sync_failures: u32,
     sync_retry_ms: Option<u32>,
+    /// The room refused this visitor (`forbidden`, `removed`): no more
+    /// joins.
+    shut_out: bool,
+    /// The server closed the connection for good (`closing` with reason
+    /// `disconnected`): no more connections.
+    stopped: bool,
 }
 
 async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc::Receiver<Outgoing>) {
@@ -88,6 +95,8 @@ async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc:
         join_retry_ms: None,
         sync_failures: 0,
         sync_retry_ms: None,
+        shut_out: false,
+        stopped: false,
     };
     let mut failures = 0u32;
     loop {
@@ -101,6 +110,10 @@ async fn run(room: RoomName, since: Seq, signals: ChatSignals, mut outbox: mpsc:
         }
         let joined = client.session(&mut outbox).await;
         if signals.status.try_get_untracked().is_none() {
+            return;
+        }
+        if client.stopped {
+            signals.status.try_set(ConnState::Offline);
             return;
         }
         failures = if joined { 1 } else { failures + 1 };
@@ -183,7 +196,7 @@ impl Client {
             select! {
                 packet = read_packet(&mut rx, silence_ms).fuse() => {
                     self.on_packet(packet?, &mut tx, joined).await?;
-                    if *joined {
+                    if *joined || self.shut_out {
                         join_timer = Fuse::terminated();
                     } else if let Some(ms) = self.join_retry_ms.take() {
                         join_timer = TimeoutFuture::new(ms).fuse();
@@ -278,6 +291,25 @@ impl Client {
                     }
                     Ok(())
                 }
+                SocketPacket::Event { name, args, .. } if name == EV_REMOVED => {
+                    if let Some(removed) = first_arg::<Removed>(args)
+                        && removed.room == self.room.as_str()
+                    {
+                        self.shut_out(&removed.reason);
+                        *joined = false;
+                    }
+                    Ok(())
+                }
+                SocketPacket::Event { name, args, .. } if name == EV_CLOSING => {
+                    // Disconnected by the server's API: not to come back.
+                    if let Some(closing) = first_arg::<Closing>(args)
+                        && closing.reason == Closing::DISCONNECTED
+                    {
+                        self.stopped = true;
+                        self.signals.notice.set(Some(format!("Disconnected by the server: {}", closing.detail)));
+                    }
+                    Ok(())
+                }
                 SocketPacket::Event { name, args, .. } if name == EV_PRESENCE => {
                     if let Some(snapshot) = first_arg::<PresenceSnapshot>(args)
                         && snapshot.room == self.room.as_str()
@@ -297,6 +329,13 @@ impl Client {
         }
     }
 
+    /// The room shut this visitor out: nothing more of it arrives, and the
+    /// page says why.
+    fn shut_out(&mut self, reason: &str) {
+        self.shut_out = true;
+        self.signals.notice.set(Some(format!("You are no longer in this room ({reason}).")));
+    }
+
     fn on_ack(&mut self, id: u64, args: Vec<Value>, joined: &mut bool) {
         match self.acks.remove(&id) {
             Some(AckFor::Join) => match first_arg::<Reply<Joined>>(args) {
@@ -313,6 +352,9 @@ impl Client {
                     self.signals.notice.set(notice);
                     self.signals.status.set(ConnState::Connected);
                 }
+                // The room became private since the page was rendered:
+                // asking again would not help.
+                Some(Reply::Error(err)) if err.code == "forbidden" => self.shut_out(&err.reason),
                 // Not live yet: the page stays "connecting" and the join is
                 // sent again after a backoff (or the wait the server asks).
                 Some(Reply::Error(err)) if !*joined => {

@@ -56,9 +56,24 @@ pub struct InboxView {
     pub recent: Vec<Notification>,
 }
 
-/// What pages read from the server: history, inboxes, presence. Implemented
-/// by the server over its storage.
+/// Whether a visitor may see a room's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageAccess {
+    Public,
+    /// A private room this visitor may enter.
+    Private,
+    /// A private room this visitor may not enter: its page answers as if
+    /// it did not exist.
+    Hidden,
+    /// The check could not be made (the backend did not answer).
+    Unknown,
+}
+
+/// What pages read from the server: access, history, inboxes, presence.
+/// Implemented by the server over its storage.
 pub trait PageSource: Send + Sync + 'static {
+    /// Whether `who` (`None`: not signed in) may see `room`.
+    fn access<'a>(&'a self, room: &'a RoomName, who: Option<&'a Identity>) -> BoxFuture<'a, PageAccess>;
     fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>>;
     fn inbox<'a>(&'a self, user: &'a UserId, limit: u64) -> BoxFuture<'a, Result<InboxView, HistoryUnavailable>>;
     /// The broadcast stream's newest sequence: a page toasts only what

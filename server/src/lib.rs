@@ -29,7 +29,8 @@
 //! 5. The services both ways of sending end in: [`chat`] (posting a
 //!    message: check, store, then deliver) and [`notify`] (storing a
 //!    notification, then publishing it; marking read, then telling the
-//!    user).
+//!    user); and [`access`]: who may enter which room (private rooms,
+//!    their settings, the backend's check), one rule for every edge.
 //! 6. [`engine`]: the delivery engine: per-stream group commit, order and
 //!    windows, the broker seam, presence, the fan-out to this node's
 //!    sockets; every channel name. The only code that delivers to sockets.
@@ -43,6 +44,7 @@
 //!    (`docs/CONFIG.md`); [`ids`]: random ids; [`sync`]: taking a mutex,
 //!    one way everywhere.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod chat;

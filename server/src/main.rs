@@ -5,6 +5,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use herald::room::RoomPatterns;
 use herald::{DisplayName, UserId};
 use server::auth::tokens::Tokens;
 use server::config::Config;
@@ -37,6 +38,10 @@ enum Command {
         /// The display name (the token's `name`).
         #[arg(long)]
         name: Option<String>,
+        /// A private room (pattern) the user may join, the token's `rooms`;
+        /// repeat for several: --room team-a --room 'support-*'.
+        #[arg(long = "room")]
+        rooms: Vec<String>,
         /// How long the token is valid: 90s, 15m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration_or_secs)]
         ttl: std::time::Duration,
@@ -49,14 +54,15 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
-        Command::Token { sub, name, ttl } => {
+        Command::Token { sub, name, rooms, ttl } => {
             let tokens = Tokens::new(&config.token_secrets, config.token_audience.as_deref());
             if !tokens.is_configured() {
                 bail!("HERALD_TOKEN_SECRETS is not set: there is no secret to sign with");
             }
             let user = UserId::parse(&sub).context("--sub")?;
             let name = name.map(|n| DisplayName::parse(&n)).transpose().context("--name")?;
-            println!("{}", tokens.issue(&user, name.as_ref(), ttl)?);
+            let rooms = RoomPatterns::parse(&rooms).context("--room")?;
+            println!("{}", tokens.issue_with_rooms(&user, name.as_ref(), &rooms, ttl)?);
             Ok(())
         }
     }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::RoomAccess;
 use crate::api::{self, publish};
 use crate::auth::api_keys::ApiKeys;
 use crate::auth::csrf::VisitorKeys;
@@ -46,6 +47,7 @@ use crate::state::{AppState, HttpLimits};
 use crate::store::Bounds;
 use crate::store::inbox::Inbox;
 use crate::store::messages::Store;
+use crate::store::rooms::RoomSettingsStore;
 use crate::web::{inbox, login, send, visitor};
 
 /// Each WebSocket's read buffer (socketioxide's default is 4 KiB). It is
@@ -81,6 +83,7 @@ struct Core {
     tokens: Tokens,
     presence: SharedPresence,
     drain: Drain,
+    access: RoomAccess,
 }
 
 impl Core {
@@ -93,8 +96,17 @@ impl Core {
             .await
             .context("connecting to MongoDB")?;
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
-        let inbox = Inbox::new(store.database(), config.retention, bounds);
+        let inbox = Inbox::new(store.database(), config.retention, bounds.clone());
         inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
+        let room_settings = RoomSettingsStore::new(store.database(), bounds);
+        room_settings.ensure_indexes().await.context("creating MongoDB indexes")?;
+        let access =
+            RoomAccess::load(room_settings, &config.rooms, metrics.clone()).await.context("reading rooms' settings")?;
+        // One node writes every setting itself; a cluster's nodes read each
+        // other's.
+        if config.cluster.is_some() {
+            access.follow();
+        }
         let transports = Transports::default();
         let fanout = Fanout::new(metrics.clone(), transports.clone(), limits.outbound_buffer_bytes);
         let settings = engine::Settings { hold: limits.order_hold, window_items: limits.window_messages };
@@ -124,6 +136,7 @@ impl Core {
                 Some(cluster) => Arc::new(RedisPresence::new(cluster).context("the cluster's presence")?),
             },
             drain: Drain::default(),
+            access,
             metrics,
             transports,
             fanout,
@@ -148,6 +161,7 @@ impl Core {
             drain: self.drain.clone(),
             metrics: self.metrics.clone(),
             transports: self.transports.clone(),
+            access: self.access.clone(),
         };
         let tell = Arc::new(self.engine.clone());
         let announcer = Announcer::new(self.presence.clone(), tell, self.metrics.clone(), limits.presence_interval);
@@ -156,6 +170,7 @@ impl Core {
         // long-polling body: the read stops, and the connection closes with
         // 1009, as soon as a frame says it is bigger.
         let ws_max = usize::try_from(limits.socket_payload_max_bytes).unwrap_or(usize::MAX);
+        let gate_for_rooms = gate.clone();
         let builder = SocketIo::builder()
             .with_state(self.chat.clone())
             .with_state(gate)
@@ -176,6 +191,13 @@ impl Core {
         let builder = if config.polling { builder } else { builder.transports([TransportType::Websocket]) };
         let (layer, io) = builder.build_layer();
         realtime::register(&io);
+        realtime::rooms::enforce_access(
+            io.clone(),
+            gate_for_rooms,
+            self.engine.clone(),
+            announcer.clone(),
+            self.fanout.clone(),
+        );
         self.engine.attach(io.clone());
         (layer, io, announcer)
     }
@@ -214,6 +236,7 @@ impl Core {
             form_rate: Arc::new(FormRate::new(limits.send_rate)),
             drain: self.drain.clone(),
             metrics: self.metrics.clone(),
+            access: self.access.clone(),
         })
     }
 
@@ -392,6 +415,7 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
         .route("/add_message", post(send::add_message))
         .route("/api/publish", post(publish::publish))
         .route("/api/presence/{room}", get(api::presence))
+        .route("/api/rooms/{room}/settings", get(api::rooms::settings).put(api::rooms::put_settings))
         .route("/notifications/read", post(inbox::mark_read_form))
         .route("/login", get(login::login))
         .route("/logout", post(login::logout))

@@ -5,16 +5,17 @@
 
 use std::sync::Arc;
 
-use app::ssr::{Backend, BoxFuture, HistoryUnavailable, InboxView, PageSource, RecentHistory};
+use app::ssr::{Backend, BoxFuture, HistoryUnavailable, InboxView, PageAccess, PageSource, RecentHistory};
 use axum::body::Body;
 use axum::extract::FromRef;
 use axum::http::Request;
 use axum::response::Response;
 use herald::protocol::PresenceSnapshot;
-use herald::{RoomName, Seq, UserId};
+use herald::{Identity, RoomName, Seq, UserId};
 use leptos::prelude::{LeptosOptions, provide_context, use_context};
 use socketioxide::SocketIo;
 
+use crate::access::{Refusal, RoomAccess, Verdict};
 use crate::auth::api_keys::ApiKeys;
 use crate::auth::csrf::VisitorKeys;
 use crate::auth::tokens::Tokens;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub form_rate: Arc<FormRate>,
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
+    /// Who may enter which room.
+    pub access: RoomAccess,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             engine: self.engine.clone(),
             inbox: self.inbox.clone(),
             presence: self.presence.clone(),
+            access: self.access.clone(),
         }));
         move || {
             provide_context(backend.clone());
@@ -100,6 +104,7 @@ struct PageData {
     engine: Engine,
     inbox: Inbox,
     presence: SharedPresence,
+    access: RoomAccess,
 }
 
 fn unavailable(what: &'static str) -> impl Fn(StoreError) -> HistoryUnavailable {
@@ -110,6 +115,17 @@ fn unavailable(what: &'static str) -> impl Fn(StoreError) -> HistoryUnavailable 
 }
 
 impl PageSource for PageData {
+    fn access<'a>(&'a self, room: &'a RoomName, who: Option<&'a Identity>) -> BoxFuture<'a, PageAccess> {
+        Box::pin(async move {
+            match self.access.check(room, who).await {
+                Verdict::Public => PageAccess::Public,
+                Verdict::Member => PageAccess::Private,
+                Verdict::Refused(Refusal::Unavailable) => PageAccess::Unknown,
+                Verdict::Refused(_) => PageAccess::Hidden,
+            }
+        })
+    }
+
     fn recent<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<RecentHistory, HistoryUnavailable>> {
         Box::pin(async move {
             let (head, messages) =

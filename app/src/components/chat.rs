@@ -22,8 +22,19 @@ const NOJS_NOTICE: &str = r#"<p class="notice" data-testid="nojs-notice">JavaScr
 
 #[component]
 pub fn ChatRoom(page: RoomPage) -> impl IntoView {
-    let RoomPage { room, messages, since, name, csrf_token, form_client_id, form_error, draft, presence, account } =
-        page;
+    let RoomPage {
+        room,
+        messages,
+        since,
+        name,
+        csrf_token,
+        form_client_id,
+        form_error,
+        draft,
+        presence,
+        account,
+        private,
+    } = page;
     let signals = ChatSignals {
         timeline: RwSignal::new(Timeline::new(room.clone(), messages)),
         status: RwSignal::new(ConnState::Static),
@@ -87,6 +98,14 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
             <header class="topbar">
                 <a class="brand" href="/">"Herald"</a>
                 <h1 class="room-name">"#" {room.to_string()}</h1>
+                {private
+                    .then(|| {
+                        view! {
+                            <span class="private-mark" data-testid="private-room" title="Only some users may enter this room">
+                                "private"
+                            </span>
+                        }
+                    })}
                 <ConnStatus state=signals.status.read_only() />
                 <AccountBar account notes=signals.notes on_mark=mark />
             </header>

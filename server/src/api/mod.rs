@@ -1,5 +1,5 @@
-//! The API for backends: `POST /api/publish` ([`publish`]) and
-//! `GET /api/presence/{room}`.
+//! The API for backends: `POST /api/publish` ([`publish`]),
+//! `GET /api/presence/{room}`, and rooms' settings ([`rooms`]).
 //!
 //! Every request is authenticated by an API key (`Authorization: Bearer
 //! <key>`, [`require_api_key`]); every error is answered as JSON
@@ -8,6 +8,7 @@
 pub mod error;
 pub mod publish;
 pub mod request;
+pub mod rooms;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};

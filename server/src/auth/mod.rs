@@ -7,8 +7,11 @@
 //!   (`realtime`).
 //! - [`csrf`]: the CSRF tokens of the no-JavaScript forms.
 //! - [`api_keys`]: the keys backends present to the API.
+//! - [`signature`]: the signature on what Herald sends backends (room
+//!   checks, webhooks).
 
 pub mod api_keys;
 pub mod csrf;
 pub mod session;
+pub mod signature;
 pub mod tokens;

@@ -1,7 +1,8 @@
 //! Identity: HS256 tokens signed by the customer's backend.
 //!
 //! A token's claims are `sub` (the user id, required), `exp` (required),
-//! `name` (optional display name), `nbf` (optional: not valid before) and
+//! `name` (optional display name), `rooms` (optional: room patterns of the
+//! private rooms the user may join), `nbf` (optional: not valid before) and
 //! `aud` (required to name `HERALD_TOKEN_AUDIENCE` when that is set; refused
 //! when it is not, since the token is then meant for someone else). The algorithm is pinned to HS256: a
 //! token whose header names anything else — `none` included — is refused
@@ -11,6 +12,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use herald::room::RoomPatterns;
 use herald::{DisplayName, Identity, UserId};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -34,6 +36,10 @@ struct Claims {
     exp: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    /// Room patterns: read as strings so that a bad one is reported as
+    /// such.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rooms: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
     /// Checked by the library against the configured audience; written by
@@ -67,6 +73,8 @@ pub enum TokenError {
     BadSubject,
     #[error("token name is not a valid display name")]
     BadName,
+    #[error("token rooms claim must list at most 100 room patterns (a-z, 0-9, '_', '-', '*')")]
+    BadRooms,
 }
 
 /// Verifies (and, for `herald token`, issues) tokens.
@@ -132,17 +140,31 @@ impl Tokens {
         let user = UserId::parse(&sub).map_err(|_| TokenError::BadSubject)?;
         let name = claims.name.map(|n| DisplayName::parse(&n)).transpose().map_err(|_| TokenError::BadName)?;
         let exp = claims.exp.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
-        Ok((Identity { user, name }, exp))
+        let rooms = RoomPatterns::parse(&claims.rooms.unwrap_or_default()).map_err(|_| TokenError::BadRooms)?;
+        Ok((Identity { user, name, rooms }, exp))
     }
 
     /// Signs a token for `user` valid for `ttl`, with the first secret.
     pub fn issue(&self, user: &UserId, name: Option<&DisplayName>, ttl: Duration) -> Result<String, TokenError> {
+        self.issue_with_rooms(user, name, &RoomPatterns::default(), ttl)
+    }
+
+    /// Signs a token as [`Tokens::issue`] does, granting the private rooms
+    /// `rooms` matches.
+    pub fn issue_with_rooms(
+        &self,
+        user: &UserId,
+        name: Option<&DisplayName>,
+        rooms: &RoomPatterns,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
         let key = self.encoding.as_ref().ok_or(TokenError::NotConfigured)?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let claims = Claims {
             sub: Some(user.to_string()),
             exp: Some(now + ttl.as_secs()),
             name: name.map(ToString::to_string),
+            rooms: (!rooms.is_empty()).then(|| rooms.iter().map(|p| p.as_str().to_owned()).collect()),
             iat: Some(now),
             aud: self.audience.clone().map(serde_json::Value::String),
         };
@@ -211,6 +233,23 @@ mod tests {
         let identity = t.verify(&token).unwrap();
         assert_eq!(identity.user, user("63"));
         assert_eq!(identity.name, Some(alice));
+    }
+
+    #[test]
+    fn the_rooms_claim_grants_room_patterns() {
+        let t = tokens(&[NEW]);
+        let rooms = RoomPatterns::parse(&["team-a", "support-*"]).unwrap();
+        let token = t.issue_with_rooms(&user("63"), None, &rooms, Duration::from_secs(60)).unwrap();
+        assert_eq!(t.verify(&token).unwrap().rooms, rooms);
+        assert!(t.verify(&t.issue(&user("63"), None, Duration::from_secs(60)).unwrap()).unwrap().rooms.is_empty());
+        for bad in [serde_json::json!(["Team"]), serde_json::json!("team-a"), serde_json::json!([""])] {
+            let token = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 60, "rooms": bad}));
+            let refused = t.verify(&token).unwrap_err();
+            assert!(matches!(refused, TokenError::BadRooms | TokenError::Malformed), "{bad}: {refused:?}");
+        }
+        let many: Vec<String> = (0..101).map(|i| format!("r{i}")).collect();
+        let token = sign(NEW, &serde_json::json!({"sub": "63", "exp": now() + 60, "rooms": many}));
+        assert_eq!(t.verify(&token), Err(TokenError::BadRooms));
     }
 
     #[test]

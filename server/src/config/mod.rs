@@ -16,12 +16,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod access;
 mod cluster;
 mod limits;
 mod network;
 mod secret;
 mod source;
 
+pub use self::access::{RoomAuth, RoomRules};
 pub use self::cluster::Cluster;
 pub use self::limits::{Limits, Rate};
 pub use self::network::{Origins, TrustedProxies};
@@ -79,6 +81,11 @@ pub const KEYS: &[&str] = &[
     "HERALD_REDIS_PROBE",
     "HERALD_PRESENCE_TTL",
     "HERALD_TRANSPORTS",
+    "HERALD_PRIVATE_ROOMS",
+    "HERALD_ROOM_AUTH_URL",
+    "HERALD_ROOM_AUTH_SECRET",
+    "HERALD_ROOM_AUTH_TIMEOUT",
+    "HERALD_ROOM_AUTH_CACHE",
 ];
 
 /// How logs are written.
@@ -113,6 +120,8 @@ pub struct Config {
     /// Whether Engine.IO long-polling is offered besides WebSocket
     /// (`HERALD_TRANSPORTS`).
     pub polling: bool,
+    /// Private rooms and the backend's room check.
+    pub rooms: RoomRules,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -233,6 +242,7 @@ impl Config {
             limits: Limits::read(&src)?,
             cluster: Cluster::read(&src)?,
             polling: polling(&src)?,
+            rooms: RoomRules::read(&src)?,
         })
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use herald::Seq;
+use herald::protocol::Closing;
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -76,6 +77,14 @@ pub enum Publication {
     /// A room's presence snapshot, numbered: a node delivers it unless it
     /// delivered a newer one (snapshots of different nodes may cross).
     Presence { version: u64, payload: Encoded },
+    /// A stream item taken down (a room message removed through the API,
+    /// after it was deleted from the store): each node forgets it — from
+    /// its window, and from what it still holds to deliver — and tells its
+    /// sockets.
+    Removed { seq: Seq },
+    /// Close the channel's sockets (a user's, disconnected through the
+    /// API), each told `closing` first.
+    Disconnect { closing: Closing },
 }
 
 /// Why a publication may not have reached every node.

@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use herald::protocol::Closing;
 use socketioxide::SocketIo;
 
 use super::broker::Encoded;
@@ -34,6 +36,24 @@ impl Local {
     /// Stops every delivery: the Socket.IO server is about to close.
     pub fn detach(&self) {
         self.detached.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the channel's sockets on this node, each told `closing`
+    /// first; how many there were.
+    pub fn close(&self, channel: &Channel, closing: &Closing) -> usize {
+        /// How long a closed socket has to read why before its connection
+        /// is cut.
+        const GRACE: Duration = Duration::from_secs(1);
+        let Some(io) = self.io.get().filter(|_| !self.detached.load(Ordering::SeqCst)) else { return 0 };
+        let sockets = match channel.socket_room() {
+            Some(room) => io.to(room).sockets(),
+            None => io.sockets(),
+        };
+        let count = sockets.len();
+        for socket in sockets {
+            self.fanout.close(socket, closing, GRACE);
+        }
+        count
     }
 
     /// Emits `event` to the channel's sockets on this node; how many took it.

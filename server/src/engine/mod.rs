@@ -90,6 +90,11 @@ struct Node {
 
 impl Receive for Node {
     fn receive(&self, channel: &Channel, publication: Publication) {
+        if let Publication::Disconnect { closing } = &publication {
+            let closed = self.local.close(channel, closing);
+            tracing::info!(%channel, closed, reason = %closing.reason, "closed a channel's connections");
+            return;
+        }
         match channel {
             Channel::Room(_) => self.rooms.receive(channel, publication),
             Channel::User(_) | Channel::Everyone => match publication {

@@ -24,6 +24,9 @@ use super::broker::Encoded;
 /// filled; one more skips the hole (its items are still in the store, for
 /// the next catch-up).
 pub const HELD_MAX: usize = 1024;
+/// The most removed numbers one stream remembers (so that a copy still on
+/// its way is not delivered); the oldest is forgotten first.
+pub const REMOVED_MAX: usize = 256;
 
 /// Memory all windows of a node may use, in bytes of encoded items.
 #[derive(Debug)]
@@ -99,6 +102,16 @@ impl Window {
 
     fn contains(&self, seq: Seq) -> bool {
         self.items.binary_search_by_key(&seq, |(s, _)| *s).is_ok()
+    }
+
+    /// Takes the item numbered `seq` out, if it is kept.
+    fn remove(&mut self, seq: Seq, budget: &Budget) {
+        if let Ok(at) = self.items.binary_search_by_key(&seq, |(s, _)| *s)
+            && let Some((_, item)) = self.items.remove(at)
+        {
+            self.bytes -= item.len();
+            budget.give(item.len());
+        }
     }
 
     /// Appends the item numbered `seq` (above every item kept), making room
@@ -189,6 +202,8 @@ pub struct Order {
     /// The store's head as a position check last read it, while the
     /// cursor is below it: what lies between is a hole to fill.
     behind: Option<Seq>,
+    /// Numbers taken down: never delivered, whatever brings them.
+    removed: std::collections::BTreeSet<Seq>,
 }
 
 impl Order {
@@ -221,6 +236,7 @@ impl Order {
         self.cursor = None;
         self.held.clear();
         self.behind = None;
+        self.removed.clear();
         self.window.clear(Seq(0), budget);
     }
 
@@ -253,12 +269,29 @@ impl Order {
         out
     }
 
+    /// Takes the item numbered `seq` down: out of the window and of what is
+    /// held, and never delivered from now on (a publication or a fill may
+    /// still bring it). Its number stays accounted for.
+    pub fn remove(&mut self, seq: Seq, budget: &Budget) {
+        self.window.remove(seq, budget);
+        for held in self.held.values_mut() {
+            held.items.retain(|(s, _)| *s != seq);
+        }
+        self.removed.insert(seq);
+        if self.removed.len() > REMOVED_MAX {
+            self.removed.pop_first();
+        }
+    }
+
     /// Takes copies of stored items (a resend that found its stored copy):
     /// each is delivered unless it already was, or is still to come in its
     /// place.
     pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<(Seq, Encoded)> {
         let mut out = Vec::new();
         for (seq, item) in items {
+            if self.removed.contains(&seq) {
+                continue;
+            }
             match self.cursor {
                 // Not accounted for yet: its own publication (or the store)
                 // delivers it in its place.
@@ -315,7 +348,9 @@ impl Order {
 
     fn advance(&mut self, last: Seq, items: Vec<(Seq, Encoded)>, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         let cursor = self.cursor.unwrap_or_default();
-        for (seq, item) in items.into_iter().filter(|(seq, _)| *seq > cursor && *seq <= last) {
+        let wanted = |seq: &Seq| *seq > cursor && *seq <= last && !self.removed.contains(seq);
+        let items: Vec<_> = items.into_iter().filter(|(seq, _)| wanted(seq)).collect();
+        for (seq, item) in items {
             self.window.push(seq, item.clone(), keep);
             out.push((seq, item));
         }
@@ -439,6 +474,28 @@ mod tests {
         assert_eq!(seqs(&order.accept_copies(items(&[1]), keep(100))), [1]);
         assert_eq!(window(&order, 0), [1, 2]);
         assert!(order.accept_copies(items(&[1]), keep(100)).is_empty());
+    }
+
+    #[test]
+    fn a_removed_item_leaves_the_window_and_is_never_delivered() {
+        let budget = Budget::new(1 << 20);
+        let keep = Keep { items: 100, budget: &budget };
+        let mut order = started(0);
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(2)), items(&[1, 2]), keep)), [1, 2]);
+        let held_bytes = budget.used();
+        order.remove(Seq(2), &budget);
+        assert_eq!(window(&order, 0), [1]);
+        assert!(budget.used() < held_bytes, "its memory is given back");
+        // Held behind a hole, then removed: the fill delivers the rest.
+        assert!(order.accept((Seq(4), Seq(5)), items(&[4, 5]), keep).is_empty());
+        order.remove(Seq(4), &budget);
+        assert_eq!(seqs(&order.fill(Seq(4), items(&[3]), keep)), [3, 5]);
+        // Arriving after its removal (a copy, or a fill): not delivered.
+        order.remove(Seq(6), &budget);
+        assert!(order.accept((Seq(6), Seq(6)), items(&[6]), keep).is_empty());
+        assert!(order.accept_copies(items(&[6]), keep).is_empty());
+        assert_eq!(window(&order, 0), [1, 3, 5]);
+        assert_eq!(order.cursor(), Some(Seq(6)), "its number stays accounted for");
     }
 
     #[test]

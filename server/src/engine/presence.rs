@@ -503,7 +503,11 @@ mod tests {
     use herald::{DisplayName, UserId};
 
     fn user(id: &str, name: Option<&str>) -> Member {
-        Member::User(Identity { user: UserId::parse(id).unwrap(), name: name.map(|n| DisplayName::parse(n).unwrap()) })
+        Member::User(Identity {
+            user: UserId::parse(id).unwrap(),
+            name: name.map(|n| DisplayName::parse(n).unwrap()),
+            rooms: Default::default(),
+        })
     }
 
     #[test]

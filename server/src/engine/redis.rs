@@ -258,6 +258,15 @@ impl RedisBroker {
                 p: Some(payload.raw()),
                 n: Some(*version),
             },
+            Publication::Removed { seq } => {
+                Outgoing { v: 1, o: &self.id, k: "r", s: None, i: None, e: None, p: None, n: Some(seq.get()) }
+            }
+            Publication::Disconnect { closing } => {
+                let payload = serde_json::value::to_raw_value(closing).ok()?;
+                let message =
+                    Outgoing { v: 1, o: &self.id, k: "d", s: None, i: None, e: None, p: Some(&payload), n: None };
+                return serde_json::to_vec(&message).ok();
+            }
         };
         serde_json::to_vec(&message).ok()
     }
@@ -307,6 +316,14 @@ impl RedisBroker {
             "p" => {
                 let (Some(version), Some(payload)) = (incoming.n, incoming.p) else { return };
                 Publication::Presence { version, payload: Encoded::from_raw(payload) }
+            }
+            "r" => {
+                let Some(seq) = incoming.n else { return };
+                Publication::Removed { seq: Seq(seq) }
+            }
+            "d" => {
+                let Some(closing) = incoming.p.and_then(|p| serde_json::from_str(p.get()).ok()) else { return };
+                Publication::Disconnect { closing }
             }
             _ => return,
         };

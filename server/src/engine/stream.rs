@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::Seq;
-use herald::protocol::EV_PRESENCE;
+use herald::protocol::{EV_MESSAGE_REMOVED, EV_PRESENCE, MessageRemoved};
 use tokio::sync::{Notify, oneshot};
 
 use super::broker::{Broker, Encoded, Publication};
@@ -501,6 +501,18 @@ impl<L: Log> Streams<L> {
                     self.local.deliver(channel, EV_PRESENCE, &payload);
                 }
             }
+            Publication::Removed { seq } => {
+                let Channel::Room(room) = channel else { return };
+                let mut state = lock(&cell.state);
+                state.order.remove(seq, &self.budget);
+                state.outbox.retain(|(s, _)| *s != seq);
+                // Under the lock: after the item itself if it went out.
+                if let Some(payload) = Encoded::of(&MessageRemoved { room: room.to_string(), seq }) {
+                    self.local.deliver(channel, EV_MESSAGE_REMOVED, &payload);
+                }
+            }
+            // The engine closes sockets itself.
+            Publication::Disconnect { .. } => {}
             Publication::Stream { span, items } => {
                 let keep = self.keep(channel);
                 let mut state = lock(&cell.state);

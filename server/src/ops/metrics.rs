@@ -61,6 +61,33 @@ impl Repair {
     }
 }
 
+/// What a private room's access check came to (public rooms are not
+/// counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCheck {
+    /// Let in: listed in the room's settings, or granted by the token.
+    Granted,
+    /// Let in by the backend's answer (asked, or remembered).
+    GrantedByBackend,
+    /// Turned away: not signed in, not granted, or denied by the backend.
+    Refused,
+    /// The backend did not answer in time, or answered nonsense: turned away.
+    BackendUnavailable,
+}
+
+impl RoomCheck {
+    const ALL: [Self; 4] = [Self::Granted, Self::GrantedByBackend, Self::Refused, Self::BackendUnavailable];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::GrantedByBackend => "granted_by_backend",
+            Self::Refused => "refused",
+            Self::BackendUnavailable => "backend_unavailable",
+        }
+    }
+}
+
 /// How a publish request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -172,6 +199,7 @@ pub struct Metrics {
     bus: [AtomicU64; BusEvent::ALL.len()],
     repairs: [AtomicU64; Repair::ALL.len()],
     unknown_session_polls: AtomicU64,
+    room_checks: [AtomicU64; RoomCheck::ALL.len()],
 }
 
 /// Values read from the Socket.IO server when scraped.
@@ -270,6 +298,11 @@ impl Metrics {
     /// have.
     pub fn unknown_session_poll(&self) {
         inc(&self.unknown_session_polls);
+    }
+
+    /// One check of who may enter a private room.
+    pub fn room_check(&self, outcome: RoomCheck) {
+        inc(&self.room_checks[outcome as usize]);
     }
 
     /// `streams` streams found behind the store, and filled from it.
@@ -373,6 +406,9 @@ impl Metrics {
             "Long-polling requests for a session this node does not have (a load balancer without session affinity).",
             &[("", get(&self.unknown_session_polls))],
         );
+        let checks = RoomCheck::ALL.map(|c| (c.label(), get(&self.room_checks[c as usize])));
+        let help = "Checks of who may enter a private room (joins, sends, pages), by outcome.";
+        labelled(&mut family, "herald_private_room_checks_total", help, "outcome", &checks);
         if let Some(up) = live.redis_up {
             family(
                 "herald_redis_up",

@@ -1,10 +1,12 @@
 //! `join` and `leave`: a socket in and out of a chat room, with what it
 //! missed, and the room's presence told.
 
-use herald::protocol::{ErrorReply, JoinRequest, LeaveRequest, ROOMS_PER_SOCKET_MAX, Reply};
+use herald::protocol::{EV_REMOVED, ErrorReply, JoinRequest, LeaveRequest, ROOMS_PER_SOCKET_MAX, Removed, Reply};
 use herald::{RoomName, Seq};
 use serde::Serialize;
+use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State};
+use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument;
 
 use crate::engine::fanout::Fanout;
@@ -86,6 +88,7 @@ async fn join(
 ) -> Result<(Joined, bool, Option<ReadTurn>), Refusal> {
     let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
     let conn = connection(socket).ok_or(Refusal::Ignore)?;
+    gate.access.check(&room, user_of(socket).as_ref()).await.allowed().map_err(|r| Refusal::Answer(r.into()))?;
     let channel = Channel::Room(room.clone());
     {
         let mut joined = lock(&conn.joined);
@@ -137,6 +140,46 @@ async fn join(
             Err(Refusal::Answer(ErrorReply::unavailable()))
         }
     }
+}
+
+/// Keeps sockets out of rooms they may no longer enter: whenever a room's
+/// settings change (on this node or another), every socket of this node in
+/// that room is checked again, and one refused now is taken out of it and
+/// told why (`removed`). Runs for the life of the server.
+pub fn enforce_access(io: SocketIo, gate: Gate, engine: Engine, announcer: Announcer, fanout: Fanout) {
+    let mut changes = gate.access.changes();
+    tokio::spawn(async move {
+        loop {
+            // `None`: changes were missed, so every room is checked.
+            let changed = match changes.recv().await {
+                Ok(room) => Some(room),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "room settings changes missed: checking every room");
+                    None
+                }
+                Err(RecvError::Closed) => return,
+            };
+            for socket in io.sockets() {
+                let Some(conn) = connection(&socket) else { continue };
+                let rooms: Vec<RoomName> = lock(&conn.joined)
+                    .keys()
+                    .filter(|room| changed.as_ref().is_none_or(|c| c == *room))
+                    .cloned()
+                    .collect();
+                for room in rooms {
+                    let Err(refusal) = gate.access.check(&room, user_of(&socket).as_ref()).await.allowed() else {
+                        continue;
+                    };
+                    if forget_room(&socket, &conn, &engine, &room) {
+                        let reply = ErrorReply::from(refusal);
+                        let removed = Removed { room: room.to_string(), code: reply.code, reason: reply.reason };
+                        fanout.emit(&socket, EV_REMOVED, &removed);
+                        announcer.left(&room, &socket.id.to_string()).await;
+                    }
+                }
+            }
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

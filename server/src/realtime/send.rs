@@ -25,7 +25,9 @@ pub(super) async fn on_send(
     let result = match admit_send(&socket, &gate) {
         Err(refusal) => Err(refusal),
         Ok(_work) => match request {
-            Ok(request) => send(&chat, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await,
+            Ok(request) => {
+                send(&chat, &gate, request, socket.extensions.get::<Peer>()).instrument(span_of(&socket)).await
+            }
             Err(malformed) => Err(malformed),
         },
     };
@@ -46,8 +48,13 @@ fn admit_send(socket: &SocketRef, gate: &Gate) -> Result<Work, ErrorReply> {
     Ok(work)
 }
 
-async fn send(chat: &Chat, request: SendRequest, peer: Option<Peer>) -> Result<StoredMessage, ErrorReply> {
+async fn send(chat: &Chat, gate: &Gate, request: SendRequest, peer: Option<Peer>) -> Result<StoredMessage, ErrorReply> {
     let mut message = request.validate()?;
+    let identity = match &peer {
+        Some(Peer::User(identity)) => Some(identity),
+        _ => None,
+    };
+    gate.access.check(&message.room, identity).await.allowed()?;
     // A signed-in user chats under the token's name, whatever the payload
     // says, and the message says it was them.
     if let Some(Peer::User(identity)) = peer {

@@ -22,6 +22,7 @@ use socketioxide::socket::Socket;
 use tokio::sync::Semaphore;
 use tracing::Span;
 
+use crate::access::RoomAccess;
 use crate::auth::tokens::Tokens;
 use crate::config::{Rate, TrustedProxies};
 use crate::engine::fanout::{Fanout, Transports};
@@ -93,6 +94,8 @@ pub struct Gate {
     pub drain: Drain,
     pub metrics: Arc<Metrics>,
     pub transports: Transports,
+    /// Who may enter which room.
+    pub access: RoomAccess,
 }
 
 /// A connection's turn to run a store operation for one of its events: its

@@ -3,6 +3,8 @@
 //! - [`messages`]: chat rooms' messages ([`messages::Store`]).
 //! - [`inbox`]: notifications: users' inboxes and the broadcast stream,
 //!   with retention ([`inbox::Inbox`]).
+//! - [`rooms`]: rooms' settings made through the API (private or not, who
+//!   may join).
 //!
 //! Here: connecting, [`Bounds`] (every operation timed out and measured),
 //! [`StoreError`], a batch's outcome ([`Append`], [`Appended`]), and the
@@ -13,6 +15,7 @@
 
 pub mod inbox;
 pub mod messages;
+pub mod rooms;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use herald::RoomName;
 use herald::protocol::SendRequest;
 use serde::Deserialize;
 
+use crate::access::Refusal;
 use crate::chat::PostError;
 use crate::http::admission::retry_after_secs;
 use crate::http::conn::PeerConn;
@@ -67,6 +68,13 @@ pub async fn add_message(
         Err(malformed) => return malformed.answer("Send"),
     };
     let room = RoomName::parse(&form.room).unwrap_or_else(|_| RoomName::lobby());
+    // A private room the visitor may not enter answers as if it did not
+    // exist, before anything of it is rendered.
+    match state.access.check(&room, visitor.identity.as_ref()).await.allowed() {
+        Ok(()) => {}
+        Err(Refusal::Unavailable) => return access_unavailable(),
+        Err(_) => return not_found(),
+    }
     let reject = |status: StatusCode, error: String| {
         let rejection = FormRejection { error, name: form.name.clone(), body: form.body.clone() };
         render_rejected(&state, &room, visitor.clone(), nonce.clone().map(|n| n.0), rejection, status)
@@ -116,6 +124,20 @@ pub async fn add_message(
             reject(StatusCode::SERVICE_UNAVAILABLE, "Your message could not be stored. Try again.".into()).await
         }
     }
+}
+
+/// The answer to a post to a private room the visitor may not enter: the
+/// same as for a room that does not exist.
+pub(crate) fn not_found() -> Response {
+    let text = "Nothing here. Room names are 1 to 64 characters of a–z, 0–9, “_” and “-”.";
+    page(StatusCode::NOT_FOUND, "Nothing here", text)
+}
+
+fn access_unavailable() -> Response {
+    let text = "This room's access check did not answer. Nothing was stored: go back and send again in a moment.";
+    let mut response = page(StatusCode::SERVICE_UNAVAILABLE, "Try again", text);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The answer to a post over the rate: nothing stored, and when to try again.

@@ -17,5 +17,6 @@ mod limits;
 mod ops;
 mod pages;
 mod presence;
+mod private_rooms;
 mod publish;
 mod realtime;

@@ -177,6 +177,14 @@ pub fn token(secret: &str, user: &str, name: Option<&str>, ttl_secs: i64) -> Str
     }
 }
 
+/// A token for `user` whose `rooms` claim grants `rooms` (patterns).
+pub fn token_with_rooms(user: &str, rooms: &[&str]) -> String {
+    let tokens = server::auth::tokens::Tokens::new(&[Secret::new(TOKEN_SECRET)], None);
+    let rooms = herald::room::RoomPatterns::parse(rooms).unwrap();
+    let user = herald::UserId::parse(user).unwrap();
+    tokens.issue_with_rooms(&user, None, &rooms, std::time::Duration::from_secs(600)).unwrap()
+}
+
 /// Reads from a raw connection until the server closes it, or fails the test
 /// after [`sio::WAIT`]. Returns everything read.
 pub async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
