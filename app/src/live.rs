@@ -17,9 +17,9 @@ use gloo_net::websocket::{Message, futures::WebSocket};
 use gloo_timers::future::TimeoutFuture;
 use herald::notification::{EV_NOTIFICATION, Notification};
 use herald::protocol::{
-    Closing, EV_CLOSING, EV_JOIN, EV_MARK_READ, EV_MESSAGE, EV_PRESENCE, EV_READ, EV_REMOVED, EV_SEND, EV_SYNC,
-    JoinRequest, Joined, MarkReadRequest, PresenceSnapshot, ReadUpdate, Removed, Reply, SendRequest, SyncRequest,
-    Synced,
+    Closing, EV_CLOSING, EV_JOIN, EV_MARK_READ, EV_MESSAGE, EV_MESSAGE_REMOVED, EV_PRESENCE, EV_READ, EV_REMOVED,
+    EV_SEND, EV_SYNC, JoinRequest, Joined, MarkReadRequest, MessageRemoved, PresenceSnapshot, ReadUpdate, Removed,
+    Reply, SendRequest, SyncRequest, Synced,
 };
 use herald::wire::{self, EnginePacket, SocketPacket};
 use herald::{RoomName, Seq, StoredMessage};
@@ -288,6 +288,14 @@ impl Client {
                 SocketPacket::Event { name, args, .. } if name == EV_READ => {
                     if let Some(update) = first_arg::<ReadUpdate>(args) {
                         self.signals.notes.apply_read(&update);
+                    }
+                    Ok(())
+                }
+                SocketPacket::Event { name, args, .. } if name == EV_MESSAGE_REMOVED => {
+                    if let Some(removed) = first_arg::<MessageRemoved>(args)
+                        && removed.room == self.room.as_str()
+                    {
+                        self.signals.timeline.update(|t| t.remove(removed.seq));
                     }
                     Ok(())
                 }

@@ -6,7 +6,7 @@
 //! Keying by sequence number makes every message appear exactly once, in
 //! sequence order, whatever the arrival order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use herald::{RoomName, Seq, StoredMessage};
 
@@ -27,11 +27,13 @@ pub struct Timeline {
     room: RoomName,
     stored: BTreeMap<Seq, StoredMessage>,
     pending: Vec<Pending>,
+    /// Numbers the server removed: a copy arriving late stays out.
+    removed: BTreeSet<Seq>,
 }
 
 impl Timeline {
     pub fn new(room: RoomName, messages: impl IntoIterator<Item = StoredMessage>) -> Self {
-        let mut timeline = Self { room, stored: BTreeMap::new(), pending: Vec::new() };
+        let mut timeline = Self { room, stored: BTreeMap::new(), pending: Vec::new(), removed: BTreeSet::new() };
         for message in messages {
             timeline.insert(message);
         }
@@ -50,7 +52,7 @@ impl Timeline {
             return false;
         }
         self.pending.retain(|p| p.client_id != message.client_id.as_str());
-        if self.stored.contains_key(&message.seq) {
+        if self.stored.contains_key(&message.seq) || self.removed.contains(&message.seq) {
             return false;
         }
         self.stored.insert(message.seq, message);
@@ -58,6 +60,15 @@ impl Timeline {
             self.stored.pop_first();
         }
         true
+    }
+
+    /// Takes a message the server removed off the page, for good.
+    pub fn remove(&mut self, seq: Seq) {
+        self.stored.remove(&seq);
+        self.removed.insert(seq);
+        while self.removed.len() > TIMELINE_MAX {
+            self.removed.pop_first();
+        }
     }
 
     /// The newest sequence number seen: a (re)join asks for what follows it.
@@ -127,6 +138,17 @@ mod tests {
         assert_eq!(t.reject_pending("zzzzzzzz").unwrap().body, "yo");
         assert!(t.pending().is_empty());
         assert_eq!(t.reject_pending("zzzzzzzz"), None);
+    }
+
+    #[test]
+    fn a_removed_message_goes_and_stays_gone() {
+        let mut t = Timeline::new(RoomName::lobby(), [msg("lobby", 1, "aaaaaaaa"), msg("lobby", 2, "bbbbbbbb")]);
+        t.remove(Seq(1));
+        assert_eq!(seqs(&t), [2]);
+        assert!(!t.insert(msg("lobby", 1, "aaaaaaaa")), "a late copy stays out");
+        t.remove(Seq(3));
+        assert!(!t.insert(msg("lobby", 3, "cccccccc")), "removed before it arrived");
+        assert_eq!(seqs(&t), [2]);
     }
 
     #[test]

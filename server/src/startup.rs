@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use herald::protocol::Closing;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -415,7 +415,12 @@ pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Ro
         .route("/add_message", post(send::add_message))
         .route("/api/publish", post(publish::publish))
         .route("/api/presence/{room}", get(api::presence))
+        .route("/api/rooms", get(api::rooms::active))
+        .route("/api/rooms/{room}/messages", get(api::rooms::messages))
+        .route("/api/rooms/{room}/messages/{seq}", delete(api::rooms::remove_message))
         .route("/api/rooms/{room}/settings", get(api::rooms::settings).put(api::rooms::put_settings))
+        .route("/api/users/{user}/disconnect", post(api::users::disconnect))
+        .route("/api/openapi.json", get(api::openapi::openapi))
         .route("/notifications/read", post(inbox::mark_read_form))
         .route("/login", get(login::login))
         .route("/logout", post(login::logout))

@@ -1,14 +1,18 @@
 //! The API for backends: `POST /api/publish` ([`publish`]),
-//! `GET /api/presence/{room}`, and rooms' settings ([`rooms`]).
+//! `GET /api/presence/{room}`, rooms: who is where, history, removing a
+//! message, settings ([`rooms`]), disconnecting a user ([`users`]), and
+//! the API described ([`openapi`], `GET /api/openapi.json`).
 //!
 //! Every request is authenticated by an API key (`Authorization: Bearer
 //! <key>`, [`require_api_key`]); every error is answered as JSON
 //! ([`error::ApiError`]). `docs/PROTOCOL.md` documents the API.
 
 pub mod error;
+pub mod openapi;
 pub mod publish;
 pub mod request;
 pub mod rooms;
+pub mod users;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};

@@ -297,6 +297,28 @@ impl Engine {
         Ok((caught_up.head, messages))
     }
 
+    /// Deletes a room's message from the store, then takes it down on every
+    /// node: out of the windows, and off every socket's screen
+    /// (`message_removed`). False when the room has no such message.
+    pub async fn remove(&self, room: &RoomName, seq: Seq) -> Result<bool, StoreError> {
+        if !self.store().delete(room, seq).await? {
+            return Ok(false);
+        }
+        let channel = Channel::Room(room.clone());
+        if let Err(err) = self.0.broker.publish(&channel, Publication::Removed { seq }).await {
+            tracing::warn!(%err, %room, seq = seq.get(), "could not tell the other nodes of a removed message");
+        }
+        Ok(true)
+    }
+
+    /// Closes `user`'s connections on every node, each told `closing`.
+    pub async fn disconnect(&self, user: &UserId, closing: Closing) {
+        let channel = Channel::User(user.clone());
+        if let Err(err) = self.0.broker.publish(&channel, Publication::Disconnect { closing }).await {
+            tracing::warn!(%err, "could not tell the other nodes to disconnect a user");
+        }
+    }
+
     /// Moves each time the other nodes were out of reach and are back.
     pub fn resyncs(&self) -> tokio::sync::watch::Receiver<u64> {
         self.0.resyncs.subscribe()

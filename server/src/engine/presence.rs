@@ -104,6 +104,34 @@ pub trait Presence: Send + Sync + 'static {
     /// How many rooms have one of this node's connections in them (for
     /// `/metrics`; never leaves the node, so never fails).
     fn local_room_count(&self) -> usize;
+    /// Rooms with someone in them (on any node), counted, by name; at most
+    /// [`ACTIVE_ROOMS_MAX`].
+    fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>>;
+}
+
+/// The most rooms [`Presence::active`] lists.
+pub const ACTIVE_ROOMS_MAX: usize = 1000;
+
+/// A room with someone in it (`GET /api/rooms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveRoom {
+    pub room: RoomName,
+    /// Signed-in users (each once, however many connections).
+    pub user_count: u64,
+    /// Connections without a token.
+    pub anonymous: u64,
+}
+
+impl ActiveRoom {
+    /// `room`'s counts from its members; `None` when nobody is there.
+    pub fn of(room: RoomName, tally: &Tally) -> Option<Self> {
+        let snapshot = tally.snapshot(&room);
+        (snapshot.user_count + snapshot.anonymous > 0).then_some(Self {
+            room,
+            user_count: snapshot.user_count,
+            anonymous: snapshot.anonymous,
+        })
+    }
 }
 
 pub type PresenceResult<T> = Result<T, PresenceError>;
@@ -333,6 +361,14 @@ impl Presence for LocalPresence {
 
     fn local_room_count(&self) -> usize {
         self.room_count()
+    }
+
+    fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
+        let mut rooms: Vec<ActiveRoom> =
+            self.rooms().into_iter().filter_map(|room| ActiveRoom::of(room.clone(), &self.tally(&room))).collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms.truncate(ACTIVE_ROOMS_MAX);
+        ready(rooms)
     }
 }
 
@@ -594,6 +630,12 @@ mod tests {
         }
         fn local_room_count(&self) -> usize {
             self.local.room_count()
+        }
+        fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
+            match self.check() {
+                Ok(()) => Presence::active(&self.local),
+                Err(err) => Box::pin(std::future::ready(Err(err))),
+            }
         }
     }
 

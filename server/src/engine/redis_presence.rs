@@ -37,7 +37,10 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use super::channel::Channel;
-use super::presence::{Announcement, LocalPresence, Member, Presence, PresenceError, PresenceResult, Roster, Tally};
+use super::presence::{
+    ACTIVE_ROOMS_MAX, ActiveRoom, Announcement, LocalPresence, Member, Presence, PresenceError, PresenceResult, Roster,
+    Tally,
+};
 use super::redis::{REDIS_TIMEOUT, connection_config};
 use crate::config::Cluster;
 use crate::sync::lock;
@@ -126,6 +129,30 @@ impl Entries {
 
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// The names (`base`) with entries whose bases match `pattern` (a
+    /// Redis glob), at most `max`: a `SCAN`, a page at a time.
+    pub async fn bases(&self, pattern: &str, max: usize) -> PresenceResult<Vec<String>> {
+        let unavailable = |reason: String| PresenceError::Unavailable(reason);
+        let mut redis = self.redis.clone();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(format!("{pattern}:p")).arg("COUNT").arg(500);
+            let page = scan.query_async::<(u64, Vec<String>)>(&mut redis);
+            let (next, keys) = tokio::time::timeout(REDIS_TIMEOUT, page)
+                .await
+                .map_err(|_| unavailable("Redis did not answer in time".to_owned()))?
+                .map_err(|err| unavailable(err.to_string()))?;
+            found.extend(keys.into_iter().filter_map(|key| key.strip_suffix(":p").map(str::to_owned)));
+            if next == 0 || found.len() >= max {
+                found.truncate(max);
+                return Ok(found);
+            }
+            cursor = next;
+        }
     }
 
     /// Writes this node's entry under `base` (`""` removes it) and reads
@@ -314,5 +341,29 @@ impl Presence for RedisPresence {
 
     fn local_room_count(&self) -> usize {
         self.local.room_count()
+    }
+
+    fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
+        Box::pin(async move {
+            let pattern = format!("{}:{{r:*}}", self.prefix);
+            let mut rooms: HashSet<RoomName> = self
+                .entries
+                .bases(&pattern, ACTIVE_ROOMS_MAX)
+                .await?
+                .iter()
+                .filter_map(|base| match Channel::from_bus_name(&self.prefix, base) {
+                    Some(Channel::Room(room)) => Some(room),
+                    _ => None,
+                })
+                .collect();
+            rooms.extend(self.local.rooms());
+            let mut active = Vec::new();
+            for (room, synced) in self.sync_all(rooms.into_iter().collect()).await {
+                active.extend(ActiveRoom::of(room, &synced?.tally));
+            }
+            active.sort_by(|a, b| a.room.cmp(&b.room));
+            active.truncate(ACTIVE_ROOMS_MAX);
+            Ok(active)
+        })
     }
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, Seq, StoredMessage};
+use herald::{ClientMsgId, DisplayName, MessageBody, NewMessage, RoomName, Seq, StoredMessage, UserId};
 use mongodb::bson::Document;
 use mongodb::bson::{DateTime, doc};
 use mongodb::options::IndexOptions;
@@ -252,6 +252,67 @@ impl Store {
         let keys: Vec<String> = rooms.iter().map(|room| room.as_str().to_owned()).collect();
         let found = self.bounds.run(current_seqs(&self.heads, &keys)).await?;
         Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or_default()).collect())
+    }
+
+    /// A page of `room`'s history for the API, oldest first, each with its
+    /// signed-in sender's id: with `since`, the oldest `limit` after it;
+    /// otherwise the newest `limit` (before `before`, when given). Also
+    /// whether more lie beyond the page in the direction it was read.
+    pub async fn page(
+        &self,
+        room: &RoomName,
+        since: Option<Seq>,
+        before: Option<Seq>,
+        limit: u64,
+    ) -> Result<(Vec<(StoredMessage, Option<UserId>)>, bool), StoreError> {
+        self.bounds
+            .run(async {
+                let mut seq = Document::new();
+                if let Some(since) = since {
+                    seq.insert("$gt", seq_to_i64(since));
+                }
+                if let Some(before) = before {
+                    seq.insert("$lt", seq_to_i64(before));
+                }
+                let mut filter = doc! {"room": room.as_str()};
+                if !seq.is_empty() {
+                    filter.insert("seq", seq);
+                }
+                let order = if since.is_some() { 1 } else { -1 };
+                let docs: Vec<MessageDoc> = self
+                    .messages
+                    .find(filter)
+                    .sort(doc! {"seq": order})
+                    .limit(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+                    .await?
+                    .try_collect()
+                    .await?;
+                let more = docs.len() as u64 > limit;
+                let mut page = Vec::with_capacity(docs.len());
+                for doc in docs.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+                    let user = doc.user.as_deref().and_then(|user| UserId::parse(user).ok());
+                    match doc.into_message() {
+                        Ok(message) => page.push((message, user)),
+                        Err(err) => tracing::warn!(%err, "skipping invalid stored message"),
+                    }
+                }
+                if order < 0 {
+                    page.reverse();
+                }
+                Ok((page, more))
+            })
+            .await
+    }
+
+    /// Deletes the message numbered `seq` of `room`; false when there is
+    /// none.
+    pub async fn delete(&self, room: &RoomName, seq: Seq) -> Result<bool, StoreError> {
+        self.bounds
+            .run(async {
+                let deleted = self.messages.delete_one(doc! {"room": room.as_str(), "seq": seq_to_i64(seq)}).await?;
+                Ok(deleted.deleted_count == 1)
+            })
+            .await
     }
 
     /// Messages with `from < seq <= to`, oldest first, at most `limit`.

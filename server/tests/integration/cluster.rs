@@ -650,3 +650,72 @@ async fn a_draining_node_leaves_the_rooms_presence_before_it_exits() {
     presence_until(&mut watcher, &["Watcher"], 0).await;
     assert_eq!(roster(&a, "drain").await["user_count"], 1, "B's entry is gone from Redis too");
 }
+
+async fn api(node: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = node.http.request(method, node.url(path)).bearer_auth(API_KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_server_api_acts_on_every_node() {
+    let redis = RedisServer::start().await;
+    let nodes = cluster(&redis, 2).await;
+
+    // A removal through node 0 reaches a member on node 1, whose window
+    // forgets it too.
+    let mut sender = SioClient::connect(nodes[0].addr).await;
+    let mut member = SioClient::connect(nodes[1].addr).await;
+    join(&mut member, "mod").await;
+    for i in 1..=3 {
+        sender.call("send", &send("mod", &format!("mod-{i:05}"), &format!("m{i}"))).await;
+    }
+    for _ in 0..3 {
+        member.next_event("message").await;
+    }
+    api(&nodes[0], reqwest::Method::DELETE, "/api/rooms/mod/messages/2", None).await;
+    assert_eq!(member.next_event("message_removed").await, json!({"room": "mod", "seq": 2}));
+    let mut newcomer = SioClient::connect(nodes[1].addr).await;
+    let joined = newcomer.call("join", &json!({"room": "mod", "since": 0})).await;
+    assert_eq!(seqs_of(&joined["ok"]["messages"]), [1, 3], "node 1's window forgot it: {joined}");
+
+    // A user disconnected through node 1 loses their tabs on both nodes.
+    let mut tab_a = user(&nodes[0], "alice").await;
+    let mut tab_b = user(&nodes[1], "alice").await;
+    until_online(&nodes[1], "alice", 2).await;
+    let answer =
+        api(&nodes[1], reqwest::Method::POST, "/api/users/alice/disconnect", Some(json!({"reason": "bye"}))).await;
+    assert_eq!(answer["connections"], 2, "{answer}");
+    for tab in [&mut tab_a, &mut tab_b] {
+        assert_eq!(tab.next_event("closing").await["reason"], "disconnected");
+        tab.closed().await;
+    }
+
+    // A room made private through node 0 takes out a member on node 1 the
+    // settings do not list.
+    let mut bob = user(&nodes[1], "bob").await;
+    join(&mut bob, "den").await;
+    api(
+        &nodes[0],
+        reqwest::Method::PUT,
+        "/api/rooms/den/settings",
+        Some(json!({"private": true, "users": ["carol", "dave"]})),
+    )
+    .await;
+    let removed = bob.next_event("removed").await;
+    assert_eq!((removed["room"].as_str(), removed["code"].as_str()), (Some("den"), Some("forbidden")));
+    let mut carol = user(&nodes[1], "carol").await;
+    join(&mut carol, "den").await;
+
+    // Active rooms count the members of every node.
+    let mut dave = user(&nodes[0], "dave").await;
+    join(&mut dave, "den").await;
+    while carol.next_event("presence").await["user_count"] != 2 {}
+    let rooms = api(&nodes[0], reqwest::Method::GET, "/api/rooms", None).await;
+    let den = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "den").cloned();
+    assert_eq!(den, Some(json!({"room": "den", "user_count": 2, "anonymous": 0, "private": true})), "{rooms}");
+}

@@ -20,3 +20,4 @@ mod presence;
 mod private_rooms;
 mod publish;
 mod realtime;
+mod server_api;
