@@ -61,6 +61,66 @@ impl RoomName {
 
 validated_deserialize!(RoomName);
 
+/// One room of a page's room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoomEntry {
+    pub room: RoomName,
+    pub private: bool,
+    /// People in it now (signed-in users and guests), on every node.
+    pub people: u64,
+    /// The visitor read it before, and it has newer messages since.
+    pub unread: bool,
+    /// The page's own room.
+    pub current: bool,
+}
+
+/// The most rooms a visitor's "seen" list remembers.
+pub const SEEN_MAX: usize = 16;
+
+/// The rooms a visitor has read, each with the newest `seq` they saw, most
+/// recent first: the `herald_seen` cookie (`lobby.41~dev.12`), which marks
+/// rooms with messages they have not seen. Parsed leniently: an entry that
+/// is not a room and a number is skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen(Vec<(RoomName, crate::Seq)>);
+
+impl Seen {
+    pub fn parse(raw: &str) -> Self {
+        let mut seen = Self::default();
+        for entry in raw.split('~').take(SEEN_MAX) {
+            if let Some((room, seq)) = entry.rsplit_once('.')
+                && let (Ok(room), Ok(seq)) = (RoomName::parse(room), seq.parse::<u64>())
+                && seen.get(&room).is_none()
+            {
+                seen.0.push((room, crate::Seq(seq)));
+            }
+        }
+        seen
+    }
+
+    pub fn get(&self, room: &RoomName) -> Option<crate::Seq> {
+        self.0.iter().find(|(r, _)| r == room).map(|(_, seq)| *seq)
+    }
+
+    pub fn rooms(&self) -> impl Iterator<Item = &RoomName> {
+        self.0.iter().map(|(room, _)| room)
+    }
+
+    /// `room` read up to `seq` (never back): first in the list, the
+    /// oldest entry dropped past [`SEEN_MAX`].
+    pub fn saw(&mut self, room: &RoomName, seq: crate::Seq) {
+        let seq = self.get(room).map_or(seq, |known| known.max(seq));
+        self.0.retain(|(r, _)| r != room);
+        self.0.insert(0, (room.clone(), seq));
+        self.0.truncate(SEEN_MAX);
+    }
+
+    /// The cookie's value.
+    pub fn encode(&self) -> String {
+        self.0.iter().map(|(room, seq)| format!("{room}.{seq}")).collect::<Vec<_>>().join("~")
+    }
+}
+
 /// The most patterns one list (a token's `rooms` claim, a server's private
 /// rooms) may hold.
 pub const PATTERNS_MAX: usize = 100;
@@ -216,6 +276,22 @@ mod tests {
         assert!(list.matches(&RoomName::parse("support-x").unwrap()));
         assert!(!list.matches(&RoomName::parse("lobby").unwrap()));
         assert!(serde_json::from_str::<RoomPatterns>(r#"["Team"]"#).is_err());
+    }
+
+    #[test]
+    fn seen_rooms_round_trip_most_recent_first_and_bounded() {
+        let mut seen = Seen::parse("lobby.41~dev.12~Bad.3~dev.99~x.y");
+        assert_eq!(seen.encode(), "lobby.41~dev.12", "bad and repeated entries skipped");
+        seen.saw(&RoomName::parse("dev").unwrap(), crate::Seq(15));
+        assert_eq!(seen.encode(), "dev.15~lobby.41");
+        seen.saw(&RoomName::parse("dev").unwrap(), crate::Seq(3));
+        assert_eq!(seen.get(&RoomName::parse("dev").unwrap()), Some(crate::Seq(15)), "never back");
+        for n in 0..20 {
+            seen.saw(&RoomName::parse(&format!("r{n}")).unwrap(), crate::Seq(n));
+        }
+        assert_eq!(seen.rooms().count(), SEEN_MAX);
+        assert_eq!(Seen::parse(&seen.encode()), seen);
+        assert_eq!(Seen::parse(""), Seen::default());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use herald::notification::Notification;
 use herald::protocol::PresenceSnapshot;
+use herald::room::RoomEntry;
 use herald::{RoomName, Seq, StoredMessage};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,8 @@ pub struct RoomPage {
     pub account: Account,
     /// Only some users may enter this room.
     pub private: bool,
+    /// The rooms the visitor may go to from here.
+    pub rooms: Vec<RoomEntry>,
 }
 
 /// The visitor's account and notifications, shown on every page.
@@ -153,10 +156,21 @@ pub async fn load_room(room: String) -> Result<RoomLoad, ServerFnError> {
     // read must still reach the page through the join.
     let since = recent.messages.last().map_or(recent.head, |m| m.seq);
     let account = account(&backend, &visitor, NOTIFICATIONS_SHOWN).await?;
+    // This room is read up to what the page shows; the list is made with
+    // that already known.
+    let mut seen = visitor.seen.clone();
+    seen.saw(&room, since);
+    let rooms = backend.0.rooms(visitor.identity.as_ref(), &seen, &room).await;
+    if let Some(response) = use_context::<ResponseOptions>()
+        && let Ok(cookie) = axum::http::HeaderValue::from_str(&backend.0.seen_cookie(&seen))
+    {
+        response.append_header(axum::http::header::SET_COOKIE, cookie);
+    }
     Ok(RoomLoad::Found(Box::new(RoomPage {
         presence: backend.0.presence(&room).await,
         account,
         private,
+        rooms,
         room,
         messages: recent.messages,
         since,

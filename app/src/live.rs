@@ -273,6 +273,9 @@ impl Client {
             EnginePacket::Message(data) => match wire::decode_socket(&data).map_err(|e| e.to_string())? {
                 SocketPacket::Event { name, args, .. } if name == EV_MESSAGE => {
                     if let Some(message) = first_arg::<StoredMessage>(args) {
+                        if message.room == self.room {
+                            saw(&self.room, message.seq);
+                        }
                         self.signals.timeline.update(|t| {
                             t.insert(message);
                         });
@@ -481,6 +484,19 @@ pub fn random_id() -> String {
 }
 
 /// Stores the display name in the `herald_name` cookie for a year.
+/// Moves this browser's rooms-read cookie (`herald_seen`, see
+/// `herald::room::Seen`) on to `seq` in `room`: a message seen live is not
+/// "new" on the next page.
+fn saw(room: &RoomName, seq: Seq) {
+    use wasm_bindgen::JsCast;
+    let Ok(doc) = document().dyn_into::<web_sys::HtmlDocument>() else { return };
+    let cookies = doc.cookie().unwrap_or_default();
+    let current = cookies.split("; ").find_map(|c| c.strip_prefix("herald_seen=")).unwrap_or_default();
+    let mut seen = herald::room::Seen::parse(current);
+    seen.saw(room, seq);
+    let _ = doc.set_cookie(&format!("herald_seen={}; path=/; max-age=31536000; samesite=lax", seen.encode()));
+}
+
 pub fn set_name_cookie(name: &str) {
     use wasm_bindgen::JsCast;
     let encoded: String = js_sys::encode_uri_component(name).into();

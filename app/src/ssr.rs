@@ -9,6 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use herald::notification::Notification;
 use herald::protocol::PresenceSnapshot;
+use herald::room::{RoomEntry, Seen};
 use herald::{DisplayName, Identity, RoomName, Seq, StoredMessage, UserId};
 
 /// The visitor a page is rendered for.
@@ -22,6 +23,8 @@ pub struct Visitor {
     pub form_client_id: String,
     /// The signed-in user, when the session cookie holds a valid token.
     pub identity: Option<Identity>,
+    /// The rooms this browser has read, and how far (`herald_seen`).
+    pub seen: Seen,
 }
 
 /// A form post the server rejected; the page is rendered again with the
@@ -81,6 +84,17 @@ pub trait PageSource: Send + Sync + 'static {
     fn broadcast_head(&self) -> BoxFuture<'_, Result<Seq, HistoryUnavailable>>;
     /// Who is in the room; empty when that is unknown for now.
     fn presence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceSnapshot>;
+    /// The rooms to list for `who` on `current`'s page: those with people
+    /// in them, those this browser has read (`seen`, marked when they have
+    /// newer messages), the lobby; only rooms `who` may enter.
+    fn rooms<'a>(
+        &'a self,
+        who: Option<&'a Identity>,
+        seen: &'a Seen,
+        current: &'a RoomName,
+    ) -> BoxFuture<'a, Vec<RoomEntry>>;
+    /// The `Set-Cookie` value that remembers `seen`.
+    fn seen_cookie(&self, seen: &Seen) -> String;
 }
 
 /// The server's page data access, provided as Leptos context.

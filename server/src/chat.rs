@@ -8,6 +8,7 @@ use herald::protocol::ErrorReply;
 use herald::{NewMessage, StoredMessage};
 
 use crate::engine::Engine;
+use crate::hooks::Webhooks;
 use crate::ops::metrics::Metrics;
 use crate::store::StoreError;
 
@@ -35,11 +36,13 @@ pub struct Chat {
     engine: Engine,
     metrics: Arc<Metrics>,
     limits: MessageLimits,
+    /// Told of every stored message (for `message.stored`), when set.
+    webhooks: Option<Webhooks>,
 }
 
 impl Chat {
-    pub fn new(engine: Engine, metrics: Arc<Metrics>, limits: MessageLimits) -> Self {
-        Self { engine, metrics, limits }
+    pub fn new(engine: Engine, metrics: Arc<Metrics>, limits: MessageLimits, webhooks: Option<Webhooks>) -> Self {
+        Self { engine, metrics, limits, webhooks }
     }
 
     /// Checks `message` against this server's limits, stores it (with the
@@ -67,6 +70,9 @@ impl Chat {
         }
         let stored = self.engine.post(message.clone(), retry).await?;
         self.metrics.message_stored();
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.message_stored(&stored);
+        }
         Ok(stored)
     }
 }

@@ -29,8 +29,10 @@
 //! 5. The services both ways of sending end in: [`chat`] (posting a
 //!    message: check, store, then deliver) and [`notify`] (storing a
 //!    notification, then publishing it; marking read, then telling the
-//!    user); and [`access`]: who may enter which room (private rooms,
-//!    their settings, the backend's check), one rule for every edge.
+//!    user); [`access`]: who may enter which room (private rooms,
+//!    their settings, the backend's check), one rule for every edge; and
+//!    [`hooks`]: webhooks, queued in MongoDB and sent signed, which
+//!    presence and [`chat`] tell what happened.
 //! 6. [`engine`]: the delivery engine: per-stream group commit, order and
 //!    windows, the broker seam, presence, the fan-out to this node's
 //!    sockets; every channel name. The only code that delivers to sockets.
@@ -50,6 +52,7 @@ pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod engine;
+pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod notify;

@@ -32,6 +32,7 @@ use crate::engine::fanout::{Fanout, Transports};
 use crate::engine::presence::{Announcer, LocalPresence, SharedPresence};
 use crate::engine::redis_presence::RedisPresence;
 use crate::engine::{self, Engine};
+use crate::hooks::Webhooks;
 use crate::http::admission::{ConnectionCaps, FormRate, WindowCaps};
 use crate::http::conn::KillableListener;
 use crate::http::headers::{self, CookiePolicy};
@@ -45,6 +46,7 @@ use crate::realtime::socket::Gate;
 use crate::realtime::transport::{self, TransportGuard};
 use crate::state::{AppState, HttpLimits};
 use crate::store::Bounds;
+use crate::store::hooks::HookQueue;
 use crate::store::inbox::Inbox;
 use crate::store::messages::Store;
 use crate::store::rooms::RoomSettingsStore;
@@ -84,6 +86,7 @@ struct Core {
     presence: SharedPresence,
     drain: Drain,
     access: RoomAccess,
+    webhooks: Option<Webhooks>,
 }
 
 impl Core {
@@ -98,6 +101,15 @@ impl Core {
         store.ensure_indexes().await.context("creating MongoDB indexes")?;
         let inbox = Inbox::new(store.database(), config.retention, bounds.clone());
         inbox.ensure_indexes().await.context("creating MongoDB indexes")?;
+        let webhooks = match &config.webhooks {
+            None => None,
+            Some(hooks) => {
+                let queue = HookQueue::new(store.database(), bounds.clone());
+                queue.ensure_indexes().await.context("creating MongoDB indexes")?;
+                let node = config.cluster.as_ref().map_or_else(|| "herald".to_owned(), |c| c.node_id.clone());
+                Some(Webhooks::start(hooks.clone(), queue, node, metrics.clone()))
+            }
+        };
         let room_settings = RoomSettingsStore::new(store.database(), bounds);
         room_settings.ensure_indexes().await.context("creating MongoDB indexes")?;
         let access =
@@ -128,7 +140,7 @@ impl Core {
         let message_limits =
             MessageLimits { body_max_chars: limits.message_max_chars, name_max_chars: limits.name_max_chars };
         Ok(Self {
-            chat: Chat::new(engine.clone(), metrics.clone(), message_limits),
+            chat: Chat::new(engine.clone(), metrics.clone(), message_limits, webhooks.clone()),
             notifier: Notifier::new(engine.clone(), metrics.clone()),
             tokens: Tokens::new(&config.token_secrets, config.token_audience.as_deref()),
             presence: match &config.cluster {
@@ -137,6 +149,7 @@ impl Core {
             },
             drain: Drain::default(),
             access,
+            webhooks,
             metrics,
             transports,
             fanout,
@@ -166,6 +179,9 @@ impl Core {
         let tell = Arc::new(self.engine.clone());
         let announcer = Announcer::new(self.presence.clone(), tell, self.metrics.clone(), limits.presence_interval);
         announcer.maintain(self.engine.resyncs());
+        if let Some(webhooks) = &self.webhooks {
+            announcer.watch_with(Arc::new(webhooks.clone()));
+        }
         // A WebSocket message (and each of its frames) is bounded like a
         // long-polling body: the read stops, and the connection closes with
         // 1009, as soon as a frame says it is bigger.
@@ -237,6 +253,7 @@ impl Core {
             drain: self.drain.clone(),
             metrics: self.metrics.clone(),
             access: self.access.clone(),
+            webhooks: self.webhooks.clone(),
         })
     }
 
@@ -397,7 +414,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (window_bytes, streams) = state.engine.memory();
     let redis_up = state.engine.cluster_health();
     let polling = sockets.len() - websocket;
-    let live = Live { websocket, polling, rooms, upgrades_tracked, window_bytes, streams, redis_up };
+    let webhooks = state.webhooks.as_ref().map(Webhooks::gauges);
+    let live = Live { websocket, polling, rooms, upgrades_tracked, window_bytes, streams, redis_up, webhooks };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }
 

@@ -11,6 +11,7 @@ use axum::extract::FromRef;
 use axum::http::Request;
 use axum::response::Response;
 use herald::protocol::PresenceSnapshot;
+use herald::room::{RoomEntry, Seen};
 use herald::{Identity, RoomName, Seq, UserId};
 use leptos::prelude::{LeptosOptions, provide_context, use_context};
 use socketioxide::SocketIo;
@@ -23,6 +24,7 @@ use crate::chat::Chat;
 use crate::engine::Engine;
 use crate::engine::fanout::{Fanout, Transports};
 use crate::engine::presence::SharedPresence;
+use crate::hooks::Webhooks;
 use crate::http::admission::FormRate;
 use crate::http::headers::{CookiePolicy, CspNonce};
 use crate::http::shared_rate::PublishRate;
@@ -67,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who may enter which room.
     pub access: RoomAccess,
+    /// Set when webhooks are configured.
+    pub webhooks: Option<Webhooks>,
 }
 
 impl AppState {
@@ -114,7 +118,78 @@ fn unavailable(what: &'static str) -> impl Fn(StoreError) -> HistoryUnavailable 
     }
 }
 
+/// The most rooms a page lists.
+const ROOMS_LISTED: usize = 30;
+
 impl PageSource for PageData {
+    fn rooms<'a>(
+        &'a self,
+        who: Option<&'a Identity>,
+        seen: &'a Seen,
+        current: &'a RoomName,
+    ) -> BoxFuture<'a, Vec<RoomEntry>> {
+        Box::pin(async move {
+            // Who is where; a page without it lists what the visitor read.
+            let active = self.presence.active().await.unwrap_or_else(|err| {
+                tracing::debug!(%err, "listing rooms without presence");
+                Vec::new()
+            });
+            let people: std::collections::HashMap<&RoomName, u64> =
+                active.iter().map(|a| (&a.room, a.user_count + a.anonymous)).collect();
+            let mut listed: Vec<(RoomName, bool)> = Vec::new();
+            let lobby = RoomName::lobby();
+            // Rooms read before: checked like a join (their backend verdicts
+            // are remembered); the rest only by what this node knows.
+            for room in std::iter::once(current).chain(std::iter::once(&lobby)).chain(seen.rooms()) {
+                if listed.iter().any(|(r, _)| r == room) {
+                    continue;
+                }
+                match self.access.check(room, who).await {
+                    Verdict::Public => listed.push((room.clone(), false)),
+                    Verdict::Member => listed.push((room.clone(), true)),
+                    Verdict::Refused(_) => {}
+                }
+            }
+            let mut others: Vec<&crate::engine::presence::ActiveRoom> = active.iter().collect();
+            others.sort_by_key(|a| std::cmp::Reverse(a.user_count + a.anonymous));
+            for room in others.into_iter().map(|a| &a.room) {
+                if listed.len() >= ROOMS_LISTED {
+                    break;
+                }
+                if listed.iter().any(|(r, _)| r == room) {
+                    continue;
+                }
+                if let Some(private) = self.access.known_open(room, who) {
+                    listed.push((room.clone(), private));
+                }
+            }
+            listed.truncate(ROOMS_LISTED);
+            let read: Vec<RoomName> =
+                listed.iter().filter(|(r, _)| seen.get(r).is_some()).map(|(r, _)| r.clone()).collect();
+            let heads = self.engine.store().heads(&read).await.unwrap_or_else(|err| {
+                tracing::debug!(%err, "listing rooms without their heads");
+                Vec::new()
+            });
+            let head_of = |room: &RoomName| read.iter().position(|r| r == room).and_then(|i| heads.get(i).copied());
+            let mut entries: Vec<RoomEntry> = listed
+                .into_iter()
+                .map(|(room, private)| RoomEntry {
+                    people: people.get(&room).copied().unwrap_or(0),
+                    unread: matches!((seen.get(&room), head_of(&room)), (Some(saw), Some(head)) if head > saw),
+                    current: room == *current,
+                    private,
+                    room,
+                })
+                .collect();
+            entries.sort_by(|a, b| (a.room != lobby, &a.room).cmp(&(b.room != lobby, &b.room)));
+            entries
+        })
+    }
+
+    fn seen_cookie(&self, seen: &Seen) -> String {
+        crate::http::cookies::seen(seen).to_str().unwrap_or_default().to_owned()
+    }
+
     fn access<'a>(&'a self, room: &'a RoomName, who: Option<&'a Identity>) -> BoxFuture<'a, PageAccess> {
         Box::pin(async move {
             match self.access.check(room, who).await {

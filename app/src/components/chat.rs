@@ -8,6 +8,7 @@ use leptos_meta::Title;
 use super::account::{AccountBar, Toasts};
 use super::composer::Composer;
 use super::message_list::MessageList;
+use super::room_list::RoomList;
 use super::status::ConnStatus;
 use crate::api::RoomPage;
 use crate::signals::{ChatSignals, ConnState, MarkRead, NoteSignals, Outgoing};
@@ -34,6 +35,7 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
         presence,
         account,
         private,
+        rooms,
     } = page;
     let signals = ChatSignals {
         timeline: RwSignal::new(Timeline::new(room.clone(), messages)),
@@ -109,6 +111,7 @@ pub fn ChatRoom(page: RoomPage) -> impl IntoView {
                 <ConnStatus state=signals.status.read_only() />
                 <AccountBar account notes=signals.notes on_mark=mark />
             </header>
+            <RoomList rooms />
             <PresenceLine presence=signals.presence.read_only() />
             <noscript inner_html=NOJS_NOTICE></noscript>
             <p class="notice live-notice" hidden=move || signals.notice.with(Option::is_none)>

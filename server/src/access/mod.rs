@@ -202,6 +202,19 @@ impl RoomAccess {
         Ok(self.effective(room))
     }
 
+    /// Whether `who` may enter `room` by what this node knows alone (its
+    /// settings, the patterns, the token's grants): `Some(private)` if so,
+    /// `None` if not or if only the backend could say. For listing rooms,
+    /// which must not ask the backend about every one.
+    pub fn known_open(&self, room: &RoomName, who: Option<&Identity>) -> Option<bool> {
+        let Effective { settings, private } = self.effective(room);
+        if !private {
+            return Some(false);
+        }
+        let who = who?;
+        (settings.users.contains(&who.user) || who.rooms.matches(room)).then_some(true)
+    }
+
     /// Whether `who` (`None`: a visitor without a token) may enter `room`:
     /// read its messages, join it, post to it.
     pub async fn check(&self, room: &RoomName, who: Option<&Identity>) -> Verdict {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use herald::room::RoomPatterns;
 
+use super::network::http_url;
 use super::source::{Lookup, Source};
 use super::{ConfigError, Secret};
 
@@ -51,18 +52,6 @@ impl RoomRules {
             }),
         };
         Ok(Self { private_rooms, auth })
-    }
-}
-
-/// An `http://` or `https://` URL with a host; refused without echoing it
-/// (it may carry credentials).
-pub(crate) fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => {
-            Ok(url.to_owned())
-        }
-        _ => Err(ConfigError::new(key, "expected an http:// or https:// URL, e.g. http://127.0.0.1:8080/herald")),
     }
 }
 

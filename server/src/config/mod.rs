@@ -18,6 +18,7 @@ use std::time::Duration;
 
 mod access;
 mod cluster;
+mod hooks;
 mod limits;
 mod network;
 mod secret;
@@ -25,6 +26,7 @@ mod source;
 
 pub use self::access::{RoomAuth, RoomRules};
 pub use self::cluster::Cluster;
+pub use self::hooks::{HOOK_EVENTS, Webhooks};
 pub use self::limits::{Limits, Rate};
 pub use self::network::{Origins, TrustedProxies};
 pub use self::secret::Secret;
@@ -86,6 +88,12 @@ pub const KEYS: &[&str] = &[
     "HERALD_ROOM_AUTH_SECRET",
     "HERALD_ROOM_AUTH_TIMEOUT",
     "HERALD_ROOM_AUTH_CACHE",
+    "HERALD_WEBHOOK_URLS",
+    "HERALD_WEBHOOK_SECRET",
+    "HERALD_WEBHOOK_EVENTS",
+    "HERALD_WEBHOOK_MESSAGE_ROOMS",
+    "HERALD_WEBHOOK_TIMEOUT",
+    "HERALD_WEBHOOK_QUEUE_MAX",
 ];
 
 /// How logs are written.
@@ -122,6 +130,8 @@ pub struct Config {
     pub polling: bool,
     /// Private rooms and the backend's room check.
     pub rooms: RoomRules,
+    /// Set: room events are POSTed to a backend.
+    pub webhooks: Option<Webhooks>,
 }
 
 /// A configuration value that could not be used; names the key.
@@ -243,6 +253,7 @@ impl Config {
             cluster: Cluster::read(&src)?,
             polling: polling(&src)?,
             rooms: RoomRules::read(&src)?,
+            webhooks: Webhooks::read(&src)?,
         })
     }
 }

@@ -119,6 +119,18 @@ impl TrustedProxies {
     }
 }
 
+/// An `http://` or `https://` URL with a host; refused without echoing it
+/// (it may carry credentials).
+pub(crate) fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => {
+            Ok(url.to_owned())
+        }
+        _ => Err(ConfigError::new(key, "expected an http:// or https:// URL, e.g. http://127.0.0.1:8080/herald")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,55 @@ pub trait Presence: Send + Sync + 'static {
     /// Rooms with someone in them (on any node), counted, by name; at most
     /// [`ACTIVE_ROOMS_MAX`].
     fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>>;
+    /// This node's members of `room` (never leaves the node).
+    fn here(&self, room: &RoomName) -> Tally;
+    /// The rooms `conn` is in, on this node.
+    fn rooms_of(&self, conn: &str) -> Vec<RoomName>;
+    /// The other nodes' members of `room`: none on one node.
+    fn others<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Tally>> {
+        ready(Tally::default())
+    }
+}
+
+/// What a change of a room's members means to the world outside (the
+/// webhooks): told by the node whose connection made it, so once per
+/// cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomChange {
+    /// The first member, on any node.
+    Occupied,
+    /// The last member left, on every node.
+    Vacated,
+    /// A signed-in user's first connection in the room, on any node.
+    Joined(String),
+    /// A signed-in user's last connection in the room left.
+    Left(String),
+}
+
+/// Hears [`RoomChange`]s.
+pub trait Watch: Send + Sync + 'static {
+    fn room_changed(&self, room: &RoomName, change: RoomChange);
+}
+
+/// What this node's members going from `before` to `after` means, with
+/// the other nodes' members `others`: users and the room itself appearing
+/// or vanishing everywhere.
+pub fn changes(before: &Tally, after: &Tally, others: &Tally) -> Vec<RoomChange> {
+    let mut changes = Vec::new();
+    let elsewhere = !others.is_empty();
+    if before.is_empty() && !after.is_empty() && !elsewhere {
+        changes.push(RoomChange::Occupied);
+    }
+    for user in after.users.keys().filter(|u| !before.users.contains_key(*u) && !others.users.contains_key(*u)) {
+        changes.push(RoomChange::Joined(user.clone()));
+    }
+    for user in before.users.keys().filter(|u| !after.users.contains_key(*u) && !others.users.contains_key(*u)) {
+        changes.push(RoomChange::Left(user.clone()));
+    }
+    if !before.is_empty() && after.is_empty() && !elsewhere {
+        changes.push(RoomChange::Vacated);
+    }
+    changes
 }
 
 /// The most rooms [`Presence::active`] lists.
@@ -363,6 +412,14 @@ impl Presence for LocalPresence {
         self.room_count()
     }
 
+    fn here(&self, room: &RoomName) -> Tally {
+        self.tally(room)
+    }
+
+    fn rooms_of(&self, conn: &str) -> Vec<RoomName> {
+        lock(&self.conn_rooms).get(conn).map(|rooms| rooms.iter().cloned().collect()).unwrap_or_default()
+    }
+
     fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
         let mut rooms: Vec<ActiveRoom> =
             self.rooms().into_iter().filter_map(|room| ActiveRoom::of(room.clone(), &self.tally(&room))).collect();
@@ -396,11 +453,43 @@ struct AnnouncerInner {
     /// no member left in its room at a flush, so this is bounded by the
     /// rooms in use here.
     rooms: Mutex<HashMap<RoomName, Throttle>>,
+    /// Told what the changes mean, when someone listens (webhooks).
+    watch: std::sync::OnceLock<Arc<dyn Watch>>,
 }
 
 impl Announcer {
     pub fn new(presence: SharedPresence, tell: Arc<dyn Tell>, metrics: Arc<Metrics>, interval: Duration) -> Self {
-        Self { inner: Arc::new(AnnouncerInner { presence, tell, metrics, interval, rooms: Mutex::default() }) }
+        Self {
+            inner: Arc::new(AnnouncerInner {
+                presence,
+                tell,
+                metrics,
+                interval,
+                rooms: Mutex::default(),
+                watch: std::sync::OnceLock::new(),
+            }),
+        }
+    }
+
+    /// From now on `watch` hears what each change this node makes means.
+    pub fn watch_with(&self, watch: Arc<dyn Watch>) {
+        let _ = self.inner.watch.set(watch);
+    }
+
+    /// Tells the watch what `room` going from `before` to this node's
+    /// members now means. Without the other nodes' members (Redis out of
+    /// reach) nothing is told: a change can't be said to be the room's.
+    async fn tell_watch(&self, room: &RoomName, before: Option<Tally>) {
+        let (Some(watch), Some(before)) = (self.inner.watch.get(), before) else { return };
+        let after = self.inner.presence.here(room);
+        match self.inner.presence.others(room).await {
+            Ok(others) => changes(&before, &after, &others).into_iter().for_each(|c| watch.room_changed(room, c)),
+            Err(err) => tracing::warn!(%err, %room, "a room change not told: the other nodes' members are unknown"),
+        }
+    }
+
+    fn before(&self, room: &RoomName) -> Option<Tally> {
+        self.inner.watch.get().map(|_| self.inner.presence.here(room))
     }
 
     /// Keeps a shared presence fresh: every [`Presence::refresh_every`]
@@ -442,8 +531,12 @@ impl Announcer {
     /// Records that `conn` joined `room` and tells the room if that changed
     /// it. A presence failure is logged: the join itself stands.
     pub async fn joined(&self, room: &RoomName, conn: &str, member: Member) {
+        let before = self.before(room);
         match self.inner.presence.join(room, conn, member).await {
-            Ok(true) => self.changed(room),
+            Ok(true) => {
+                self.changed(room);
+                self.tell_watch(room, before).await;
+            }
             Ok(false) => {}
             Err(err) => tracing::warn!(%err, %room, "presence join not recorded"),
         }
@@ -451,8 +544,12 @@ impl Announcer {
 
     /// Records that `conn` left `room` and tells the room.
     pub async fn left(&self, room: &RoomName, conn: &str) {
+        let before = self.before(room);
         match self.inner.presence.leave(room, conn).await {
-            Ok(true) => self.changed(room),
+            Ok(true) => {
+                self.changed(room);
+                self.tell_watch(room, before).await;
+            }
             Ok(false) => {}
             Err(err) => tracing::warn!(%err, %room, "presence leave not recorded"),
         }
@@ -460,8 +557,17 @@ impl Announcer {
 
     /// Records that `conn` is gone and tells every room it was in.
     pub async fn disconnected(&self, conn: &str) {
+        let before: Vec<(RoomName, Option<Tally>)> = match self.inner.watch.get() {
+            Some(_) => self.inner.presence.rooms_of(conn).into_iter().map(|r| (r.clone(), self.before(&r))).collect(),
+            None => Vec::new(),
+        };
         match self.inner.presence.leave_all(conn).await {
-            Ok(rooms) => rooms.iter().for_each(|room| self.changed(room)),
+            Ok(rooms) => {
+                rooms.iter().for_each(|room| self.changed(room));
+                for (room, before) in before {
+                    self.tell_watch(&room, before).await;
+                }
+            }
             Err(err) => tracing::warn!(%err, "presence of a closed connection not removed"),
         }
     }
@@ -631,12 +737,37 @@ mod tests {
         fn local_room_count(&self) -> usize {
             self.local.room_count()
         }
+        fn here(&self, room: &RoomName) -> Tally {
+            self.local.tally(room)
+        }
+        fn rooms_of(&self, conn: &str) -> Vec<RoomName> {
+            Presence::rooms_of(&self.local, conn)
+        }
         fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
             match self.check() {
                 Ok(()) => Presence::active(&self.local),
                 Err(err) => Box::pin(std::future::ready(Err(err))),
             }
         }
+    }
+
+    fn tally(users: &[&str], anonymous: u64) -> Tally {
+        Tally { users: users.iter().map(|u| ((*u).to_owned(), None)).collect(), anonymous }
+    }
+
+    #[test]
+    fn changes_say_what_appeared_or_vanished_everywhere() {
+        use RoomChange::*;
+        let none = Tally::default();
+        assert_eq!(changes(&none, &tally(&["a"], 0), &none), [Occupied, Joined("a".into())]);
+        assert_eq!(changes(&none, &tally(&[], 1), &none), [Occupied]);
+        assert_eq!(changes(&none, &tally(&["a"], 0), &tally(&[], 1)), [Joined("a".into())], "occupied elsewhere");
+        assert_eq!(changes(&none, &tally(&["a"], 0), &tally(&["a"], 0)), [], "a was there on another node");
+        assert_eq!(changes(&tally(&["a"], 1), &tally(&["a", "b"], 1), &none), [Joined("b".into())]);
+        assert_eq!(changes(&tally(&["a", "b"], 0), &tally(&["a"], 0), &none), [Left("b".into())]);
+        assert_eq!(changes(&tally(&["a"], 0), &none, &none), [Left("a".into()), Vacated]);
+        assert_eq!(changes(&tally(&["a"], 0), &none, &tally(&["a"], 0)), [], "still there on another node");
+        assert_eq!(changes(&tally(&[], 2), &tally(&[], 1), &none), []);
     }
 
     /// Records what the room was told.
@@ -682,6 +813,7 @@ mod tests {
             window_bytes: 0,
             streams: 0,
             redis_up: None,
+            webhooks: None,
         };
         assert!(metrics.render(&live).contains("herald_presence_snapshots_total 1\n"));
         let shared: SharedPresence = presence;

@@ -198,6 +198,8 @@ struct Room {
     changed: bool,
     /// Every node's members together.
     tally: Tally,
+    /// The other nodes' members.
+    others: Tally,
     /// This node's members.
     here: bool,
 }
@@ -244,14 +246,16 @@ impl RedisPresence {
                 written.insert(room.clone());
             }
         }
-        let mut tally = if withdrawn { Tally::default() } else { mine };
+        let mut others = Tally::default();
         for (node, entry) in synced.others {
             match serde_json::from_str::<Tally>(&entry) {
-                Ok(theirs) => tally.add(theirs),
+                Ok(theirs) => others.add(theirs),
                 Err(err) => tracing::warn!(%err, %room, %node, "a node's presence entry is not Herald's; skipped"),
             }
         }
-        Ok(Room { version: synced.version, changed: synced.changed, tally, here })
+        let mut tally = if withdrawn { Tally::default() } else { mine };
+        tally.add(others.clone());
+        Ok(Room { version: synced.version, changed: synced.changed, tally, others, here })
     }
 
     /// Syncs each of `rooms`, a few at a time; what each answered.
@@ -341,6 +345,18 @@ impl Presence for RedisPresence {
 
     fn local_room_count(&self) -> usize {
         self.local.room_count()
+    }
+
+    fn here(&self, room: &RoomName) -> Tally {
+        self.local.tally(room)
+    }
+
+    fn rooms_of(&self, conn: &str) -> Vec<RoomName> {
+        Presence::rooms_of(&self.local, conn)
+    }
+
+    fn others<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<Tally>> {
+        Box::pin(async move { Ok(self.sync(room).await?.others) })
     }
 
     fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {

@@ -8,11 +8,14 @@
 //! - [`frames`]: a WebSocket client's frames, followed by their headers.
 //! - [`headers`]: security headers, the CSP nonce for pages, `Secure`
 //!   cookies.
+//! - [`cookies`]: every cookie Herald sets (pages and forms set them; the
+//!   state the pages read builds the rooms-read one).
 //! - [`admission`]: token buckets (send, event, publish and form rates),
 //!   per-IP connection and handshake caps.
 
 pub mod admission;
 pub mod conn;
+pub mod cookies;
 pub mod frames;
 pub mod headers;
 pub mod serve;

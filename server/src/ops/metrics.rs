@@ -88,6 +88,32 @@ impl RoomCheck {
     }
 }
 
+/// What became of a webhook delivery (one event to one receiver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It did not; the delivery is due again after a backoff.
+    Failed,
+    /// Not queued: the queue was full, or MongoDB could not take it.
+    Dropped,
+    /// Given up after failing for `HOOK_RETRY_FOR`.
+    Expired,
+}
+
+impl HookOutcome {
+    const ALL: [Self; 4] = [Self::Delivered, Self::Failed, Self::Dropped, Self::Expired];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Dropped => "dropped",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 /// How a publish request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -200,6 +226,7 @@ pub struct Metrics {
     repairs: [AtomicU64; Repair::ALL.len()],
     unknown_session_polls: AtomicU64,
     room_checks: [AtomicU64; RoomCheck::ALL.len()],
+    hooks: [AtomicU64; HookOutcome::ALL.len()],
 }
 
 /// Values read from the Socket.IO server when scraped.
@@ -216,6 +243,17 @@ pub struct Live {
     pub streams: usize,
     /// Whether this node reaches the cluster's Redis; `None` on one node.
     pub redis_up: Option<bool>,
+    /// The webhooks' queue and receivers, when webhooks are configured.
+    pub webhooks: Option<HookGauges>,
+}
+
+/// The webhooks' state when scraped.
+pub struct HookGauges {
+    /// Deliveries waiting in MongoDB (as last counted).
+    pub queued: u64,
+    /// Whether each receiver, by position in `HERALD_WEBHOOK_URLS`, is
+    /// paused for failing.
+    pub paused: Vec<bool>,
 }
 
 /// A counter family with one sample per value of its one label.
@@ -298,6 +336,11 @@ impl Metrics {
     /// have.
     pub fn unknown_session_poll(&self) {
         inc(&self.unknown_session_polls);
+    }
+
+    /// One webhook delivery's outcome (`count` of them).
+    pub fn hook(&self, outcome: HookOutcome, count: u64) {
+        self.hooks[outcome as usize].fetch_add(count, Ordering::Relaxed);
     }
 
     /// One check of who may enter a private room.
@@ -409,6 +452,26 @@ impl Metrics {
         let checks = RoomCheck::ALL.map(|c| (c.label(), get(&self.room_checks[c as usize])));
         let help = "Checks of who may enter a private room (joins, sends, pages), by outcome.";
         labelled(&mut family, "herald_private_room_checks_total", help, "outcome", &checks);
+        if let Some(hooks) = &live.webhooks {
+            let outcomes = HookOutcome::ALL.map(|o| (o.label(), get(&self.hooks[o as usize])));
+            let help = "Webhook deliveries (an event to a receiver), by outcome.";
+            labelled(&mut family, "herald_webhook_deliveries_total", help, "outcome", &outcomes);
+            family(
+                "herald_webhook_queue",
+                "gauge",
+                "Webhook deliveries waiting in MongoDB (bounded by HERALD_WEBHOOK_QUEUE_MAX).",
+                &[("", hooks.queued)],
+            );
+            let labels: Vec<String> = (0..hooks.paused.len()).map(|i| format!(r#"{{receiver="{i}"}}"#)).collect();
+            let samples: Vec<(&str, u64)> =
+                labels.iter().map(String::as_str).zip(hooks.paused.iter().map(|p| u64::from(*p))).collect();
+            family(
+                "herald_webhook_receiver_paused",
+                "gauge",
+                "1 while a receiver (by position in HERALD_WEBHOOK_URLS) is paused for failing again and again.",
+                &samples,
+            );
+        }
         if let Some(up) = live.redis_up {
             family(
                 "herald_redis_up",
@@ -462,6 +525,7 @@ mod tests {
             window_bytes: 0,
             streams: 0,
             redis_up: None,
+            webhooks: None,
         });
         assert!(text.contains("herald_connections{transport=\"websocket\"} 3\n"), "{text}");
         assert!(text.contains("herald_messages_received_total 1\n"));

@@ -3,6 +3,7 @@
 //! - [`messages`]: chat rooms' messages ([`messages::Store`]).
 //! - [`inbox`]: notifications: users' inboxes and the broadcast stream,
 //!   with retention ([`inbox::Inbox`]).
+//! - [`hooks`]: the webhook queue.
 //! - [`rooms`]: rooms' settings made through the API (private or not, who
 //!   may join).
 //!
@@ -13,6 +14,7 @@
 //! Architecture invariant: storage knows nothing of Socket.IO or of who is
 //! listening; it stores, allocates and reads.
 
+pub mod hooks;
 pub mod inbox;
 pub mod messages;
 pub mod rooms;

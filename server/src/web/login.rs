@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use crate::http::cookies;
 use crate::state::AppState;
-use crate::web::cookies;
 use crate::web::form::{CsrfForm, FormError, Guarded};
 use crate::web::response::{page, redirect_with_cookie};
 

@@ -1,4 +1,5 @@
-//! The edge for browsers: cookies, CSRF tokens and plain HTML answers, for
+//! The edge for browsers: visitors, CSRF-checked forms and plain HTML
+//! answers (the cookies themselves are built in [`crate::http::cookies`]), for
 //! what works without JavaScript.
 //!
 //! - [`visitor`]: the middleware that identifies every page request (the
@@ -9,13 +10,11 @@
 //!   JavaScript.
 //! - [`form`]: [`form::CsrfForm`], the extractor every form post's CSRF
 //!   check goes through.
-//! - [`cookies`]: every cookie Herald sets.
 //! - [`response`]: the minimal HTML page and the `303 See Other` redirects.
 //!
 //! What it shares with the socket layer (the session cookie, CSRF keys)
 //! lives in [`crate::auth`]: `web` and `realtime` never import each other.
 
-pub mod cookies;
 pub mod form;
 pub mod inbox;
 pub mod login;

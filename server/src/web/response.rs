@@ -45,7 +45,7 @@ pub(crate) fn see_other(location: &str) -> Response {
 }
 
 /// `303 See Other` to `location`, setting a cookie (a
-/// [`crate::web::cookies`] value).
+/// [`crate::http::cookies`] value).
 pub(crate) fn redirect_with_cookie(location: &str, cookie: HeaderValue) -> Response {
     let mut response = see_other(location);
     response.headers_mut().append(header::SET_COOKIE, cookie);

@@ -11,11 +11,12 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use herald::DisplayName;
+use herald::room::Seen;
 
 use crate::auth::session::{read_cookie, session_identity};
+use crate::http::cookies::{self, NAME_COOKIE, SEEN_COOKIE, VISITOR_COOKIE};
 use crate::ids::random_hex;
 use crate::state::AppState;
-use crate::web::cookies::{self, NAME_COOKIE, VISITOR_COOKIE};
 
 /// The visitor id of the current request (32 hex characters).
 #[derive(Debug, Clone)]
@@ -46,7 +47,8 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
             .and_then(|name| DisplayName::parse(&name).ok())
             .unwrap_or_else(|| guest_name(&id)),
     };
-    let visitor = Visitor { name, csrf_token: keys.csrf_token(&id), form_client_id: random_hex::<8>(), identity };
+    let seen = read_cookie(request.headers(), SEEN_COOKIE).map(|raw| Seen::parse(&raw)).unwrap_or_default();
+    let visitor = Visitor { name, csrf_token: keys.csrf_token(&id), form_client_id: random_hex::<8>(), identity, seen };
     request.extensions_mut().insert(VisitorId(id.clone()));
     request.extensions_mut().insert(visitor);
 

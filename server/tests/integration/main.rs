@@ -21,3 +21,4 @@ mod private_rooms;
 mod publish;
 mod realtime;
 mod server_api;
+mod webhooks;

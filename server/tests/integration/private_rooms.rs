@@ -283,3 +283,61 @@ async fn the_backend_lets_in_refuses_and_when_it_does_not_answer_refuses_too() {
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("herald_private_room_checks_total{outcome=\"backend_unavailable\"}"), "{metrics}");
 }
+
+/// The `data-room` names of a page's room list, each with whether it is
+/// marked unread.
+fn room_list(html: &str) -> Vec<(String, bool)> {
+    let start = html.find("data-testid=\"room-list\"").expect("a room list");
+    let end = start + html[start..].find("</nav>").unwrap();
+    html[start..end]
+        .split("<a ")
+        .skip(1)
+        .map(|link| {
+            let room = link.split("data-room=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            (room, link.contains("data-testid=\"unread\""))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_room_list_shows_what_a_visitor_may_enter_and_marks_what_they_have_not_read() {
+    let app = spawn_app_with(&[("HERALD_PRIVATE_ROOMS", "team-*")]).await;
+    let alice = token_with_rooms("63", &["team-a"]);
+    let mut member = connect_as(&app, &alice).await;
+    assert!(join(&mut member, "team-a").await.get("ok").is_some());
+    let mut guest = SioClient::connect(app.addr).await;
+    assert!(join(&mut guest, "busy").await.get("ok").is_some());
+    // Presence is told after a join's answer: wait for the rooms to count.
+    while member.next_event("presence").await["user_count"] != 1 {}
+    while guest.next_event("presence").await["anonymous"] != 1 {}
+    send(&mut guest, "dev", "dev-0001", "first").await;
+
+    // A visitor reads dev: the page remembers how far.
+    let (_, _, cookies) = app.get_page("/r/dev", None).await;
+    let vid = cookies.iter().find(|c| c.starts_with("herald_vid=")).unwrap().clone();
+    let seen = cookies.iter().find(|c| c.starts_with("herald_seen=")).expect("rooms read are remembered").clone();
+    assert_eq!(seen, "herald_seen=dev.1");
+    let cookie = format!("{vid}; {seen}");
+    let (_, html, _) = app.get_page("/", Some(&cookie)).await;
+    let listed = room_list(&html);
+    assert_eq!(
+        listed,
+        [("lobby".to_owned(), false), ("busy".to_owned(), false), ("dev".to_owned(), false)],
+        "the lobby, a room with people, a room read; never a private room: {listed:?}"
+    );
+    assert!(html.contains("title=\"1 here\""), "a room's people are counted");
+
+    // A new message in dev: marked on the next page, until it is read.
+    send(&mut guest, "dev", "dev-0002", "second").await;
+    let (_, html, _) = app.get_page("/", Some(&cookie)).await;
+    assert!(room_list(&html).contains(&("dev".to_owned(), true)), "{:?}", room_list(&html));
+    let (_, _, cookies) = app.get_page("/r/dev", Some(&cookie)).await;
+    let seen = cookies.iter().find(|c| c.starts_with("herald_seen=")).unwrap();
+    assert_eq!(seen, "herald_seen=dev.2", "read up to what the page showed");
+
+    // The member sees the private room, marked, and the lobby.
+    let (_, html, _) = app.get_page("/", Some(&session(&alice))).await;
+    let listed = room_list(&html);
+    assert!(listed.contains(&("team-a".to_owned(), false)), "{listed:?}");
+    assert!(html.contains("aria-label=\"private\""), "marked private");
+}

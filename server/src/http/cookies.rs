@@ -1,5 +1,5 @@
 //! Every cookie Herald sets, built in one place: the visitor id, the
-//! remembered display name and the login session. All are `Path=/` and
+//! remembered display name, the rooms read and the login session. All are `Path=/` and
 //! `SameSite=Lax`; whether they carry `Secure` is decided for every response
 //! at once, by [`crate::http::headers::secure_cookies`].
 
@@ -11,6 +11,7 @@ use crate::auth::session::SESSION_COOKIE;
 
 pub const VISITOR_COOKIE: &str = "herald_vid";
 pub const NAME_COOKIE: &str = "herald_name";
+pub const SEEN_COOKIE: &str = "herald_seen";
 const LONG_LIVED: cookie::time::Duration = cookie::time::Duration::days(365);
 
 /// The `Set-Cookie` value of the visitor id (HttpOnly: no script reads it).
@@ -22,6 +23,12 @@ pub fn visitor(id: &str) -> HeaderValue {
 /// the page's script fills the name field from it.
 pub fn display_name(name: &DisplayName) -> HeaderValue {
     set(NAME_COOKIE, name.as_str(), LONG_LIVED, false)
+}
+
+/// The `Set-Cookie` value remembering the rooms read and how far. Not
+/// HttpOnly: the live page moves it on as messages arrive.
+pub fn seen(seen: &herald::room::Seen) -> HeaderValue {
+    set(SEEN_COOKIE, &seen.encode(), LONG_LIVED, false)
 }
 
 /// The `Set-Cookie` value of a login session: the token itself, expiring
