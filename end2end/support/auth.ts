@@ -32,14 +32,24 @@ export interface TokenRequest {
   name?: string;
   /** `90s`, `15m`, `1h`, `7d` (default `1h`). */
   ttl?: string;
+  /** Private rooms (patterns) the token grants: its `rooms` claim. */
+  rooms?: string[];
 }
 
 /**
  * A valid token, printed by `herald token --sub … [--name …] --ttl …` with the
  * fixture's secrets: the same command an operator runs.
  */
-export function userToken({ sub, name, ttl = '1h' }: TokenRequest): Promise<string> {
-  const args = ['token', '--sub', sub, ...(name === undefined ? [] : ['--name', name]), '--ttl', ttl];
+export function userToken({ sub, name, ttl = '1h', rooms = [] }: TokenRequest): Promise<string> {
+  const args = [
+    'token',
+    '--sub',
+    sub,
+    ...(name === undefined ? [] : ['--name', name]),
+    ...rooms.flatMap((room) => ['--room', room]),
+    '--ttl',
+    ttl,
+  ];
   const env = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     ...AUTH_ENV,

@@ -138,16 +138,18 @@ impl PageSource for PageData {
                 active.iter().map(|a| (&a.room, a.user_count + a.anonymous)).collect();
             let mut listed: Vec<(RoomName, bool)> = Vec::new();
             let lobby = RoomName::lobby();
-            // Rooms read before: checked like a join (their backend verdicts
-            // are remembered); the rest only by what this node knows.
-            for room in std::iter::once(current).chain(std::iter::once(&lobby)).chain(seen.rooms()) {
+            // The page's own room was checked to render it (so its verdict
+            // is at hand); every other only by what this node knows without
+            // asking the backend, so a slow backend never slows a page down.
+            if let Verdict::Public | Verdict::Member = self.access.check(current, who).await {
+                listed.push((current.clone(), self.access.effective(current).private));
+            }
+            for room in std::iter::once(&lobby).chain(seen.rooms()) {
                 if listed.iter().any(|(r, _)| r == room) {
                     continue;
                 }
-                match self.access.check(room, who).await {
-                    Verdict::Public => listed.push((room.clone(), false)),
-                    Verdict::Member => listed.push((room.clone(), true)),
-                    Verdict::Refused(_) => {}
+                if let Some(private) = self.access.known_open(room, who) {
+                    listed.push((room.clone(), private));
                 }
             }
             let mut others: Vec<&crate::engine::presence::ActiveRoom> = active.iter().collect();

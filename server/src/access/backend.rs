@@ -68,6 +68,14 @@ impl Backend {
         Self { client, auth, remembered: Mutex::new(HashMap::new()), calls: Semaphore::new(CALLS_MAX) }
     }
 
+    /// The backend's verdict on `who` entering `room` if it is remembered
+    /// (never asks).
+    pub fn remembered(&self, who: &Identity, room: &RoomName) -> Option<Answer> {
+        let remembered = lock(&self.remembered);
+        let (answer, at) = remembered.get(&(who.user.clone(), room.clone()))?;
+        (at.elapsed() < self.auth.cache).then(|| answer.clone())
+    }
+
     /// The backend's verdict on `who` entering `room`, remembered or asked.
     pub async fn ask(&self, who: &Identity, room: &RoomName) -> Result<(Answer, bool), Unanswered> {
         let key = (who.user.clone(), room.clone());

@@ -202,17 +202,21 @@ impl RoomAccess {
         Ok(self.effective(room))
     }
 
-    /// Whether `who` may enter `room` by what this node knows alone (its
-    /// settings, the patterns, the token's grants): `Some(private)` if so,
-    /// `None` if not or if only the backend could say. For listing rooms,
-    /// which must not ask the backend about every one.
+    /// Whether `who` may enter `room` by what this node knows without
+    /// asking (its settings, the patterns, the token's grants, a verdict of
+    /// the backend it remembers): `Some(private)` if so, `None` if not or if
+    /// only a new question to the backend could say. For listing rooms,
+    /// which must not wait for the backend about each one.
     pub fn known_open(&self, room: &RoomName, who: Option<&Identity>) -> Option<bool> {
         let Effective { settings, private } = self.effective(room);
         if !private {
             return Some(false);
         }
         let who = who?;
-        (settings.users.contains(&who.user) || who.rooms.matches(room)).then_some(true)
+        let granted = settings.users.contains(&who.user)
+            || who.rooms.matches(room)
+            || self.0.backend.as_ref().and_then(|b| b.remembered(who, room)) == Some(Answer::Allow);
+        granted.then_some(true)
     }
 
     /// Whether `who` (`None`: a visitor without a token) may enter `room`:

@@ -213,7 +213,13 @@ pub struct RedisPresence {
     written: Mutex<HashSet<RoomName>>,
     /// The node is going away: its fields are removed, never written.
     withdrawn: AtomicBool,
+    /// The last list of active rooms, and when it was read: pages list
+    /// rooms on every render, and a list costs a scan and a read per room.
+    active: Mutex<Option<(Instant, Vec<ActiveRoom>)>>,
 }
+
+/// How long a list of active rooms is reused.
+const ACTIVE_FRESH: Duration = Duration::from_secs(2);
 
 impl RedisPresence {
     /// Connects lazily: nothing waits for Redis here.
@@ -224,6 +230,7 @@ impl RedisPresence {
             prefix: cluster.prefix.clone(),
             written: Mutex::default(),
             withdrawn: AtomicBool::new(false),
+            active: Mutex::default(),
         })
     }
 
@@ -361,6 +368,11 @@ impl Presence for RedisPresence {
 
     fn active(&self) -> BoxFuture<'_, PresenceResult<Vec<ActiveRoom>>> {
         Box::pin(async move {
+            if let Some((at, rooms)) = &*lock(&self.active)
+                && at.elapsed() < ACTIVE_FRESH
+            {
+                return Ok(rooms.clone());
+            }
             let pattern = format!("{}:{{r:*}}", self.prefix);
             let mut rooms: HashSet<RoomName> = self
                 .entries
@@ -379,6 +391,7 @@ impl Presence for RedisPresence {
             }
             active.sort_by(|a, b| a.room.cmp(&b.room));
             active.truncate(ACTIVE_ROOMS_MAX);
+            *lock(&self.active) = Some((Instant::now(), active.clone()));
             Ok(active)
         })
     }
