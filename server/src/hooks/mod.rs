@@ -179,6 +179,13 @@ impl Webhooks {
     }
 }
 
+impl Inner {
+    /// One delivery left the queue.
+    fn dequeued(&self) {
+        let _ = self.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+}
+
 impl Watch for Webhooks {
     fn room_changed(&self, room: &RoomName, change: RoomChange) {
         match change {
@@ -277,7 +284,9 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
     let receiver = usize::try_from(delivery.receiver).ok().and_then(|r| inner.receivers.get(r).map(|s| (r, s)));
     let Some((index, state)) = receiver else {
         // A receiver no longer configured: nobody to send it to.
-        let _ = inner.queue.sent(&delivery.id).await;
+        if inner.queue.sent(&delivery.id).await.is_ok() {
+            inner.dequeued();
+        }
         return;
     };
     let url = inner.config.urls[index].expose();
@@ -308,11 +317,11 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
     if ok {
         state.failures.store(0, Ordering::Relaxed);
         inner.metrics.hook(HookOutcome::Delivered, 1);
-        if let Err(err) = inner.queue.sent(&delivery.id).await {
+        match inner.queue.sent(&delivery.id).await {
+            Ok(()) => inner.dequeued(),
             // Its lease lapses and it is sent again: at least once.
-            tracing::warn!(%err, "a delivered webhook stays queued");
+            Err(err) => tracing::warn!(%err, "a delivered webhook stays queued"),
         }
-        let _ = inner.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
         return;
     }
     inner.metrics.hook(HookOutcome::Failed, 1);
@@ -327,7 +336,9 @@ async fn deliver(inner: &Inner, delivery: Delivery) {
     if age > RETRY_FOR.as_millis() as i64 {
         inner.metrics.hook(HookOutcome::Expired, 1);
         tracing::warn!(receiver = index, event = %delivery.event, "a webhook given up after {RETRY_FOR:?}");
-        let _ = inner.queue.sent(&delivery.id).await;
+        if inner.queue.sent(&delivery.id).await.is_ok() {
+            inner.dequeued();
+        }
         return;
     }
     let attempts = delivery.attempts + 1;
