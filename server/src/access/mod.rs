@@ -208,25 +208,36 @@ impl RoomAccess {
     /// only a new question to the backend could say. For listing rooms,
     /// which must not wait for the backend about each one.
     pub fn known_open(&self, room: &RoomName, who: Option<&Identity>) -> Option<bool> {
-        let Effective { settings, private } = self.effective(room);
+        let (private, listed) = self.private_and_listed(room, who);
         if !private {
             return Some(false);
         }
         let who = who?;
-        let granted = settings.users.contains(&who.user)
+        let granted = listed
             || who.rooms.matches(room)
             || self.0.backend.as_ref().and_then(|b| b.remembered(who, room)) == Some(Answer::Allow);
         granted.then_some(true)
     }
 
+    /// Whether `room` is private, and whether its settings list `who`: one
+    /// look under the lock, nothing copied (a room may list a thousand
+    /// users, and every send asks).
+    fn private_and_listed(&self, room: &RoomName, who: Option<&Identity>) -> (bool, bool) {
+        let settings = lock(&self.0.settings);
+        let known = settings.get(room);
+        let private = known.and_then(|s| s.private).unwrap_or_else(|| self.0.private_rooms.matches(room));
+        let listed = who.is_some_and(|who| known.is_some_and(|s| s.users.contains(&who.user)));
+        (private, listed)
+    }
+
     /// Whether `who` (`None`: a visitor without a token) may enter `room`:
     /// read its messages, join it, post to it.
     pub async fn check(&self, room: &RoomName, who: Option<&Identity>) -> Verdict {
-        let Effective { settings, private } = self.effective(room);
+        let (private, listed) = self.private_and_listed(room, who);
         if !private {
             return Verdict::Public;
         }
-        let verdict = self.check_private(room, &settings, who).await;
+        let verdict = self.check_private(room, listed, who).await;
         let outcome = match &verdict {
             (Verdict::Refused(Refusal::Unavailable), _) => RoomCheck::BackendUnavailable,
             (Verdict::Refused(_), _) => RoomCheck::Refused,
@@ -238,9 +249,9 @@ impl RoomAccess {
     }
 
     /// A private room's verdict, and whether the backend gave it.
-    async fn check_private(&self, room: &RoomName, settings: &RoomSettings, who: Option<&Identity>) -> (Verdict, bool) {
+    async fn check_private(&self, room: &RoomName, listed: bool, who: Option<&Identity>) -> (Verdict, bool) {
         let Some(who) = who else { return (Verdict::Refused(Refusal::SignInRequired), false) };
-        if settings.users.contains(&who.user) || who.rooms.matches(room) {
+        if listed || who.rooms.matches(room) {
             return (Verdict::Member, false);
         }
         let Some(backend) = &self.0.backend else {
