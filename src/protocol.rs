@@ -72,6 +72,14 @@ pub struct Removed {
 /// Server → client: the server is about to close this connection, and why.
 pub const EV_CLOSING: &str = "closing";
 
+/// Text someone else gave (a backend's reason) made fit to pass on to
+/// clients: control characters out, at most `max` characters; `None` when
+/// nothing but blanks is left.
+pub fn plain_text(raw: &str, max: usize) -> Option<String> {
+    let text: String = raw.chars().filter(|c| !c.is_control()).take(max).collect();
+    (!text.trim().is_empty()).then_some(text)
+}
+
 /// The payload of [`EV_CLOSING`]. Every reason the server closes a
 /// connection for is made here, one constructor each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,8 +105,8 @@ impl Closing {
     /// The backend disconnected this user (`POST /api/users/{user}/disconnect`),
     /// for `detail`: do not reconnect until the user acts.
     pub fn disconnected(detail: &str) -> Self {
-        let detail: String = detail.chars().filter(|c| !c.is_control()).take(Self::DETAIL_MAX_CHARS).collect();
-        let detail = if detail.trim().is_empty() { "disconnected by the server".to_owned() } else { detail };
+        let detail =
+            plain_text(detail, Self::DETAIL_MAX_CHARS).unwrap_or_else(|| "disconnected by the server".to_owned());
         Self { reason: Self::DISCONNECTED.to_owned(), detail }
     }
 

@@ -13,12 +13,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use herald::protocol::plain_text;
 use herald::{Identity, RoomName, UserId};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::auth::signature::{SIGNATURE_HEADER, sign};
 use crate::config::RoomAuth;
+use crate::http::outbound;
 use crate::sync::lock;
 
 /// The most verdicts remembered; past it, expired ones are dropped, and a
@@ -59,13 +61,12 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(auth: RoomAuth) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(auth.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with rustls and no custom roots builds");
-        Self { client, auth, remembered: Mutex::new(HashMap::new()), calls: Semaphore::new(CALLS_MAX) }
+        Self {
+            client: outbound::client(auth.timeout),
+            auth,
+            remembered: Mutex::new(HashMap::new()),
+            calls: Semaphore::new(CALLS_MAX),
+        }
     }
 
     /// The backend's verdict on `who` entering `room` if it is remembered
@@ -138,9 +139,8 @@ impl Backend {
         match serde_json::from_slice::<Verdict>(&text) {
             Ok(Verdict { allow: true, .. }) => Ok(Answer::Allow),
             Ok(Verdict { allow: false, reason }) => {
-                let reason: String =
-                    reason.unwrap_or_default().chars().filter(|c| !c.is_control()).take(REASON_MAX_CHARS).collect();
-                Ok(Answer::Deny(if reason.trim().is_empty() { "the backend refused".to_owned() } else { reason }))
+                let reason = plain_text(&reason.unwrap_or_default(), REASON_MAX_CHARS);
+                Ok(Answer::Deny(reason.unwrap_or_else(|| "the backend refused".to_owned())))
             }
             Err(err) => {
                 tracing::warn!(%room, %err, "room check: the backend's answer is not {{\"allow\": true|false}}");

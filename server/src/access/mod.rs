@@ -32,7 +32,7 @@ use tokio::sync::broadcast;
 use crate::config::RoomRules;
 use crate::ops::metrics::{Metrics, RoomCheck};
 use crate::store::StoreError;
-use crate::store::rooms::{RoomSettings, RoomSettingsStore};
+use crate::store::rooms::{CHANGES_MAX, RoomSettings, RoomSettingsStore};
 use crate::sync::lock;
 
 use self::backend::{Answer, Backend};
@@ -121,7 +121,7 @@ impl RoomAccess {
         loop {
             let before = access.0.newest_ms.load(Ordering::Relaxed);
             let read = access.0.store.changed_since(before).await?;
-            let full = read.len() >= 1000;
+            let full = read.len() >= CHANGES_MAX;
             access.apply(read);
             if !full || access.0.newest_ms.load(Ordering::Relaxed) == before {
                 break;

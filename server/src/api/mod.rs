@@ -17,7 +17,6 @@ pub mod users;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald::RoomName;
 
 use crate::api::error::ApiError;
 use crate::auth::api_keys::ApiKeys;
@@ -43,8 +42,7 @@ pub async fn presence(
     axum::extract::Path(room): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     require_api_key(&state.api_keys, &headers)?;
-    let room =
-        RoomName::parse(&room).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "invalid_room", e.to_string()))?;
+    let room = rooms::room_of(&room)?;
     let roster = state.presence.roster(&room).await.map_err(|err| {
         tracing::warn!(%err, %room, "presence roster unavailable");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "presence_unavailable", "presence is unavailable, retry")

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::auth::signature::{SIGNATURE_HEADER, sign};
 use crate::config::Webhooks as Config;
 use crate::engine::presence::{RoomChange, Watch};
+use crate::http::outbound;
 use crate::ids::random_hex;
 use crate::ops::metrics::{HookGauges, HookOutcome, Metrics};
 use crate::store::hooks::{Delivery, HookQueue};
@@ -94,12 +95,7 @@ impl Webhooks {
     /// Starts queueing and sending (two tasks, for as long as the handle
     /// lives).
     pub fn start(config: Config, queue: HookQueue, node: String, metrics: Arc<Metrics>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with rustls and no custom roots builds");
+        let client = outbound::client(config.timeout);
         let (pending, incoming) = mpsc::channel(PENDING_MAX);
         let receivers = config.urls.iter().map(|_| Receiver::default()).collect();
         let inner = Arc::new(Inner {

@@ -10,6 +10,7 @@
 //!   cookies.
 //! - [`cookies`]: every cookie Herald sets (pages and forms set them; the
 //!   state the pages read builds the rooms-read one).
+//! - [`outbound`]: the client for calls to the customer's backend.
 //! - [`admission`]: token buckets (send, event, publish and form rates),
 //!   per-IP connection and handshake caps.
 
@@ -18,5 +19,6 @@ pub mod conn;
 pub mod cookies;
 pub mod frames;
 pub mod headers;
+pub mod outbound;
 pub mod serve;
 pub mod shared_rate;

@@ -21,7 +21,7 @@ use crate::store::{Bounds, StoreError};
 pub const ROOM_USERS_MAX: usize = 1000;
 /// The most settings one read of changes returns; the next read goes on
 /// from the newest of them.
-const CHANGES_MAX: i64 = 1000;
+pub const CHANGES_MAX: usize = 1000;
 
 /// What the API set for one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -121,7 +121,7 @@ impl RoomSettingsStore {
                     .settings
                     .find(doc! {"updated": {"$gte": DateTime::from_millis(since_ms)}})
                     .sort(doc! {"updated": 1})
-                    .limit(CHANGES_MAX)
+                    .limit(CHANGES_MAX as i64)
                     .await?;
                 let docs: Vec<SettingsDoc> = found.try_collect().await?;
                 Ok(docs.into_iter().filter_map(SettingsDoc::parse).collect())

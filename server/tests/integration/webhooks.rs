@@ -105,6 +105,15 @@ fn entry(event: &str, room: &str, user: &str) -> (String, String, String) {
     (event.to_owned(), room.to_owned(), user.to_owned())
 }
 
+/// Fails unless `events` are exactly `expected` (`(event, room, user)`),
+/// in any order: each once.
+fn assert_events(events: &[Value], mut expected: Vec<(String, String, String)>, what: &str) {
+    let mut got = summary(events);
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "{what}: {events:#?}");
+}
+
 #[tokio::test]
 async fn room_changes_and_messages_are_posted_signed() {
     let mut receiver = Receiver::start().await;
@@ -126,17 +135,14 @@ async fn room_changes_and_messages_are_posted_signed() {
     guest.disconnect();
     events.extend(receiver.until("room.vacated", None).await);
 
-    let mut got = summary(&events);
-    got.sort();
-    let mut expected = vec![
+    let expected = vec![
         entry("room.occupied", "support-1", ""),
         entry("user.joined", "support-1", "63"),
         entry("message.stored", "support-1", ""),
         entry("user.left", "support-1", "63"),
         entry("room.vacated", "support-1", ""),
     ];
-    expected.sort();
-    assert_eq!(got, expected, "each once, a guest is no user, lobby's message is not sent: {events:#?}");
+    assert_events(&events, expected, "each once, a guest is no user, lobby's message is not sent");
     let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), events.len(), "every event has its own id");
     let base = format!("http://{}", app.addr);
@@ -186,13 +192,10 @@ async fn every_event_arrives_after_a_failing_receiver_recovers_and_herald_is_kil
         };
         by_id.insert(event["id"].as_str().unwrap().to_owned(), event);
     }
-    let mut got = summary(&by_id.into_values().collect::<Vec<_>>());
-    got.sort();
-    let mut expected: Vec<_> = (0..6)
+    let expected = (0..6)
         .flat_map(|n| [entry("room.occupied", &format!("r{n}"), ""), entry("room.vacated", &format!("r{n}"), "")])
         .collect();
-    expected.sort();
-    assert_eq!(got, expected, "every event, after the restart");
+    assert_events(&by_id.into_values().collect::<Vec<_>>(), expected, "every event, after the restart");
     let base = format!("http://{}", again.addr);
     assert_eq!(metric_at(&http, &base, "herald_webhook_receiver_paused{receiver=\"0\"}").await, 0);
 }
@@ -239,9 +242,7 @@ async fn a_cluster_of_two_sends_each_event_once() {
     }
     events.extend(tail.into_iter().filter(|e| e["data"]["room"] == "both"));
 
-    let mut got = summary(&events);
-    got.sort();
-    let mut expected = vec![
+    let expected = vec![
         entry("room.occupied", "both", ""),
         entry("user.joined", "both", "alice"),
         entry("user.joined", "both", "bob"),
@@ -249,6 +250,5 @@ async fn a_cluster_of_two_sends_each_event_once() {
         entry("user.left", "both", "bob"),
         entry("room.vacated", "both", ""),
     ];
-    expected.sort();
-    assert_eq!(got, expected, "each event once, whichever node saw it: {events:#?}");
+    assert_events(&events, expected, "each event once, whichever node saw it");
 }
