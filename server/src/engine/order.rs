@@ -27,6 +27,10 @@ pub const HELD_MAX: usize = 1024;
 /// The most removed numbers one stream remembers (so that a copy still on
 /// its way is not delivered); the oldest is forgotten first.
 pub const REMOVED_MAX: usize = 256;
+/// The most runs of skipped numbers one stream remembers (so that a stored
+/// copy of one, landed late, is delivered once); the oldest is forgotten
+/// first, and a copy of it is then left to catch-ups.
+pub const SKIPPED_MAX: usize = 256;
 
 /// Memory all windows of a node may use, in bytes of encoded items.
 #[derive(Debug)]
@@ -98,10 +102,6 @@ impl Window {
         let start = self.items.partition_point(|(seq, _)| *seq <= from);
         let end = self.items.partition_point(|(seq, _)| *seq <= to);
         self.items.range(start..end.max(start)).map(|(_, item)| item.clone()).collect()
-    }
-
-    fn contains(&self, seq: Seq) -> bool {
-        self.items.binary_search_by_key(&seq, |(s, _)| *s).is_ok()
     }
 
     /// Takes the item numbered `seq` out, if it is kept.
@@ -204,6 +204,11 @@ pub struct Order {
     behind: Option<Seq>,
     /// Numbers taken down: never delivered, whatever brings them.
     removed: std::collections::BTreeSet<Seq>,
+    /// Numbers passed over without an item (first to last, by first): the
+    /// only ones a stored copy is delivered for. Any other number at or
+    /// below the cursor was delivered, or was in the store when the stream
+    /// started (so catch-ups hand it out).
+    skipped: BTreeMap<Seq, Seq>,
 }
 
 impl Order {
@@ -237,6 +242,7 @@ impl Order {
         self.held.clear();
         self.behind = None;
         self.removed.clear();
+        self.skipped.clear();
         self.window.clear(Seq(0), budget);
     }
 
@@ -289,17 +295,12 @@ impl Order {
     pub fn accept_copies(&mut self, items: Vec<(Seq, Encoded)>, keep: Keep<'_>) -> Vec<(Seq, Encoded)> {
         let mut out = Vec::new();
         for (seq, item) in items {
-            if self.removed.contains(&seq) {
+            // Above the cursor it comes in its place; at or below, only a
+            // number passed over is still owed.
+            if self.removed.contains(&seq) || !self.unskip(seq) {
                 continue;
             }
-            match self.cursor {
-                // Not accounted for yet: its own publication (or the store)
-                // delivers it in its place.
-                Some(cursor) if seq > cursor => continue,
-                Some(_) if seq > self.window.floor && self.window.contains(seq) => continue,
-                Some(_) => self.window.insert_late(seq, item.clone(), keep),
-                None => {}
-            }
+            self.window.insert_late(seq, item.clone(), keep);
             out.push((seq, item));
         }
         out
@@ -349,11 +350,17 @@ impl Order {
     fn advance(&mut self, last: Seq, items: Vec<(Seq, Encoded)>, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         let cursor = self.cursor.unwrap_or_default();
         let wanted = |seq: &Seq| *seq > cursor && *seq <= last && !self.removed.contains(seq);
-        let items: Vec<_> = items.into_iter().filter(|(seq, _)| wanted(seq)).collect();
+        let mut items: Vec<_> = items.into_iter().filter(|(seq, _)| wanted(seq)).collect();
+        items.sort_by_key(|(seq, _)| *seq);
+        items.dedup_by_key(|(seq, _)| *seq);
+        let mut next = cursor.get() + 1;
         for (seq, item) in items {
+            self.skip(Seq(next), Seq(seq.get() - 1));
+            next = seq.get() + 1;
             self.window.push(seq, item.clone(), keep);
             out.push((seq, item));
         }
+        self.skip(Seq(next), last);
         self.cursor = Some(last.max(cursor));
         if self.behind.is_some_and(|head| head <= last.max(cursor)) {
             self.behind = None;
@@ -377,9 +384,46 @@ impl Order {
     fn skip_to_held(&mut self, keep: Keep<'_>, out: &mut Vec<(Seq, Encoded)>) {
         if let Some((first, _)) = self.held.first_key_value() {
             let upto = *first;
+            let cursor = self.cursor.unwrap_or_default();
+            self.skip(Seq(cursor.get() + 1), Seq(upto.get() - 1));
             self.cursor = Some(Seq(upto.get() - 1));
             self.release(keep, out);
         }
+    }
+
+    /// Notes `first..=last` (if not empty) as passed over.
+    fn skip(&mut self, first: Seq, last: Seq) {
+        if first > last {
+            return;
+        }
+        let joined = self.skipped.last_key_value().filter(|(_, end)| end.get() + 1 == first.get()).map(|(at, _)| *at);
+        match joined {
+            Some(at) => {
+                self.skipped.insert(at, last);
+            }
+            None => {
+                self.skipped.insert(first, last);
+            }
+        }
+        while self.skipped.len() > SKIPPED_MAX {
+            self.skipped.pop_first();
+        }
+    }
+
+    /// Whether `seq` was passed over (and from now on it is not).
+    fn unskip(&mut self, seq: Seq) -> bool {
+        let Some((&first, &last)) = self.skipped.range(..=seq).next_back() else { return false };
+        if last < seq {
+            return false;
+        }
+        self.skipped.remove(&first);
+        if first < seq {
+            self.skipped.insert(first, Seq(seq.get() - 1));
+        }
+        if seq < last {
+            self.skipped.insert(Seq(seq.get() + 1), last);
+        }
+        true
     }
 }
 
@@ -474,6 +518,56 @@ mod tests {
         assert_eq!(seqs(&order.accept_copies(items(&[1]), keep(100))), [1]);
         assert_eq!(window(&order, 0), [1, 2]);
         assert!(order.accept_copies(items(&[1]), keep(100)).is_empty());
+    }
+
+    #[test]
+    fn a_copy_of_an_item_gone_from_the_window_is_not_delivered_again() {
+        // Pushed out by newer items: 1 went out, and is below the floor now.
+        let mut order = started(0);
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(5)), items(&[1, 2, 3, 4, 5]), keep(2))), [1, 2, 3, 4, 5]);
+        assert_eq!(window(&order, 0), [4, 5]);
+        assert!(order.accept_copies(items(&[1, 4]), keep(2)).is_empty());
+
+        // Too big for the budget: delivered, but the window empties at it.
+        let budget = Budget::new(4);
+        let tight = Keep { items: 100, budget: &budget };
+        let mut order = started(0);
+        let big = (Seq(1), Encoded::of(&"far too big for the budget").unwrap());
+        assert_eq!(order.accept((Seq(1), Seq(1)), vec![big.clone()], tight).len(), 1);
+        assert!(order.window().is_empty());
+        assert!(order.accept_copies(vec![big], tight).is_empty(), "1 went out already");
+    }
+
+    #[test]
+    fn a_copy_of_what_was_stored_before_the_start_is_left_to_catch_ups() {
+        let mut order = Order::default();
+        assert!(order.accept_copies(items(&[3]), keep(100)).is_empty(), "not started: its start reads the head");
+        order.start(Seq(10));
+        assert!(order.accept_copies(items(&[3, 10]), keep(100)).is_empty());
+    }
+
+    #[test]
+    fn a_number_passed_over_long_ago_is_still_delivered_once() {
+        let mut order = started(0);
+        // 1 and 3 skipped, then 7 and 8 skipped over by a fill.
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(5)), items(&[2, 4, 5]), keep(2))), [2, 4, 5]);
+        assert!(order.accept((Seq(9), Seq(9)), items(&[9]), keep(2)).is_empty());
+        assert_eq!(seqs(&order.fill(Seq(9), items(&[6]), keep(2))), [6, 9]);
+        assert_eq!(window(&order, 0), [6, 9]);
+        assert_eq!(seqs(&order.accept_copies(items(&[1, 2, 3, 7]), keep(2))), [1, 3, 7]);
+        assert!(order.accept_copies(items(&[1, 3, 7]), keep(2)).is_empty(), "once each");
+        assert_eq!(seqs(&order.accept_copies(items(&[8]), keep(2))), [8]);
+    }
+
+    #[test]
+    fn the_oldest_passed_over_numbers_are_forgotten_first() {
+        let mut order = started(0);
+        // Every odd number passed over: one run each.
+        for even in (2..=2 * (SKIPPED_MAX as u64 + 1)).step_by(2) {
+            order.accept((Seq(even - 1), Seq(even)), items(&[even]), keep(10));
+        }
+        assert!(order.accept_copies(items(&[1]), keep(10)).is_empty(), "forgotten");
+        assert_eq!(seqs(&order.accept_copies(items(&[3]), keep(10))), [3]);
     }
 
     #[test]
