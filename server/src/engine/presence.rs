@@ -73,12 +73,17 @@ pub enum PresenceError {
 /// may reach beyond the node return futures and errors; a change is applied
 /// locally even when it fails to reach further.
 pub trait Presence: Send + Sync + 'static {
-    /// Records `conn` in `room`; true when the room's membership changed.
-    fn join<'a>(&'a self, room: &'a RoomName, conn: &'a str, member: Member) -> BoxFuture<'a, PresenceResult<bool>>;
-    /// Removes `conn` from `room`; true when it was there.
-    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>>;
-    /// Removes `conn` from every room; returns the rooms it was in.
-    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>>;
+    /// Records `conn` in `room`; what that changed, if anything.
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomName,
+        conn: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, PresenceResult<Option<Moved>>>;
+    /// Removes `conn` from `room`; what that changed, if it was there.
+    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<Option<Moved>>>;
+    /// Removes `conn` from every room; what that changed in each it was in.
+    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<Moved>>>;
     /// What members of the room may see: names and counts.
     fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>>;
     /// Who is there, by user id.
@@ -137,23 +142,33 @@ pub trait Watch: Send + Sync + 'static {
     fn room_changed(&self, room: &RoomName, change: RoomChange);
 }
 
-/// What this node's members going from `before` to `after` means, with
-/// the other nodes' members `others`: users and the room itself appearing
-/// or vanishing everywhere.
-pub fn changes(before: &Tally, after: &Tally, others: &Tally) -> Vec<RoomChange> {
+/// What one connection's coming or going changed in this node's members
+/// of a room, seen under the room's lock: changes racing each other (a join
+/// and a leave at once) are each told as they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub room: RoomName,
+    /// The room had none of this node's members before (a join), or has
+    /// none now (a leave).
+    pub edge: bool,
+    /// The signed-in user whose first (a join) or last (a leave) connection
+    /// in the room here it was.
+    pub user: Option<String>,
+}
+
+/// What `moved` (a join when `arrived`, else a leave) means with the other
+/// nodes' members `others`: users and the room itself appearing or
+/// vanishing everywhere.
+pub fn changes(moved: &Moved, arrived: bool, others: &Tally) -> Vec<RoomChange> {
     let mut changes = Vec::new();
-    let elsewhere = !others.is_empty();
-    if before.is_empty() && !after.is_empty() && !elsewhere {
-        changes.push(RoomChange::Occupied);
-    }
-    for user in after.users.keys().filter(|u| !before.users.contains_key(*u) && !others.users.contains_key(*u)) {
-        changes.push(RoomChange::Joined(user.clone()));
-    }
-    for user in before.users.keys().filter(|u| !after.users.contains_key(*u) && !others.users.contains_key(*u)) {
-        changes.push(RoomChange::Left(user.clone()));
-    }
-    if !before.is_empty() && after.is_empty() && !elsewhere {
-        changes.push(RoomChange::Vacated);
+    let room = moved.edge && others.is_empty();
+    let user = moved.user.as_ref().filter(|user| !others.users.contains_key(*user)).cloned();
+    if arrived {
+        changes.extend(room.then_some(RoomChange::Occupied));
+        changes.extend(user.map(RoomChange::Joined));
+    } else {
+        changes.extend(user.map(RoomChange::Left));
+        changes.extend(room.then_some(RoomChange::Vacated));
     }
     changes
 }
@@ -262,12 +277,57 @@ impl Tally {
 #[derive(Default)]
 struct RoomMembers {
     conns: HashMap<ConnId, Member>,
+    /// Connections of each signed-in user among `conns`.
+    users: HashMap<String, u32>,
     /// Set when the room emptied and left the map: a joiner holding this
     /// room must look it up again.
     removed: bool,
 }
 
 impl RoomMembers {
+    /// Adds `conn`: whether it is the room's first, and the user whose
+    /// first it is; `None` if it was there.
+    fn add(&mut self, conn: &str, member: Member) -> Option<(bool, Option<String>)> {
+        if self.conns.contains_key(conn) {
+            return None;
+        }
+        let edge = self.conns.is_empty();
+        let user = match &member {
+            Member::User(identity) => {
+                let user = identity.user.to_string();
+                let count = self.users.entry(user.clone()).or_insert(0);
+                *count += 1;
+                (*count == 1).then_some(user)
+            }
+            Member::Anonymous => None,
+        };
+        self.conns.insert(conn.to_owned(), member);
+        Some((edge, user))
+    }
+
+    /// Takes `conn` out: whether it was the room's last, and the user
+    /// whose last it was; `None` if it was not there.
+    fn take(&mut self, conn: &str) -> Option<(bool, Option<String>)> {
+        let member = self.conns.remove(conn)?;
+        let user = match member {
+            Member::User(identity) => {
+                let user = identity.user.to_string();
+                match self.users.get_mut(&user) {
+                    Some(count) if *count > 1 => {
+                        *count -= 1;
+                        None
+                    }
+                    _ => {
+                        self.users.remove(&user);
+                        Some(user)
+                    }
+                }
+            }
+            Member::Anonymous => None,
+        };
+        Some((self.conns.is_empty(), user))
+    }
+
     fn tally(&self) -> Tally {
         let mut tally = Tally::default();
         for member in self.conns.values() {
@@ -302,12 +362,11 @@ impl LocalPresence {
         lock(&self.rooms).get(room).cloned()
     }
 
-    fn remove(&self, room: &RoomName, conn: &str) -> bool {
-        let Some(members) = self.room(room) else { return false };
+    fn remove(&self, room: &RoomName, conn: &str) -> Option<Moved> {
+        let members = self.room(room)?;
         let mut guard = lock(&members);
-        if guard.conns.remove(conn).is_none() {
-            return false;
-        }
+        let (edge, user) = guard.take(conn)?;
+        let moved = Moved { room: room.clone(), edge, user };
         if guard.conns.is_empty() && !guard.removed {
             guard.removed = true;
             drop(guard);
@@ -316,7 +375,7 @@ impl LocalPresence {
                 rooms.remove(room);
             }
         }
-        true
+        Some(moved)
     }
 
     fn read<T>(&self, room: &RoomName, f: impl FnOnce(&RoomMembers) -> T) -> Option<T> {
@@ -325,22 +384,20 @@ impl LocalPresence {
 }
 
 impl LocalPresence {
-    pub fn join(&self, room: &RoomName, conn: &str, member: Member) -> bool {
-        let changed = loop {
+    pub fn join(&self, room: &RoomName, conn: &str, member: Member) -> Option<Moved> {
+        let (edge, user) = loop {
             let members = lock(&self.rooms).entry(room.clone()).or_default().clone();
             let mut guard = lock(&members);
             if guard.removed {
                 continue; // emptied and dropped meanwhile: take the new one
             }
-            break guard.conns.insert(conn.to_owned(), member.clone()).is_none();
+            break guard.add(conn, member.clone())?;
         };
-        if changed {
-            lock(&self.conn_rooms).entry(conn.to_owned()).or_default().insert(room.clone());
-        }
-        changed
+        lock(&self.conn_rooms).entry(conn.to_owned()).or_default().insert(room.clone());
+        Some(Moved { room: room.clone(), edge, user })
     }
 
-    pub fn leave(&self, room: &RoomName, conn: &str) -> bool {
+    pub fn leave(&self, room: &RoomName, conn: &str) -> Option<Moved> {
         {
             let mut conn_rooms = lock(&self.conn_rooms);
             if let Some(rooms) = conn_rooms.get_mut(conn) {
@@ -353,9 +410,9 @@ impl LocalPresence {
         self.remove(room, conn)
     }
 
-    pub fn leave_all(&self, conn: &str) -> Vec<RoomName> {
+    pub fn leave_all(&self, conn: &str) -> Vec<Moved> {
         let rooms = lock(&self.conn_rooms).remove(conn).unwrap_or_default();
-        rooms.into_iter().filter(|room| self.remove(room, conn)).collect()
+        rooms.into_iter().filter_map(|room| self.remove(&room, conn)).collect()
     }
 
     /// This node's members of `room` (empty when it has none).
@@ -382,15 +439,20 @@ impl LocalPresence {
 }
 
 impl Presence for LocalPresence {
-    fn join<'a>(&'a self, room: &'a RoomName, conn: &'a str, member: Member) -> BoxFuture<'a, PresenceResult<bool>> {
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomName,
+        conn: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
         ready(LocalPresence::join(self, room, conn, member))
     }
 
-    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>> {
+    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
         ready(LocalPresence::leave(self, room, conn))
     }
 
-    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>> {
+    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<Moved>>> {
         ready(LocalPresence::leave_all(self, conn))
     }
 
@@ -476,20 +538,19 @@ impl Announcer {
         let _ = self.inner.watch.set(watch);
     }
 
-    /// Tells the watch what `room` going from `before` to this node's
-    /// members now means. Without the other nodes' members (Redis out of
-    /// reach) nothing is told: a change can't be said to be the room's.
-    async fn tell_watch(&self, room: &RoomName, before: Option<Tally>) {
-        let (Some(watch), Some(before)) = (self.inner.watch.get(), before) else { return };
-        let after = self.inner.presence.here(room);
+    /// Tells the watch what `moved` (a join when `arrived`) means. Without
+    /// the other nodes' members (Redis out of reach) nothing is told: a
+    /// change can't be said to be the room's.
+    async fn tell_watch(&self, moved: &Moved, arrived: bool) {
+        let Some(watch) = self.inner.watch.get() else { return };
+        if !moved.edge && moved.user.is_none() {
+            return; // neither the room nor a user appeared or vanished here
+        }
+        let room = &moved.room;
         match self.inner.presence.others(room).await {
-            Ok(others) => changes(&before, &after, &others).into_iter().for_each(|c| watch.room_changed(room, c)),
+            Ok(others) => changes(moved, arrived, &others).into_iter().for_each(|c| watch.room_changed(room, c)),
             Err(err) => tracing::warn!(%err, %room, "a room change not told: the other nodes' members are unknown"),
         }
-    }
-
-    fn before(&self, room: &RoomName) -> Option<Tally> {
-        self.inner.watch.get().map(|_| self.inner.presence.here(room))
     }
 
     /// Keeps a shared presence fresh: every [`Presence::refresh_every`]
@@ -531,41 +592,35 @@ impl Announcer {
     /// Records that `conn` joined `room` and tells the room if that changed
     /// it. A presence failure is logged: the join itself stands.
     pub async fn joined(&self, room: &RoomName, conn: &str, member: Member) {
-        let before = self.before(room);
         match self.inner.presence.join(room, conn, member).await {
-            Ok(true) => {
+            Ok(Some(moved)) => {
                 self.changed(room);
-                self.tell_watch(room, before).await;
+                self.tell_watch(&moved, true).await;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(err) => tracing::warn!(%err, %room, "presence join not recorded"),
         }
     }
 
     /// Records that `conn` left `room` and tells the room.
     pub async fn left(&self, room: &RoomName, conn: &str) {
-        let before = self.before(room);
         match self.inner.presence.leave(room, conn).await {
-            Ok(true) => {
+            Ok(Some(moved)) => {
                 self.changed(room);
-                self.tell_watch(room, before).await;
+                self.tell_watch(&moved, false).await;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(err) => tracing::warn!(%err, %room, "presence leave not recorded"),
         }
     }
 
     /// Records that `conn` is gone and tells every room it was in.
     pub async fn disconnected(&self, conn: &str) {
-        let before: Vec<(RoomName, Option<Tally>)> = match self.inner.watch.get() {
-            Some(_) => self.inner.presence.rooms_of(conn).into_iter().map(|r| (r.clone(), self.before(&r))).collect(),
-            None => Vec::new(),
-        };
         match self.inner.presence.leave_all(conn).await {
-            Ok(rooms) => {
-                rooms.iter().for_each(|room| self.changed(room));
-                for (room, before) in before {
-                    self.tell_watch(&room, before).await;
+            Ok(moves) => {
+                moves.iter().for_each(|moved| self.changed(&moved.room));
+                for moved in &moves {
+                    self.tell_watch(moved, false).await;
                 }
             }
             Err(err) => tracing::warn!(%err, "presence of a closed connection not removed"),
@@ -656,20 +711,20 @@ mod tests {
     fn users_count_once_and_anonymous_are_counted() {
         let p = LocalPresence::default();
         let room = RoomName::lobby();
-        assert!(p.join(&room, "a", user("63", Some("Alice"))));
+        assert!(p.join(&room, "a", user("63", Some("Alice"))).is_some());
         p.join(&room, "b", user("63", Some("Alice")));
         p.join(&room, "c", user("64", Some("Bob")));
         p.join(&room, "d", Member::Anonymous);
         let s = p.snapshot(&room);
         assert_eq!(s.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["Alice", "Bob"]);
         assert_eq!((s.user_count, s.anonymous), (2, 1));
-        assert!(!p.join(&room, "d", Member::Anonymous), "joining twice changes nothing");
+        assert!(p.join(&room, "d", Member::Anonymous).is_none(), "joining twice changes nothing");
 
-        assert!(p.leave(&room, "a"));
+        assert!(p.leave(&room, "a").is_some());
         assert_eq!(p.snapshot(&room).user_count, 2, "Alice still has another connection");
-        assert!(p.leave(&room, "b"));
+        assert!(p.leave(&room, "b").is_some());
         assert_eq!(p.snapshot(&room).users.len(), 1);
-        assert!(!p.leave(&room, "b"));
+        assert!(p.leave(&room, "b").is_none());
     }
 
     #[test]
@@ -708,15 +763,15 @@ mod tests {
             room: &'a RoomName,
             conn: &'a str,
             member: Member,
-        ) -> BoxFuture<'a, PresenceResult<bool>> {
+        ) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
             let changed = self.local.join(room, conn, member);
             Box::pin(std::future::ready(self.check().map(|()| changed)))
         }
-        fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>> {
+        fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
             let changed = self.local.leave(room, conn);
             Box::pin(std::future::ready(self.check().map(|()| changed)))
         }
-        fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>> {
+        fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<Moved>>> {
             let rooms = self.local.leave_all(conn);
             Box::pin(std::future::ready(self.check().map(|()| rooms)))
         }
@@ -759,15 +814,67 @@ mod tests {
     fn changes_say_what_appeared_or_vanished_everywhere() {
         use RoomChange::*;
         let none = Tally::default();
-        assert_eq!(changes(&none, &tally(&["a"], 0), &none), [Occupied, Joined("a".into())]);
-        assert_eq!(changes(&none, &tally(&[], 1), &none), [Occupied]);
-        assert_eq!(changes(&none, &tally(&["a"], 0), &tally(&[], 1)), [Joined("a".into())], "occupied elsewhere");
-        assert_eq!(changes(&none, &tally(&["a"], 0), &tally(&["a"], 0)), [], "a was there on another node");
-        assert_eq!(changes(&tally(&["a"], 1), &tally(&["a", "b"], 1), &none), [Joined("b".into())]);
-        assert_eq!(changes(&tally(&["a", "b"], 0), &tally(&["a"], 0), &none), [Left("b".into())]);
-        assert_eq!(changes(&tally(&["a"], 0), &none, &none), [Left("a".into()), Vacated]);
-        assert_eq!(changes(&tally(&["a"], 0), &none, &tally(&["a"], 0)), [], "still there on another node");
-        assert_eq!(changes(&tally(&[], 2), &tally(&[], 1), &none), []);
+        let moved =
+            |edge: bool, user: Option<&str>| Moved { room: RoomName::lobby(), edge, user: user.map(Into::into) };
+        assert_eq!(changes(&moved(true, Some("a")), true, &none), [Occupied, Joined("a".into())]);
+        assert_eq!(changes(&moved(true, None), true, &none), [Occupied]);
+        assert_eq!(changes(&moved(true, Some("a")), true, &tally(&[], 1)), [Joined("a".into())], "occupied elsewhere");
+        assert_eq!(changes(&moved(true, Some("a")), true, &tally(&["a"], 0)), [], "a was there on another node");
+        assert_eq!(changes(&moved(false, Some("b")), true, &none), [Joined("b".into())]);
+        assert_eq!(changes(&moved(false, Some("b")), false, &none), [Left("b".into())]);
+        assert_eq!(changes(&moved(true, Some("a")), false, &none), [Left("a".into()), Vacated]);
+        assert_eq!(changes(&moved(true, Some("a")), false, &tally(&["a"], 0)), [], "still there on another node");
+        assert_eq!(changes(&moved(false, None), false, &none), []);
+    }
+
+    #[test]
+    fn a_join_and_a_leave_say_what_they_changed_under_the_rooms_lock() {
+        let p = LocalPresence::default();
+        let room = RoomName::lobby();
+        let moved =
+            |edge: bool, user: Option<&str>| Some(Moved { room: room.clone(), edge, user: user.map(Into::into) });
+        assert_eq!(p.join(&room, "a", user("63", None)), moved(true, Some("63")), "the room's first, Alice's first");
+        assert_eq!(p.join(&room, "b", user("63", None)), moved(false, None), "Alice's second tab");
+        assert_eq!(p.join(&room, "c", Member::Anonymous), moved(false, None));
+        assert_eq!(p.leave(&room, "a"), moved(false, None), "Alice is still here");
+        assert_eq!(p.leave(&room, "b"), moved(false, Some("63")), "Alice's last");
+        assert_eq!(p.leave_all("c"), [Moved { room: room.clone(), edge: true, user: None }], "the room's last");
+    }
+
+    #[test]
+    fn joins_and_leaves_racing_each_other_tell_every_edge_once() {
+        // However four threads interleave their joins and leaves, the room
+        // opened exactly as often as it closed, and a user's first and last
+        // connections pair up: what a watch hears balances.
+        let p = Arc::new(LocalPresence::default());
+        let room = RoomName::lobby();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (p, room) = (p.clone(), room.clone());
+                std::thread::spawn(move || {
+                    let (mut opened, mut closed, mut first, mut last) = (0, 0, 0, 0);
+                    for i in 0..2000 {
+                        let conn = format!("{t}-{i}");
+                        let member = if i % 2 == 0 { user("63", None) } else { Member::Anonymous };
+                        let joined = p.join(&room, &conn, member).unwrap();
+                        let left = p.leave(&room, &conn).unwrap();
+                        opened += u32::from(joined.edge);
+                        closed += u32::from(left.edge);
+                        first += u32::from(joined.user.is_some());
+                        last += u32::from(left.user.is_some());
+                    }
+                    (opened, closed, first, last)
+                })
+            })
+            .collect();
+        let (mut opened, mut closed, mut first, mut last) = (0, 0, 0, 0);
+        for thread in threads {
+            let (o, c, f, l) = thread.join().unwrap();
+            (opened, closed, first, last) = (opened + o, closed + c, first + f, last + l);
+        }
+        assert!(opened >= 1 && first >= 1);
+        assert_eq!((opened, first), (closed, last));
+        assert!(p.tally(&room).is_empty());
     }
 
     /// Records what the room was told.
@@ -848,7 +955,7 @@ mod tests {
         let (a, b) = (RoomName::parse("a").unwrap(), RoomName::parse("b").unwrap());
         p.join(&a, "x", Member::Anonymous);
         p.join(&b, "x", Member::Anonymous);
-        let mut changed = p.leave_all("x");
+        let mut changed: Vec<RoomName> = p.leave_all("x").into_iter().map(|moved| moved.room).collect();
         changed.sort_by(|l, r| l.as_str().cmp(r.as_str()));
         assert_eq!(changed, [a.clone(), b]);
         assert_eq!(p.snapshot(&a).anonymous, 0);

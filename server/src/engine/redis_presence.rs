@@ -38,8 +38,8 @@ use tokio::time::Instant;
 
 use super::channel::Channel;
 use super::presence::{
-    ACTIVE_ROOMS_MAX, ActiveRoom, Announcement, LocalPresence, Member, Presence, PresenceError, PresenceResult, Roster,
-    Tally,
+    ACTIVE_ROOMS_MAX, ActiveRoom, Announcement, LocalPresence, Member, Moved, Presence, PresenceError, PresenceResult,
+    Roster, Tally,
 };
 use super::redis::{REDIS_TIMEOUT, connection_config};
 use crate::config::Cluster;
@@ -285,15 +285,20 @@ impl RedisPresence {
 impl Presence for RedisPresence {
     // Joins and leaves change this node's members only: the room's
     // announcement that follows writes them to Redis.
-    fn join<'a>(&'a self, room: &'a RoomName, conn: &'a str, member: Member) -> BoxFuture<'a, PresenceResult<bool>> {
+    fn join<'a>(
+        &'a self,
+        room: &'a RoomName,
+        conn: &'a str,
+        member: Member,
+    ) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
         Self::ready(self.local.join(room, conn, member))
     }
 
-    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<bool>> {
+    fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
         Self::ready(self.local.leave(room, conn))
     }
 
-    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<RoomName>>> {
+    fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<Moved>>> {
         Self::ready(self.local.leave_all(conn))
     }
 
