@@ -249,6 +249,9 @@ impl Store {
 
     /// Each room's newest sequence number, in their order: one read.
     pub async fn heads(&self, rooms: &[RoomName]) -> Result<Vec<Seq>, StoreError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
         let keys: Vec<String> = rooms.iter().map(|room| room.as_str().to_owned()).collect();
         let found = self.bounds.run(current_seqs(&self.heads, &keys)).await?;
         Ok(keys.iter().map(|key| found.get(key).copied().unwrap_or_default()).collect())
