@@ -41,3 +41,37 @@ async fn joins_and_leaves_are_seen_by_others_and_by_the_api() {
     bob.disconnect();
     assert_eq!(watcher.next_event("presence").await["user_count"], 0);
 }
+
+/// A join answered, then a leave and the disconnect sent at once: the
+/// room's presence ends empty whatever order the server's handlers ran in
+/// (a join recorded after the leave or disconnect it preceded would leave
+/// a member behind for good).
+#[tokio::test]
+async fn a_join_left_at_once_leaves_nobody_behind() {
+    let app = spawn_app().await;
+    let mut pending = Vec::new();
+    for n in 0..40 {
+        let mut guest = SioClient::connect(app.addr).await;
+        let room = format!("r{n}");
+        let joined = guest.emit("join", &json!({"room": room}));
+        let left = guest.emit("leave", &json!({"room": room}));
+        pending.push((guest, joined, left));
+    }
+    for (guest, joined, left) in pending {
+        joined.await.unwrap();
+        left.await.unwrap();
+        guest.disconnect();
+    }
+    // Nothing says when the last disconnect was handled: ask until the
+    // rooms are empty; a member left behind stays for good.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rooms: Value =
+            app.http.get(app.url("/api/rooms")).bearer_auth(API_KEY).send().await.unwrap().json().await.unwrap();
+        if rooms["rooms"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "members left behind: {rooms}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -91,7 +91,8 @@ async fn a_removed_message_leaves_live_clients_pages_catch_ups_and_history() {
     seed(&app, "mod", 3).await;
     let mut watcher = SioClient::connect(app.addr).await;
     assert!(watcher.call("join", &json!({"room": "mod", "since": 0})).await.get("ok").is_some());
-    let (_, html, _) = app.get_page("/r/mod", None).await;
+    let (status, html, _) = app.get_page("/r/mod", None).await;
+    assert_eq!(status, 200, "{html}");
     assert!(html.contains(">m2<"), "rendered before the removal");
 
     let (status, body) = call(&app, reqwest::Method::DELETE, "/api/rooms/mod/messages/2", None).await;
@@ -99,8 +100,9 @@ async fn a_removed_message_leaves_live_clients_pages_catch_ups_and_history() {
     assert_eq!(body, json!({"room": "mod", "seq": 2, "removed": true}));
     assert_eq!(watcher.next_event("message_removed").await, json!({"room": "mod", "seq": 2}));
 
-    let (_, html, _) = app.get_page("/r/mod", None).await;
-    assert!(!html.contains(">m2<") && html.contains(">m1<") && html.contains(">m3<"), "the page drops it");
+    let (status, html, _) = app.get_page("/r/mod", None).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains(">m2<") && html.contains(">m1<") && html.contains(">m3<"), "the page drops it: {html}");
     let mut newcomer = SioClient::connect(app.addr).await;
     let joined = newcomer.call("join", &json!({"room": "mod", "since": 0})).await;
     let caught: Vec<u64> =

@@ -175,7 +175,11 @@ async fn every_event_arrives_after_a_failing_receiver_recovers_and_herald_is_kil
         if queued == 12 && paused == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "queued {queued}, paused {paused}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queued {queued}, paused {paused}; Herald printed {:#?}",
+            herald.output()
+        );
         // No event says when the fifth failure happens.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

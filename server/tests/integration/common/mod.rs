@@ -46,9 +46,17 @@ pub fn fresh_db() -> String {
     format!("test_{}", server::ids::random_hex::<8>())
 }
 
+/// Sends the servers' logs (warnings, or what `RUST_LOG` asks for) to the
+/// test's own output, which the harness prints when the test fails.
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// Like [`spawn_app_with`], on the database `db_name` (another node of the
 /// same cluster shares it).
 pub async fn spawn_app_in(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
+    capture_logs();
     let uri = mongo_uri();
     let db_name = db_name.to_owned();
     let config = Config::from_lookup(|key| {

@@ -101,6 +101,14 @@ impl Running {
         self.child.wait().await.unwrap();
     }
 
+    /// What the process printed so far (for a failure's message).
+    pub fn output(&mut self) -> Vec<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.clone()
+    }
+
     /// The process's resident memory, in KiB (`VmRSS` in `/proc`).
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");
