@@ -110,6 +110,7 @@ pub(super) async fn authenticate(
         joined: Mutex::default(),
         expiry: Mutex::new(None),
         reads: Arc::new(Semaphore::new(1)),
+        presence: Arc::default(),
     });
     if let Some(exp) = expires {
         *lock(&state.expiry) = Some(close_at_expiry(&socket, &io, &fanout, &gate.metrics, exp));
@@ -178,7 +179,14 @@ fn admit_socket(socket: &SocketRef, peer: &Peer, engine: &Engine) {
             if let Some(identity) = user_of(&socket) {
                 engine.unlisten(&Channel::User(identity.user));
             }
-            if let Some(conn) = connection(&socket) {
+            let conn = connection(&socket);
+            // Held until its rooms are out of presence: a join recording
+            // its presence now finishes first.
+            let _presence = match &conn {
+                Some(conn) => Some(conn.presence.clone().lock_owned().await),
+                None => None,
+            };
+            if let Some(conn) = &conn {
                 for (room, _) in lock(&conn.joined).drain() {
                     engine.unlisten(&Channel::Room(room));
                 }

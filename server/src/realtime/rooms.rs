@@ -17,6 +17,9 @@ use crate::realtime::socket::{
 };
 use crate::sync::lock;
 
+/// A connection's turn to change its presence ([`ConnectionState::presence`]).
+type PresenceTurn = tokio::sync::OwnedMutexGuard<()>;
+
 /// The answer to a `join` (`protocol::Joined`), its messages encoded once
 /// for every joiner.
 #[derive(Serialize)]
@@ -46,7 +49,7 @@ pub(super) async fn on_join(
     // queued.
     let (reply, newly_joined, _turn) = match result {
         Ok((joined, newly, turn)) => (Reply::Ok(joined), newly, turn),
-        Err(Refusal::Answer(error)) => (Reply::Error(error), false, None),
+        Err(Refusal::Answer(error)) => (Reply::Error(error), None, None),
         Err(Refusal::Ignore) => return,
     };
     let room = match &reply {
@@ -54,7 +57,7 @@ pub(super) async fn on_join(
         Reply::Error(_) => None,
     };
     fanout.reply(&socket, ack, &reply);
-    if let Some(room) = room.filter(|_| newly_joined) {
+    if let (Some(room), Some(_presence)) = (room, newly_joined) {
         let member = match user_of(&socket) {
             Some(identity) => Member::User(identity),
             None => Member::Anonymous,
@@ -77,15 +80,16 @@ fn forget_room(socket: &SocketRef, conn: &ConnectionState, engine: &Engine, room
     was_in
 }
 
-/// Joins a room and reads what the client missed; the flag says whether
-/// the socket was not in the room before.
+/// Joins a room and reads what the client missed; when the socket was not
+/// in the room before, with the connection's presence turn to record that
+/// it now is.
 async fn join(
     socket: &SocketRef,
     gate: &Gate,
     fanout: &Fanout,
     engine: &Engine,
     request: JoinRequest,
-) -> Result<(Joined, bool, Option<ReadTurn>), Refusal> {
+) -> Result<(Joined, Option<PresenceTurn>, Option<ReadTurn>), Refusal> {
     let room = RoomName::parse(&request.room).map_err(|e| Refusal::Answer(e.into()))?;
     let conn = connection(socket).ok_or(Refusal::Ignore)?;
     gate.access.check(&room, user_of(socket).as_ref()).await.allowed().map_err(|r| Refusal::Answer(r.into()))?;
@@ -97,7 +101,7 @@ async fn join(
         // there is nothing to read.
         if let Some(head) = joined.get(&room) {
             let joined = Joined { room, head: (*head).max(Seq(request.since)), messages: Vec::new(), truncated: false };
-            return Ok((joined, false, None));
+            return Ok((joined, None, None));
         }
         if joined.len() >= ROOMS_PER_SOCKET_MAX {
             return Err(Refusal::Answer(ErrorReply::new(
@@ -123,6 +127,9 @@ async fn join(
     let key = channel.socket_room().unwrap_or_default();
     match engine.catch_up(&channel, Seq(request.since), || socket.join(key)).await {
         Ok(catch_up) => {
+            // Taken before looking: a leave or the disconnect coming after
+            // this look takes the room out of presence after it is in.
+            let presence = conn.presence.clone().lock_owned().await;
             // Still joined (not left meanwhile): remember the head. Left
             // meanwhile: out of the room again, whichever came first.
             let still = lock(&conn.joined).get_mut(&room).map(|head| *head = catch_up.head).is_some();
@@ -130,7 +137,7 @@ async fn join(
                 socket.leave(key);
             }
             let joined = Joined { room, head: catch_up.head, messages: catch_up.items, truncated: catch_up.truncated };
-            Ok((joined, still, Some(turn)))
+            Ok((joined, still.then_some(presence), Some(turn)))
         }
         Err(err) => {
             tracing::warn!(%err, %room, "join: reading history failed");
@@ -170,6 +177,7 @@ pub fn enforce_access(io: SocketIo, gate: Gate, engine: Engine, announcer: Annou
                     let Err(refusal) = gate.access.check(&room, user_of(&socket).as_ref()).await.allowed() else {
                         continue;
                     };
+                    let _presence = conn.presence.lock().await;
                     if forget_room(&socket, &conn, &engine, &room) {
                         let reply = ErrorReply::from(refusal);
                         let removed = Removed { room: room.to_string(), code: reply.code, reason: reply.reason };
@@ -193,13 +201,17 @@ pub(super) async fn on_leave(
     ack: AckSender,
 ) {
     let Some((_admitted, ack)) = admit_or_answer(&socket, &gate, &fanout, EventCost::Leave, ack) else { return };
-    let result = request.and_then(|request| {
-        let room = RoomName::parse(&request.room)?;
-        if let Some(conn) = connection(&socket) {
-            forget_room(&socket, &conn, &engine, &room);
-        }
-        Ok(room)
-    });
+    let result = request.and_then(|request| Ok(RoomName::parse(&request.room)?));
+    let conn = connection(&socket);
+    // Held until the room is out of presence: a join of it recording its
+    // presence now finishes first.
+    let _presence = match (&result, &conn) {
+        (Ok(_), Some(conn)) => Some(conn.presence.clone().lock_owned().await),
+        _ => None,
+    };
+    if let (Ok(room), Some(conn)) = (&result, &conn) {
+        forget_room(&socket, conn, &engine, room);
+    }
     let left = result.as_ref().ok().cloned();
     fanout.reply(&socket, ack, &Reply::from(result.map(|_| ())));
     if let Some(room) = left {

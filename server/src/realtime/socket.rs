@@ -156,6 +156,10 @@ pub(super) struct ConnectionState {
     pub(super) expiry: Mutex<Option<tokio::task::AbortHandle>>,
     /// One store operation at a time (see [`Gate::read_turn`]).
     pub(super) reads: Arc<Semaphore>,
+    /// One presence change at a time, in the order its rooms changed: a
+    /// join answered before its presence is recorded still records it
+    /// before the leave or disconnect that follows takes it out.
+    pub(super) presence: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub(super) fn connection(socket: &SocketRef) -> Option<Arc<ConnectionState>> {
