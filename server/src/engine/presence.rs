@@ -217,7 +217,7 @@ pub trait Tell: Send + Sync + 'static {
     fn presence<'a>(&'a self, room: &'a RoomName, version: u64, snapshot: &'a PresenceSnapshot) -> BoxFuture<'a, ()>;
 }
 
-fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, PresenceResult<T>> {
+pub(crate) fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, PresenceResult<T>> {
     Box::pin(std::future::ready(Ok(value)))
 }
 

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use super::channel::Channel;
 use super::presence::{
     ACTIVE_ROOMS_MAX, ActiveRoom, Announcement, LocalPresence, Member, Moved, Presence, PresenceError, PresenceResult,
-    Roster, Tally,
+    Roster, Tally, ready,
 };
 use super::redis::{REDIS_TIMEOUT, connection_config};
 use crate::config::Cluster;
@@ -276,10 +276,6 @@ impl RedisPresence {
             .collect()
             .await
     }
-
-    fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, PresenceResult<T>> {
-        Box::pin(std::future::ready(Ok(value)))
-    }
 }
 
 impl Presence for RedisPresence {
@@ -291,15 +287,15 @@ impl Presence for RedisPresence {
         conn: &'a str,
         member: Member,
     ) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
-        Self::ready(self.local.join(room, conn, member))
+        ready(self.local.join(room, conn, member))
     }
 
     fn leave<'a>(&'a self, room: &'a RoomName, conn: &'a str) -> BoxFuture<'a, PresenceResult<Option<Moved>>> {
-        Self::ready(self.local.leave(room, conn))
+        ready(self.local.leave(room, conn))
     }
 
     fn leave_all<'a>(&'a self, conn: &'a str) -> BoxFuture<'a, PresenceResult<Vec<Moved>>> {
-        Self::ready(self.local.leave_all(conn))
+        ready(self.local.leave_all(conn))
     }
 
     fn snapshot<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, PresenceResult<PresenceSnapshot>> {
