@@ -27,7 +27,10 @@
 //! falls inside it; below it, one read of the store per stream at a time
 //! extends the window for everyone waiting. The answer ends at the cursor,
 //! and the socket joins the channel in the same step, so it gets everything
-//! after `since` exactly once: in the answer, or live.
+//! after `since` exactly once: in the answer, or live. A client whose
+//! `since` is beyond what this node has delivered (another node served it
+//! first) waits until this node has delivered that far (see
+//! [`Streams::reach`]), or none of what it holds would be spared.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,10 @@ pub const QUEUE_MAX: usize = 4096;
 const FILL_TRIES: u32 = 10;
 /// Streams whose heads one read of a position check asks for.
 pub const POSITIONS_PER_READ: usize = 512;
+/// How long past the hold a catch-up waits for this node to deliver what
+/// its client already holds (see [`Streams::reach`]) before it fails as
+/// unavailable (the client asks again).
+const REACH_GRACE: Duration = Duration::from_secs(5);
 
 /// How streams behave, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +102,8 @@ pub struct Streams<L: Log> {
 struct Cell<L: Log> {
     channel: Channel,
     state: Mutex<State<L>>,
-    /// A start or a writer finished, or the cursor moved.
+    /// A start or a writer finished, the cursor moved, or an item went
+    /// out.
     changed: Notify,
     /// One read of the store extends the window at a time.
     backfill: tokio::sync::Mutex<()>,
@@ -145,6 +153,14 @@ impl<L: Log> State<L> {
         let more = self.queue.len().min(self.writers_max().saturating_sub(self.writers));
         self.writers += more;
         more
+    }
+
+    /// The newest number this node's sockets have been given (or that
+    /// holds nothing): the cursor, less what the outbox still holds, which
+    /// a socket joining now gets live. `None` before the stream starts.
+    fn delivered(&self) -> Option<Seq> {
+        let cursor = self.order.cursor()?;
+        Some(self.outbox.iter().map(|(seq, _)| Seq(seq.get().saturating_sub(1))).fold(cursor, Seq::min))
     }
 
     fn idle(&self) -> bool {
@@ -520,11 +536,15 @@ impl<L: Log> Streams<L> {
                     state.order.stop(&self.budget);
                     return;
                 }
+                let before = state.order.cursor();
                 let out = match span {
                     Some(span) => state.order.accept(span, items, keep),
                     None => state.order.accept_copies(items, keep),
                 };
                 self.send(&cell, &mut state, out);
+                if state.order.cursor() != before {
+                    cell.changed.notify_waiters();
+                }
                 if let Some(hole) = state.order.hole()
                     && !state.filling
                 {
@@ -561,6 +581,8 @@ impl<L: Log> Streams<L> {
                 };
                 self.local.deliver(&cell.channel, L::EVENT, &payload);
             }
+            // A catch-up may wait for this one to be out (see `reach`).
+            cell.changed.notify_waiters();
             tokio::task::yield_now().await;
         }
         let channel = cell.channel.clone();
@@ -614,6 +636,8 @@ impl<L: Log> Streams<L> {
             let mut state = lock(&cell.state);
             let out = state.order.fill(upto, found, keep);
             self.send(&cell, &mut state, out);
+            drop(state);
+            cell.changed.notify_waiters();
         }
         let channel = cell.channel.clone();
         drop(cell);
@@ -683,29 +707,74 @@ impl<L: Log> Streams<L> {
         let cell = self.cell(channel);
         let keep = self.keep(channel);
         let mut joined = Some(joined);
+        let mut reached = false;
         let (head, from, floor, recent) = loop {
             self.started(&cell).await?;
-            let state = lock(&cell.state);
-            // Stopped meanwhile (its last listener left): start again, if
-            // someone still listens (a caller listens before it asks).
-            let Some(cursor) = state.order.cursor() else {
-                if state.listeners == 0 {
-                    return Err(StoreError::Corrupt(format!("a catch-up of {channel}, which nobody here listens to")));
+            {
+                let state = lock(&cell.state);
+                // Stopped meanwhile (its last listener left): start again,
+                // if someone still listens (a caller listens before it asks).
+                let Some(head) = state.delivered() else {
+                    if state.listeners == 0 {
+                        return Err(StoreError::Corrupt(format!(
+                            "a catch-up of {channel}, which nobody here listens to"
+                        )));
+                    }
+                    continue;
+                };
+                if since <= head || reached {
+                    if let Some(joined) = joined.take() {
+                        joined();
+                    }
+                    let from = since.max(Seq(head.get().saturating_sub(max)));
+                    let window = state.order.window();
+                    break (head, from, window.floor(), window.between(from.max(window.floor()), head));
                 }
-                continue;
-            };
-            if let Some(joined) = joined.take() {
-                joined();
             }
-            // What the outbox holds reaches the joined socket live.
-            let head = state.outbox.iter().map(|(seq, _)| Seq(seq.get().saturating_sub(1))).fold(cursor, Seq::min);
-            let from = since.max(Seq(head.get().saturating_sub(max)));
-            let window = state.order.window();
-            break (head, from, window.floor(), window.between(from.max(window.floor()), head));
+            // The client holds more than this node delivered.
+            self.reach(&cell, since).await?;
+            reached = true;
         };
         let mut items = if from < floor { self.backfill(&cell, from, floor, keep).await? } else { Vec::new() };
         items.extend(recent);
         Ok(CatchUp { head, items, truncated: from > since })
+    }
+
+    /// Waits until this node has delivered `since`, which a client holds: a
+    /// node ahead of this one served it what this node has not delivered
+    /// yet (its publications are on their way, or lost), and all of that
+    /// would come to it again live. The hole up to `since` is filled like
+    /// any other (what comes meanwhile closes it at once). `since` is
+    /// believed only as far as the store's head: a client may hold numbers
+    /// the store never gave (a database started afresh) or make them up.
+    async fn reach(self: &Arc<Self>, cell: &Arc<Cell<L>>, since: Seq) -> Result<(), StoreError> {
+        let target = since.min(self.log.head(&cell.channel).await?);
+        let within = self.settings.hold + REACH_GRACE;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = cell.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = lock(&cell.state);
+                // Stopped meanwhile: the caller starts it again, at a head
+                // read after this one.
+                let Some(delivered) = state.delivered() else { return Ok(()) };
+                if delivered >= target {
+                    return Ok(());
+                }
+                if state.order.behind(target)
+                    && let Some(hole) = state.order.hole()
+                    && !state.filling
+                {
+                    state.filling = true;
+                    tokio::spawn(self.clone().fill(cell.clone(), (hole, state.batches)));
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(StoreError::Timeout(within));
+            }
+        }
     }
 
     /// The items of `(from, floor]`, below the window: read once for

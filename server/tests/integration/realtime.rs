@@ -193,6 +193,46 @@ async fn concurrent_sends_reach_the_room_in_sequence_order_and_a_join_head_is_a_
     }
 }
 
+/// A client that a node ahead of this one served (it has messages this
+/// node has not delivered yet: their publications are still on the way)
+/// joins here from the newest it has. The answer's head is at least that,
+/// and nothing it has comes again live; a `since` beyond what is stored is
+/// believed only as far as the store's head. (Two nodes on one database
+/// with no broker between them: each write of the other is one this node
+/// has not heard of.)
+#[tokio::test]
+async fn a_join_from_beyond_this_nodes_cursor_waits_for_it_and_gets_nothing_twice() {
+    let db = crate::common::fresh_db();
+    let here = crate::common::spawn_app_in(&db, &[]).await;
+    let ahead = crate::common::spawn_app_in(&db, &[]).await;
+    let mut listener = SioClient::connect(here.addr).await;
+    join(&mut listener, "lag", 0).await;
+    let mut sender = SioClient::connect(ahead.addr).await;
+    let mut sent = Vec::new();
+    for i in 1..=3 {
+        let reply = sender.call("send", &send("lag", &format!("lag-{i:08}"), "elsewhere")).await;
+        sent.push(reply["ok"]["seq"].as_u64().unwrap_or_else(|| panic!("{reply}")));
+    }
+    let since = sent[2];
+
+    let mut client = SioClient::connect(here.addr).await;
+    let joined = join(&mut client, "lag", since).await;
+    assert_eq!(joined["head"], since, "the head covers what the client has: {joined}");
+    assert_eq!(joined["messages"], json!([]), "{joined}");
+    for seq in &sent {
+        assert_eq!(listener.next_event("message").await["seq"], *seq, "the listener here gets them in order");
+    }
+    let next = client.call("send", &send("lag", "lag-00000004", "here")).await;
+    assert_eq!(client.next_event("message").await, next["ok"], "nothing the client had came again");
+    assert_eq!(listener.next_event("message").await, next["ok"]);
+
+    let mut stale = SioClient::connect(here.addr).await;
+    let joined = join(&mut stale, "lag", 1_000_000).await;
+    assert_eq!(joined["head"], next["ok"]["seq"], "believed as far as the store's head: {joined}");
+    let last = client.call("send", &send("lag", "lag-00000005", "here")).await;
+    assert_eq!(stale.next_event("message").await, last["ok"], "the room goes on for everyone");
+}
+
 #[tokio::test]
 async fn a_socket_may_join_a_bounded_number_of_rooms() {
     let app = spawn_app().await;
