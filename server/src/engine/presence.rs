@@ -846,32 +846,23 @@ mod tests {
         // However four threads interleave their joins and leaves, the room
         // opened exactly as often as it closed, and a user's first and last
         // connections pair up: what a watch hears balances.
-        let p = Arc::new(LocalPresence::default());
-        let room = RoomName::lobby();
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let (p, room) = (p.clone(), room.clone());
-                std::thread::spawn(move || {
-                    let (mut opened, mut closed, mut first, mut last) = (0, 0, 0, 0);
-                    for i in 0..2000 {
-                        let conn = format!("{t}-{i}");
-                        let member = if i % 2 == 0 { user("63", None) } else { Member::Anonymous };
-                        let joined = p.join(&room, &conn, member).unwrap();
-                        let left = p.leave(&room, &conn).unwrap();
-                        opened += u32::from(joined.edge);
-                        closed += u32::from(left.edge);
-                        first += u32::from(joined.user.is_some());
-                        last += u32::from(left.user.is_some());
-                    }
-                    (opened, closed, first, last)
-                })
-            })
-            .collect();
-        let (mut opened, mut closed, mut first, mut last) = (0, 0, 0, 0);
-        for thread in threads {
-            let (o, c, f, l) = thread.join().unwrap();
-            (opened, closed, first, last) = (opened + o, closed + c, first + f, last + l);
-        }
+        let (p, room) = (Arc::new(LocalPresence::default()), RoomName::lobby());
+        let counts = on_four_threads(&p, &room, |t, p, room| {
+            let (mut opened, mut closed, mut first, mut last) = (0, 0, 0, 0);
+            for i in 0..2000 {
+                let conn = format!("{t}-{i}");
+                let member = if i % 2 == 0 { user("63", None) } else { Member::Anonymous };
+                let joined = p.join(room, &conn, member).unwrap();
+                let left = p.leave(room, &conn).unwrap();
+                opened += u32::from(joined.edge);
+                closed += u32::from(left.edge);
+                first += u32::from(joined.user.is_some());
+                last += u32::from(left.user.is_some());
+            }
+            (opened, closed, first, last)
+        });
+        let (opened, closed, first, last) =
+            counts.into_iter().fold((0, 0, 0, 0), |(o, c, f, l), (o2, c2, f2, l2)| (o + o2, c + c2, f + f2, l + l2));
         assert!(opened >= 1 && first >= 1);
         assert_eq!((opened, first), (closed, last));
         assert!(p.tally(&room).is_empty());
@@ -964,25 +955,32 @@ mod tests {
 
     #[test]
     fn a_room_emptied_and_rejoined_at_once_keeps_its_member() {
-        let p = Arc::new(LocalPresence::default());
-        let room = RoomName::lobby();
+        let (p, room) = (Arc::new(LocalPresence::default()), RoomName::lobby());
+        on_four_threads(&p, &room, |t, p, room| {
+            for i in 0..2000 {
+                let conn = format!("{t}-{i}");
+                p.join(room, &conn, Member::Anonymous);
+                p.leave(room, &conn);
+            }
+            p.join(room, &format!("{t}-last"), Member::Anonymous);
+        });
+        assert_eq!(p.snapshot(&room).anonymous, 4, "no join was lost in a room being dropped");
+        assert_eq!(p.room_count(), 1);
+    }
+
+    /// Runs `work` on four threads at once (each given its number) against
+    /// one presence and room; what each returned.
+    fn on_four_threads<T: Send + 'static>(
+        p: &Arc<LocalPresence>,
+        room: &RoomName,
+        work: fn(usize, &LocalPresence, &RoomName) -> T,
+    ) -> Vec<T> {
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let (p, room) = (p.clone(), room.clone());
-                std::thread::spawn(move || {
-                    for i in 0..2000 {
-                        let conn = format!("{t}-{i}");
-                        p.join(&room, &conn, Member::Anonymous);
-                        p.leave(&room, &conn);
-                    }
-                    p.join(&room, &format!("{t}-last"), Member::Anonymous);
-                })
+                std::thread::spawn(move || work(t, &p, &room))
             })
             .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        assert_eq!(p.snapshot(&room).anonymous, 4, "no join was lost in a room being dropped");
-        assert_eq!(p.room_count(), 1);
+        threads.into_iter().map(|thread| thread.join().unwrap()).collect()
     }
 }
