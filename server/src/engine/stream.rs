@@ -102,8 +102,8 @@ pub struct Streams<L: Log> {
 struct Cell<L: Log> {
     channel: Channel,
     state: Mutex<State<L>>,
-    /// A start or a writer finished, the cursor moved, or an item went
-    /// out.
+    /// A start or a writer finished; while a catch-up waits in `reach`,
+    /// also the cursor moved or an item went out.
     changed: Notify,
     /// One read of the store extends the window at a time.
     backfill: tokio::sync::Mutex<()>,
@@ -137,6 +137,10 @@ struct State<L: Log> {
     order: Order,
     /// The newest presence snapshot delivered (rooms only).
     presence_version: u64,
+    /// Catch-ups waiting for this node to deliver what their client holds
+    /// (see [`Streams::reach`]): while there are any, the cursor moving and
+    /// each item going out are told through `changed`.
+    reaching: usize,
 }
 
 impl<L: Log> State<L> {
@@ -170,6 +174,22 @@ impl<L: Log> State<L> {
             && !self.filling
             && !self.delivering
             && self.listeners == 0
+    }
+}
+
+/// Counts a catch-up among the stream's `reaching` while it lives.
+struct Reaching<'a, L: Log>(&'a Cell<L>);
+
+impl<'a, L: Log> Reaching<'a, L> {
+    fn new(cell: &'a Cell<L>) -> Self {
+        lock(&cell.state).reaching += 1;
+        Self(cell)
+    }
+}
+
+impl<L: Log> Drop for Reaching<'_, L> {
+    fn drop(&mut self) {
+        lock(&self.0.state).reaching -= 1;
     }
 }
 
@@ -207,6 +227,7 @@ impl<L: Log> Streams<L> {
                         listeners: 0,
                         order: Order::default(),
                         presence_version: 0,
+                        reaching: 0,
                     }),
                     changed: Notify::new(),
                     backfill: tokio::sync::Mutex::new(()),
@@ -542,7 +563,7 @@ impl<L: Log> Streams<L> {
                     None => state.order.accept_copies(items, keep),
                 };
                 self.send(&cell, &mut state, out);
-                if state.order.cursor() != before {
+                if state.reaching > 0 && state.order.cursor() != before {
                     cell.changed.notify_waiters();
                 }
                 if let Some(hole) = state.order.hole()
@@ -580,9 +601,10 @@ impl<L: Log> Streams<L> {
                     break;
                 };
                 self.local.deliver(&cell.channel, L::EVENT, &payload);
+                if state.reaching > 0 {
+                    cell.changed.notify_waiters();
+                }
             }
-            // A catch-up may wait for this one to be out (see `reach`).
-            cell.changed.notify_waiters();
             tokio::task::yield_now().await;
         }
         let channel = cell.channel.clone();
@@ -636,8 +658,9 @@ impl<L: Log> Streams<L> {
             let mut state = lock(&cell.state);
             let out = state.order.fill(upto, found, keep);
             self.send(&cell, &mut state, out);
-            drop(state);
-            cell.changed.notify_waiters();
+            if state.reaching > 0 {
+                cell.changed.notify_waiters();
+            }
         }
         let channel = cell.channel.clone();
         drop(cell);
@@ -751,6 +774,7 @@ impl<L: Log> Streams<L> {
         let target = since.min(self.log.head(&cell.channel).await?);
         let within = self.settings.hold + REACH_GRACE;
         let deadline = tokio::time::Instant::now() + within;
+        let _told = Reaching::new(cell);
         loop {
             let changed = cell.changed.notified();
             tokio::pin!(changed);
