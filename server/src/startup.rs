@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use herald::protocol::Closing;
 use leptos::prelude::LeptosOptions;
-use leptos_axum::{LeptosRoutes, generate_route_list};
+use leptos_axum::{AxumRouteListing, LeptosRoutes, generate_route_list};
 use socketioxide::{SocketIo, TransportType};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -425,10 +425,23 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
 }
 
+/// The app's page routes, worked out once per process.
+///
+/// Working them out renders the app once with resource loading switched off,
+/// and Leptos's switch for that is process-wide: a page rendered on another
+/// thread meanwhile never loaded its data, and its request hung until the
+/// request timeout. So the list is made by the first router of the process,
+/// before any page can be served, and every later one (another node in the
+/// same process, every integration test) takes a copy.
+pub fn page_routes() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 /// The HTTP routes (the Socket.IO layer is added around them by `build`).
 pub fn router(state: AppState, body_max: usize, request_timeout: Duration) -> Router {
     let options = state.leptos_options.clone();
-    let routes = generate_route_list(App);
+    let routes = page_routes();
     Router::new()
         .route("/add_message", post(send::add_message))
         .route("/api/publish", post(publish::publish))

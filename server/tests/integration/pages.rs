@@ -141,3 +141,38 @@ async fn health_and_readiness() {
     let readyz = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(readyz.status(), 200);
 }
+
+/// Every Herald works out its page routes as it starts (another node in the
+/// same process, every test of this binary), and a page must render
+/// meanwhile: working them out switches off Leptos's resource loading for the
+/// whole process, and a page whose data was asked for then waited for it
+/// forever (its request timed out with 408).
+#[tokio::test]
+async fn pages_render_while_another_herald_works_out_its_routes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let rendering = Arc::new(AtomicBool::new(true));
+    // Another thread, as another test's (or node's) start would be.
+    let starter = {
+        let rendering = rendering.clone();
+        std::thread::spawn(move || {
+            let mut times = 0u32;
+            while rendering.load(Ordering::Acquire) {
+                assert!(!server::startup::page_routes().is_empty());
+                times += 1;
+            }
+            times
+        })
+    };
+    for _ in 0..50 {
+        let page = tokio::time::timeout(Duration::from_secs(10), app.get_page("/r/starting", None)).await;
+        let (status, html, _) = page.expect("the page is rendered while routes are worked out");
+        assert_eq!(status, 200, "{html}");
+    }
+    rendering.store(false, Ordering::Release);
+    let times = starter.join().expect("the routes were worked out");
+    assert!(times > 50, "routes were worked out throughout ({times} times)");
+}
