@@ -5,7 +5,8 @@
 //! nothing. A publication whose numbers start right after it is delivered
 //! at once; a later one is held until the hole before it is filled (by the
 //! publication that was missing, or by a read of the store: see
-//! [`Order::fill`]); a number the store does not have was skipped. So every
+//! [`Order::fill`]); a number the store does not have was skipped (if it
+//! lands after all, it goes out late, once: see [`Order::accept_copies`]). So every
 //! listener gets a stream's items once each, in increasing order, and a
 //! catch-up that ends at the cursor leaves nothing between it and what
 //! arrives live: the newest seq a client holds is a true watermark.
@@ -256,8 +257,12 @@ impl Order {
         items: Vec<(Seq, Encoded)>,
         keep: Keep<'_>,
     ) -> Vec<(Seq, Encoded)> {
-        let mut out = Vec::new();
-        let Some(cursor) = self.cursor else { return out };
+        let Some(cursor) = self.cursor else { return Vec::new() };
+        // At or below the cursor only a number passed over is still owed: a
+        // fill read the store before its write landed (another node's write
+        // that took longer than the hold). It goes out late, once.
+        let (late, items): (Vec<_>, Vec<_>) = items.into_iter().partition(|(seq, _)| *seq <= cursor);
+        let mut out = self.accept_copies(late, keep);
         if last <= cursor {
             return out; // accounted for already
         }
@@ -518,6 +523,20 @@ mod tests {
         assert_eq!(seqs(&order.accept_copies(items(&[1]), keep(100))), [1]);
         assert_eq!(window(&order, 0), [1, 2]);
         assert!(order.accept_copies(items(&[1]), keep(100)).is_empty());
+    }
+
+    #[test]
+    fn a_publication_of_a_number_a_fill_passed_over_is_delivered_late_once() {
+        let mut order = started(0);
+        // Another node took 1 and 2, and 3 arrived first; the fill read the
+        // store before 1 and 2 were written, and passed over them.
+        assert!(order.accept((Seq(3), Seq(3)), items(&[3]), keep(100)).is_empty());
+        assert_eq!(seqs(&order.fill(Seq(3), Vec::new(), keep(100))), [3]);
+        // Their publication lands after all, with 4 in it: all go out.
+        assert_eq!(seqs(&order.accept((Seq(1), Seq(4)), items(&[1, 2, 4]), keep(100))), [1, 2, 4]);
+        assert_eq!(window(&order, 0), [1, 2, 3, 4]);
+        assert!(order.accept((Seq(1), Seq(2)), items(&[1, 2]), keep(100)).is_empty(), "once");
+        assert_eq!(order.cursor(), Some(Seq(4)));
     }
 
     #[test]
