@@ -37,7 +37,7 @@ use crate::http::admission::{ConnectionCaps, FormRate, WindowCaps};
 use crate::http::conn::KillableListener;
 use crate::http::headers::{self, CookiePolicy};
 use crate::http::serve;
-use crate::http::shared_rate::PublishRate;
+use crate::http::shared_rate::{KeyRate, redis_for_rates};
 use crate::notify::Notifier;
 use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::{Live, Metrics};
@@ -222,10 +222,15 @@ impl Core {
     fn app_state(&self, config: &Config, io: SocketIo, leptos_options: LeptosOptions) -> anyhow::Result<AppState> {
         let limits = &config.limits;
         let api_keys = ApiKeys::new(&config.api_keys);
-        let publish_rate = match &config.cluster {
-            None => PublishRate::local(limits.publish_rate, config.api_keys.len()),
-            Some(cluster) => PublishRate::clustered(limits.publish_rate, &config.api_keys, cluster)
-                .map_err(|reason| anyhow::anyhow!("the cluster's publish rate: {reason}"))?,
+        let keys = config.api_keys.len();
+        let (publish_rate, api_rate) = match &config.cluster {
+            None => (KeyRate::local(limits.publish_rate, keys), KeyRate::local(limits.api_rate, keys)),
+            Some(cluster) => {
+                let redis =
+                    redis_for_rates(cluster).map_err(|reason| anyhow::anyhow!("the cluster's API rates: {reason}"))?;
+                let rate = |rate, scope| KeyRate::clustered(rate, &config.api_keys, cluster, redis.clone(), scope);
+                (rate(limits.publish_rate, ("rl", "publish")), rate(limits.api_rate, ("rl-api", "api")))
+            }
         };
         Ok(AppState {
             leptos_options,
@@ -242,6 +247,7 @@ impl Core {
             inbox: self.inbox.clone(),
             api_keys,
             publish_rate: Arc::new(publish_rate),
+            api_rate: Arc::new(api_rate),
             http_limits: HttpLimits {
                 publish_data_max: limits.publish_data_max_bytes,
                 body_max: limits.http_body_max_bytes,

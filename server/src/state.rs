@@ -27,7 +27,7 @@ use crate::engine::presence::SharedPresence;
 use crate::hooks::Webhooks;
 use crate::http::admission::FormRate;
 use crate::http::headers::{CookiePolicy, CspNonce};
-use crate::http::shared_rate::PublishRate;
+use crate::http::shared_rate::KeyRate;
 use crate::notify::Notifier;
 use crate::ops::lifecycle::Drain;
 use crate::ops::metrics::Metrics;
@@ -58,7 +58,10 @@ pub struct AppState {
     pub inbox: Inbox,
     pub api_keys: ApiKeys,
     /// One publish-rate bucket per API key, in the order of `api_keys`.
-    pub publish_rate: Arc<PublishRate>,
+    pub publish_rate: Arc<KeyRate>,
+    /// One bucket per API key for every other API call.
+    #[from_ref(skip)]
+    pub api_rate: Arc<KeyRate>,
     pub http_limits: HttpLimits,
     pub presence: SharedPresence,
     pub fanout: Fanout,

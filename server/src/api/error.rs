@@ -21,11 +21,9 @@ impl ApiError {
         Self { status, error: ErrorReply::new(code, reason) }
     }
 
-    pub(super) fn rate_limited(wait: std::time::Duration) -> Self {
-        Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            error: ErrorReply::rate_limited("publish requests", retry_after_ms(wait)),
-        }
+    /// Over the key's rate for `what` ("publish requests", "API calls").
+    pub(super) fn rate_limited(what: &str, wait: std::time::Duration) -> Self {
+        Self { status: StatusCode::TOO_MANY_REQUESTS, error: ErrorReply::rate_limited(what, retry_after_ms(wait)) }
     }
 
     pub(super) fn outcome(&self) -> PublishOutcome {

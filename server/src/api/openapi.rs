@@ -33,6 +33,25 @@ fn json_body(schema: Value, required: bool) -> Value {
 
 /// The document.
 pub fn document() -> Value {
+    let mut document = operations();
+    // Every call but a publish (which has its own rate) counts against the
+    // key's HERALD_API_RATE; the description needs no key and is not counted.
+    let over_rate = error("over the API key's rate for API calls (Retry-After)");
+    if let Some(paths) = document["paths"].as_object_mut() {
+        let counted = |path: &String| path != "/api/publish" && path != "/api/openapi.json";
+        for (path, operations) in paths.iter_mut().filter(|(path, _)| counted(path)) {
+            let Some(operations) = operations.as_object_mut() else { continue };
+            for operation in operations.values_mut() {
+                debug_assert!(operation["responses"].get("429").is_none(), "{path}");
+                operation["responses"]["429"] = over_rate.clone();
+            }
+        }
+    }
+    document
+}
+
+/// Every operation, with the responses particular to it.
+fn operations() -> Value {
     let room = path_param("room", "a room name: 1-64 characters of a-z, 0-9, '_' and '-'");
     let unauthorized = error("no valid API key (`Authorization: Bearer <key>`)");
     let settings = json!({"$ref": "#/components/schemas/RoomSettings"});
@@ -250,6 +269,7 @@ mod tests {
             assert!(operation["responses"]["200"].is_object(), "{method} {path} describes its answer");
             if path != "/api/openapi.json" {
                 assert!(operation["responses"]["401"].is_object(), "{method} {path} says it needs a key");
+                assert!(operation["responses"]["429"].is_object(), "{method} {path} says it has a rate");
             }
         }
         let described: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();

@@ -52,7 +52,7 @@ async fn publish_checked(state: &AppState, headers: &HeaderMap, body: Body) -> R
     let key = require_api_key(&state.api_keys, headers)?;
     if let Err(wait) = state.publish_rate.take(key).await {
         state.metrics.rejected(Rejection::PublishRate);
-        return Err(ApiError::rate_limited(wait));
+        return Err(ApiError::rate_limited("publish requests", wait));
     }
     let Some(_work) = state.drain.start() else {
         let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is restarting");

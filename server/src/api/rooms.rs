@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::access::Effective;
+use crate::api::authorize;
 use crate::api::error::ApiError;
-use crate::api::require_api_key;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::rooms::ROOM_USERS_MAX;
@@ -76,7 +76,7 @@ pub async fn settings(
     headers: HeaderMap,
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let room = room_of(&room)?;
     let effective = state.access.effective(&room);
     Ok(axum::Json(SettingsView::new(room, effective)).into_response())
@@ -89,7 +89,7 @@ pub async fn put_settings(
     Path(room): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let room = room_of(&room)?;
     let request: SettingsRequest = serde_json::from_slice(&body).map_err(|err| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed", format!("expected {{\"private\", \"users\"}}: {err}"))
@@ -155,7 +155,7 @@ pub async fn messages(
     Path(room): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let room = room_of(&room)?;
     let query: PageQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", err.to_string()))?;
@@ -187,7 +187,7 @@ pub async fn remove_message(
     headers: HeaderMap,
     Path((room, seq)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let room = room_of(&room)?;
     let seq = seq
         .parse::<u64>()
@@ -208,7 +208,7 @@ pub async fn remove_message(
 /// `GET /api/rooms`: rooms with someone in them, on any node, with their
 /// counts and whether each is private.
 pub async fn active(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let rooms = state.presence.active().await.map_err(|err| {
         tracing::warn!(%err, "listing active rooms failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "presence_unavailable", "presence is unavailable, retry")

@@ -10,8 +10,8 @@ use herald::protocol::Closing;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::api::authorize;
 use crate::api::error::ApiError;
-use crate::api::require_api_key;
 use crate::engine::Channel;
 use crate::state::AppState;
 
@@ -33,7 +33,7 @@ pub async fn disconnect(
     Path(user): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    require_api_key(&state.api_keys, &headers)?;
+    authorize(&state, &headers).await?;
     let user =
         UserId::parse(&user).map_err(|err| ApiError::new(StatusCode::NOT_FOUND, "invalid_user", err.to_string()))?;
     let request: DisconnectRequest = if body.iter().all(u8::is_ascii_whitespace) {

@@ -35,6 +35,8 @@ pub struct Limits {
     pub handshakes_per_ip: u32,
     pub send_rate: Rate,
     pub publish_rate: Rate,
+    /// Every API call but a publish, per API key.
+    pub api_rate: Rate,
     /// Every client event's cost is taken from this (see
     /// `realtime::socket::EventCost`).
     pub event_rate: Rate,
@@ -78,6 +80,7 @@ impl Default for Limits {
             handshakes_per_ip: 256,
             send_rate: Rate { per_sec: 10, burst: 20 },
             publish_rate: Rate { per_sec: 1000, burst: 2000 },
+            api_rate: Rate { per_sec: 100, burst: 200 },
             event_rate: Rate { per_sec: 20, burst: 60 },
             event_store_concurrency: 4,
             presence_interval: Duration::from_secs(1),
@@ -139,6 +142,7 @@ impl Limits {
     fn read_rates(&mut self, src: &Source<impl Lookup>) -> Result<(), ConfigError> {
         self.send_rate = Rate::read(src, "HERALD_SEND_RATE", "HERALD_SEND_BURST", self.send_rate)?;
         self.publish_rate = Rate::read(src, "HERALD_PUBLISH_RATE", "HERALD_PUBLISH_BURST", self.publish_rate)?;
+        self.api_rate = Rate::read(src, "HERALD_API_RATE", "HERALD_API_BURST", self.api_rate)?;
         self.event_rate = Rate::read(src, "HERALD_EVENT_RATE", "HERALD_EVENT_BURST", self.event_rate)?;
         self.event_store_concurrency =
             src.number("HERALD_EVENT_STORE_CONCURRENCY", 1..=1024, self.event_store_concurrency)?;

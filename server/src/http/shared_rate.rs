@@ -1,4 +1,6 @@
-//! [`PublishRate`]: the publish rate per API key, held across a cluster.
+//! [`KeyRate`]: a rate per API key, held across a cluster: one for
+//! `POST /api/publish` (`HERALD_PUBLISH_RATE`), one for every other API
+//! call (`HERALD_API_RATE`).
 //!
 //! On one node it is a token bucket per key ([`TokenBucket`]). In a cluster
 //! every node asks Redis: a GCRA (generic cell rate algorithm) per key in a
@@ -20,7 +22,7 @@ use super::admission::TokenBucket;
 use crate::config::{Cluster, Rate, Secret};
 use crate::sync::lock;
 
-/// How long a publish waits for Redis's verdict before the local bucket
+/// How long a request waits for Redis's verdict before the local bucket
 /// decides.
 const VERDICT_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long after Redis failed to answer the local buckets decide alone.
@@ -45,8 +47,8 @@ redis.call('SET', KEYS[1], next, 'PX', math.ceil((next - now) / 1000) + 1000)
 return {1, 0}
 ";
 
-/// The publish rate of every API key.
-pub struct PublishRate {
+/// One rate of every API key.
+pub struct KeyRate {
     rate: Rate,
     /// This node's buckets, by key: the limit on one node, the fallback
     /// in a cluster.
@@ -61,36 +63,48 @@ struct Shared {
     keys: Vec<String>,
     /// When Redis last failed to answer, while it has not answered since.
     failed_at: Mutex<Option<Instant>>,
+    /// Which rate, for the logs.
+    what: &'static str,
 }
 
-impl PublishRate {
+/// The connection a node's rates ask Redis on (one for all of them).
+pub fn redis_for_rates(cluster: &Cluster) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(cluster.redis_url.expose()).map_err(|_| "HERALD_REDIS_URL is not a Redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(VERDICT_TIMEOUT))
+        .set_response_timeout(Some(VERDICT_TIMEOUT))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(usize::MAX);
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|err| err.to_string())
+}
+
+impl KeyRate {
     /// One node: a bucket per key.
     pub fn local(rate: Rate, keys: usize) -> Self {
         Self { rate, local: (0..keys).map(|_| TokenBucket::new(rate)).collect(), shared: None }
     }
 
-    /// A cluster node: the rate is the cluster's, kept in its Redis.
-    pub fn clustered(rate: Rate, api_keys: &[Secret], cluster: &Cluster) -> Result<Self, String> {
-        let client =
-            redis::Client::open(cluster.redis_url.expose()).map_err(|_| "HERALD_REDIS_URL is not a Redis URL")?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(VERDICT_TIMEOUT))
-            .set_response_timeout(Some(VERDICT_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2))
-            .set_number_of_retries(usize::MAX);
-        let redis = ConnectionManager::new_lazy_with_config(client, config).map_err(|err| err.to_string())?;
+    /// A cluster node: the rate is the cluster's, kept in its Redis under
+    /// `<prefix>:<scope>:<digest of the key>`; `what` names it in the logs.
+    pub fn clustered(
+        rate: Rate,
+        api_keys: &[Secret],
+        cluster: &Cluster,
+        redis: ConnectionManager,
+        (scope, what): (&str, &'static str),
+    ) -> Self {
         let keys = api_keys
             .iter()
             .map(|key| {
                 let digest = Sha256::digest(key.expose().as_bytes());
-                format!("{}:rl:{}", cluster.prefix, hex::encode(&digest[..8]))
+                format!("{}:{scope}:{}", cluster.prefix, hex::encode(&digest[..8]))
             })
             .collect();
-        let shared = Shared { redis, script: Script::new(GCRA), keys, failed_at: Mutex::new(None) };
-        Ok(Self { shared: Some(shared), ..Self::local(rate, api_keys.len()) })
+        let shared = Shared { redis, script: Script::new(GCRA), keys, failed_at: Mutex::new(None), what };
+        Self { shared: Some(shared), ..Self::local(rate, api_keys.len()) }
     }
 
-    /// Takes one publish of the key at `key` (its index among the API
+    /// Takes one request of the key at `key` (its index among the API
     /// keys), or says how long until one is allowed.
     pub async fn take(&self, key: usize) -> Result<(), Duration> {
         if self.rate.per_sec == 0 {
@@ -122,7 +136,7 @@ impl Shared {
         match answer {
             Ok(Ok((admitted, wait_us))) => {
                 if failed_at.take().is_some() {
-                    tracing::info!("the publish rate is the cluster's again");
+                    tracing::info!(rate = self.what, "the rate is the cluster's again");
                 }
                 Some(if admitted == 1 { Ok(()) } else { Err(Duration::from_micros(wait_us.max(0).unsigned_abs())) })
             }
@@ -132,7 +146,7 @@ impl Shared {
                         Ok(Err(err)) => err.to_string(),
                         _ => "no answer in time".to_owned(),
                     };
-                    tracing::warn!(%reason, "Redis gives no publish-rate verdict; each node's own bucket decides");
+                    tracing::warn!(%reason, rate = self.what, "Redis gives no rate verdict; each node's own bucket decides");
                 }
                 None
             }

@@ -145,6 +145,8 @@ pub enum Rejection {
     SendRate,
     /// A publish request over its API key's rate.
     PublishRate,
+    /// Another API call over its API key's rate.
+    ApiRate,
     /// A Socket.IO connection over the per-IP limit.
     ConnectionsPerIp,
     /// A TCP connection over the per-IP limit.
@@ -162,9 +164,10 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::SendRate,
         Self::PublishRate,
+        Self::ApiRate,
         Self::ConnectionsPerIp,
         Self::TcpConnectionsPerIp,
         Self::Origin,
@@ -178,6 +181,7 @@ impl Rejection {
         match self {
             Self::SendRate => "send_rate",
             Self::PublishRate => "publish_rate",
+            Self::ApiRate => "api_rate",
             Self::ConnectionsPerIp => "connections_per_ip",
             Self::TcpConnectionsPerIp => "tcp_connections_per_ip",
             Self::Origin => "origin",

@@ -96,6 +96,58 @@ async fn publishing_faster_than_the_rate_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn api_calls_faster_than_the_keys_rate_get_429_and_leave_other_keys_and_publishes_alone() {
+    let other_key = "second-api-key-0123456789";
+    let keys = format!("{API_KEY},{other_key}");
+    let app = spawn_app_with(&[
+        ("HERALD_API_KEYS", keys.as_str()),
+        ("HERALD_API_RATE", "1"),
+        ("HERALD_API_BURST", "3"),
+        ("HERALD_PUBLISH_RATE", "0"),
+    ])
+    .await;
+    let get = |key: &'static str, path: &'static str| {
+        let request = app.http.get(app.url(path)).bearer_auth(key);
+        async move { request.send().await.unwrap() }
+    };
+    // Each kind of call takes from the same bucket, reads and writes.
+    let started = std::time::Instant::now();
+    for path in ["/api/rooms", "/api/rooms/lobby/messages", "/api/presence/lobby"] {
+        assert_eq!(get(API_KEY, path).await.status(), 200, "{path}");
+    }
+    let put = |room: String| {
+        let request = app.http.put(app.url(&format!("/api/rooms/{room}/settings"))).bearer_auth(API_KEY);
+        async move { request.json(&json!({"private": true})).send().await.unwrap() }
+    };
+    let mut written = 0u64;
+    let limited = loop {
+        let answer = put(format!("team-{written}")).await;
+        if answer.status() == 429 {
+            break answer;
+        }
+        assert_eq!(answer.status(), 200);
+        written += 1;
+        assert!(written < 50, "the rate never refused a call");
+    };
+    // The burst, and what the rate added while the calls were made.
+    let allowed = 3 + started.elapsed().as_secs() + 1;
+    assert!(3 + written <= allowed, "{} calls admitted, at most {allowed} allowed", 3 + written);
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1);
+    let reply: Value = limited.json().await.unwrap();
+    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+    assert!(reply["error"]["reason"].as_str().unwrap().contains("API calls"), "{reply}");
+    let settings = app.db.collection::<Document>("room_settings").count_documents(doc! {}).await.unwrap();
+    assert_eq!(settings, written, "the refused write stored nothing");
+    // Another key has its own bucket; publishes have their own rate; a
+    // call without a valid key is refused for that, not counted.
+    assert_eq!(get(other_key, "/api/rooms").await.status(), 200);
+    assert_eq!(publish(&app, &json!({"broadcast": true, "message": "still"})).await.status(), 200);
+    assert_eq!(get("not-a-key-0123456789", "/api/rooms").await.status(), 401);
+    assert_eq!(metric(&app, "herald_rate_limited_total{limit=\"api_rate\"}").await, 1);
+}
+
+#[tokio::test]
 async fn connections_beyond_the_per_ip_cap_are_refused_with_a_reason() {
     let app = spawn_app_with(&[("HERALD_CONNECTIONS_PER_IP", "2")]).await;
     let mut first = SioClient::connect(app.addr).await;

@@ -73,9 +73,11 @@ pub async fn spawn_app_in(db_name: &str, overrides: &[(&str, &str)]) -> TestApp 
             // Tests send as fast as acks come back, and connect many
             // clients from one address; the rate limits and caps have their
             // own tests, which set them.
-            "HERALD_SEND_RATE" | "HERALD_PUBLISH_RATE" | "HERALD_EVENT_RATE" | "HERALD_HANDSHAKES_PER_IP" => {
-                Some("0".into())
-            }
+            "HERALD_SEND_RATE"
+            | "HERALD_PUBLISH_RATE"
+            | "HERALD_API_RATE"
+            | "HERALD_EVENT_RATE"
+            | "HERALD_HANDSHAKES_PER_IP" => Some("0".into()),
             // Presence changes are told at once, or nearly: tests wait for them.
             "HERALD_PRESENCE_INTERVAL" => Some("100ms".into()),
             // SecantusDB (a Python stand-in for MongoDB) can stall for
