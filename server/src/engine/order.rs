@@ -261,8 +261,12 @@ impl Order {
         // At or below the cursor only a number passed over is still owed: a
         // fill read the store before its write landed (another node's write
         // that took longer than the hold). It goes out late, once.
-        let (late, items): (Vec<_>, Vec<_>) = items.into_iter().partition(|(seq, _)| *seq <= cursor);
-        let mut out = self.accept_copies(late, keep);
+        let (mut out, items) = if first <= cursor {
+            let (late, items): (Vec<_>, Vec<_>) = items.into_iter().partition(|(seq, _)| *seq <= cursor);
+            (self.accept_copies(late, keep), items)
+        } else {
+            (Vec::new(), items)
+        };
         if last <= cursor {
             return out; // accounted for already
         }
