@@ -109,6 +109,16 @@ struct Cell<L: Log> {
     backfill: tokio::sync::Mutex<()>,
 }
 
+impl<L: Log> Cell<L> {
+    /// Tells the catch-ups waiting in `reach` (if any: otherwise delivery
+    /// costs nothing more) that what this node delivered may have moved.
+    fn tell_reaching(&self, state: &State<L>) {
+        if state.reaching > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 struct State<L: Log> {
     queue: VecDeque<Pending<L>>,
     /// Writer tasks storing (or about to store) a batch.
@@ -563,8 +573,8 @@ impl<L: Log> Streams<L> {
                     None => state.order.accept_copies(items, keep),
                 };
                 self.send(&cell, &mut state, out);
-                if state.reaching > 0 && state.order.cursor() != before {
-                    cell.changed.notify_waiters();
+                if state.order.cursor() != before {
+                    cell.tell_reaching(&state);
                 }
                 if let Some(hole) = state.order.hole()
                     && !state.filling
@@ -601,9 +611,7 @@ impl<L: Log> Streams<L> {
                     break;
                 };
                 self.local.deliver(&cell.channel, L::EVENT, &payload);
-                if state.reaching > 0 {
-                    cell.changed.notify_waiters();
-                }
+                cell.tell_reaching(&state);
             }
             tokio::task::yield_now().await;
         }
@@ -658,9 +666,7 @@ impl<L: Log> Streams<L> {
             let mut state = lock(&cell.state);
             let out = state.order.fill(upto, found, keep);
             self.send(&cell, &mut state, out);
-            if state.reaching > 0 {
-                cell.changed.notify_waiters();
-            }
+            cell.tell_reaching(&state);
         }
         let channel = cell.channel.clone();
         drop(cell);
