@@ -91,6 +91,9 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
   const valid = { room, name: 'Eve', body: 'garbage must not be stored', client_id: `abuse${rng.int(1e6, 9e6)}` };
   // A logout with the real token would succeed (303): there it is always wrong.
   const token = path === '/logout' ? tamper(rng, csrf) : csrf;
+  // For bodies written by hand: a tampered token may hold `&` (or `+`, `%`),
+  // and `csrf=<token>&junk` unencoded would read as the real token.
+  const raw = encodeURIComponent(token);
 
   const variant = rng.int(0, 9);
   switch (variant) {
@@ -110,7 +113,7 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
       });
     }
     case 2: {
-      const body = rng.pick(['%zz', '%', '&&&', '====', 'body=%E0%A4%A', 'a=%FF%FE', `csrf=${token}%`, rng.junk(300)]);
+      const body = rng.pick(['%zz', '%', '&&&', '====', 'body=%E0%A4%A', 'a=%FF%FE', `csrf=${raw}%`, rng.junk(300)]);
       return post('broken urlencoding', { headers: [cookie(vid), ['Content-Type', FORM]], body });
     }
     case 3: {
@@ -118,7 +121,7 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
       const body = Buffer.concat([
         Buffer.from(`room=${room}&body=`),
         Buffer.from([0xff, 0xfe, 0xc3, 0x28]),
-        Buffer.from(`&csrf=${token}`),
+        Buffer.from(`&csrf=${raw}`),
       ]);
       return post('invalid UTF-8', { headers: [cookie(vid), ['Content-Type', FORM]], body });
     }
@@ -151,7 +154,7 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
       });
     case 8: {
       // Duplicated fields: whichever wins, the csrf is wrong.
-      const body = `room=${room}&room=Bad&body=a&body=&csrf=${tamper(rng, csrf)}&csrf=`;
+      const body = `room=${room}&room=Bad&body=a&body=&csrf=${encodeURIComponent(tamper(rng, csrf))}&csrf=`;
       return post('duplicated fields', { headers: [cookie(vid), ['Content-Type', FORM]], body });
     }
     default: {
