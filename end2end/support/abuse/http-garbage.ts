@@ -46,6 +46,14 @@ export function form(fields: Record<string, string>): string {
   return new URLSearchParams(fields).toString();
 }
 
+/** Every byte of `value` (as UTF-8; a lone surrogate as U+FFFD) percent-encoded but `A-Za-z0-9-._~`. */
+function percentEncode(value: string): string {
+  const plain = (byte: number) => /[A-Za-z0-9._~-]/.test(String.fromCharCode(byte));
+  return [...Buffer.from(value, 'utf8')]
+    .map((byte) => (plain(byte) ? String.fromCharCode(byte) : `%${byte.toString(16).padStart(2, '0').toUpperCase()}`))
+    .join('');
+}
+
 /** `unit` repeated and cut to `length` UTF-16 units (use single-unit characters). */
 export function big(unit: string, length: number): string {
   return unit.repeat(Math.ceil(length / unit.length)).slice(0, length);
@@ -93,7 +101,7 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
   const token = path === '/logout' ? tamper(rng, csrf) : csrf;
   // For bodies written by hand: a tampered token may hold `&` (or `+`, `%`),
   // and `csrf=<token>&junk` unencoded would read as the real token.
-  const raw = encodeURIComponent(token);
+  const raw = percentEncode(token);
 
   const variant = rng.int(0, 9);
   switch (variant) {
@@ -154,7 +162,7 @@ export function formGarbage(rng: Random, target: Target): HttpGarbage {
       });
     case 8: {
       // Duplicated fields: whichever wins, the csrf is wrong.
-      const body = `room=${room}&room=Bad&body=a&body=&csrf=${encodeURIComponent(tamper(rng, csrf))}&csrf=`;
+      const body = `room=${room}&room=Bad&body=a&body=&csrf=${percentEncode(tamper(rng, csrf))}&csrf=`;
       return post('duplicated fields', { headers: [cookie(vid), ['Content-Type', FORM]], body });
     }
     default: {
